@@ -1,0 +1,396 @@
+//! The store layer of cpvault: a [`Store`] facade over an `object_store` backend chosen by
+//! URL, with the three operations the archive pipeline needs — a streaming multipart upload
+//! that is aborted unless explicitly finished, a create-if-absent put used as the commit
+//! point, and streaming reads. It holds no business logic: it never decides what a key means,
+//! and it never prints or logs credentials (a store is displayed by its redacted URL).
+
+mod local;
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+
+/// Errors from a store operation. Each names the store and the key, and says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The URL could not be understood.
+    #[error(
+        "store URL '{url}': {reason}; use file:///abs/path, a plain directory path, or memory://"
+    )]
+    BadUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A local store directory does not exist.
+    #[error(
+        "store '{store}': directory does not exist; check --store, or run a backup to create it"
+    )]
+    MissingDirectory {
+        /// The store.
+        store: String,
+    },
+    /// The object does not exist.
+    #[error("store '{store}': object '{key}' not found")]
+    NotFound {
+        /// The store.
+        store: String,
+        /// The key.
+        key: String,
+    },
+    /// A create-if-absent put found an object already there.
+    #[error("store '{store}': object '{key}' already exists; refusing to overwrite it")]
+    AlreadyExists {
+        /// The store.
+        store: String,
+        /// The key.
+        key: String,
+    },
+    /// Anything else the backend reported.
+    #[error("store '{store}': {op} '{key}' failed: {source}")]
+    Backend {
+        /// The store.
+        store: String,
+        /// The operation.
+        op: &'static str,
+        /// The key.
+        key: String,
+        /// The backend's error.
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// How a streaming upload is cut into parts: memory held by an upload is about
+/// `part_size × concurrency`.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadOptions {
+    /// Size of one multipart part in bytes.
+    pub part_size: usize,
+    /// Parts in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        Self {
+            part_size: 8 * 1024 * 1024,
+            concurrency: 4,
+        }
+    }
+}
+
+/// One object as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the store's prefix.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time.
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// A store chosen by URL.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    display: String,
+    upload: UploadOptions,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("url", &self.display).finish()
+    }
+}
+
+impl fmt::Display for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+impl Store {
+    /// Opens the store named by `url`. With `create`, a missing local directory is created
+    /// (mode 0700); without it, a missing directory is an error, so a typo in `--store` on a
+    /// read command does not silently list an empty store.
+    ///
+    /// # Errors
+    /// [`StoreError::BadUrl`] for an unknown scheme or malformed URL,
+    /// [`StoreError::MissingDirectory`] for an absent local directory without `create`.
+    pub fn open(url: &str, create: bool) -> Result<Store, StoreError> {
+        let bad = |reason: &str| StoreError::BadUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        if url.is_empty() {
+            return Err(bad("empty"));
+        }
+        if let Some(rest) = url.strip_prefix("memory://") {
+            if !rest.is_empty() {
+                return Err(bad("memory:// takes no path"));
+            }
+            return Ok(Store::from_object_store(
+                Arc::new(object_store::memory::InMemory::new()),
+                "memory://".into(),
+            ));
+        }
+        let dir = if url.starts_with("file://") {
+            let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+            parsed
+                .to_file_path()
+                .map_err(|()| bad("a file:// URL needs an absolute path"))?
+        } else if let Some((scheme, _)) = url.split_once("://") {
+            return Err(bad(&format!(
+                "scheme '{scheme}' is not supported by this build"
+            )));
+        } else {
+            std::path::PathBuf::from(url)
+        };
+        let (store, display) = local::open(&dir, create, url)?;
+        Ok(Store::from_object_store(store, display))
+    }
+
+    /// Wraps an existing object store (a test's fault injector, for instance).
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>, display: String) -> Store {
+        Store {
+            inner,
+            display,
+            upload: UploadOptions::default(),
+        }
+    }
+
+    /// Sets how uploads are cut into parts.
+    pub fn with_upload_options(mut self, upload: UploadOptions) -> Store {
+        self.upload = upload;
+        self
+    }
+
+    /// The underlying object store.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.inner.clone()
+    }
+
+    fn err(&self, op: &'static str, key: &str, source: object_store::Error) -> StoreError {
+        match source {
+            object_store::Error::NotFound { .. } => StoreError::NotFound {
+                store: self.display.clone(),
+                key: key.to_string(),
+            },
+            object_store::Error::AlreadyExists { .. } => StoreError::AlreadyExists {
+                store: self.display.clone(),
+                key: key.to_string(),
+            },
+            source => StoreError::Backend {
+                store: self.display.clone(),
+                op,
+                key: key.to_string(),
+                source,
+            },
+        }
+    }
+
+    /// Starts a streaming upload to `key`. Nothing is visible at `key` until
+    /// [`Upload::finish`]; dropping or aborting the upload leaves nothing behind.
+    ///
+    /// # Errors
+    /// The backend's error when the upload cannot be started.
+    pub async fn start_upload(&self, key: &str) -> Result<Upload, StoreError> {
+        let path = Path::from(key);
+        let mp = self
+            .inner
+            .put_multipart(&path)
+            .await
+            .map_err(|e| self.err("start upload of", key, e))?;
+        Ok(Upload {
+            writer: Some(WriteMultipart::new_with_chunk_size(
+                mp,
+                self.upload.part_size,
+            )),
+            concurrency: self.upload.concurrency.max(1),
+            key: key.to_string(),
+            store: self.clone(),
+        })
+    }
+
+    /// Puts `bytes` at `key` only if nothing is there yet: the commit point of a backup.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] when the key exists.
+    pub async fn put_create(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        self.inner
+            .put_opts(&Path::from(key), PutPayload::from(bytes), opts)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("create", key, e))
+    }
+
+    /// Puts `bytes` at `key`, replacing what is there.
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn put_overwrite(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.inner
+            .put(&Path::from(key), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("put", key, e))
+    }
+
+    /// Reads a whole (small) object.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when absent.
+    pub async fn get_bytes(&self, key: &str) -> Result<Bytes, StoreError> {
+        let r = self
+            .inner
+            .get(&Path::from(key))
+            .await
+            .map_err(|e| self.err("get", key, e))?;
+        r.bytes().await.map_err(|e| self.err("read", key, e))
+    }
+
+    /// Streams an object: its size and a stream of chunks.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when absent; read errors arrive in the stream.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<(u64, BoxStream<'static, Result<Bytes, StoreError>>), StoreError> {
+        let r = self
+            .inner
+            .get(&Path::from(key))
+            .await
+            .map_err(|e| self.err("get", key, e))?;
+        let size = r.meta.size;
+        let this = self.clone();
+        let key = key.to_string();
+        let stream = r
+            .into_stream()
+            .map_err(move |e| this.err("read", &key, e))
+            .boxed();
+        Ok((size, stream))
+    }
+
+    /// Size and time of one object.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when absent.
+    pub async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
+        let m = self
+            .inner
+            .head(&Path::from(key))
+            .await
+            .map_err(|e| self.err("head", key, e))?;
+        Ok(ObjectInfo {
+            key: m.location.to_string(),
+            size: m.size,
+            last_modified: m.last_modified,
+        })
+    }
+
+    /// Lists every object below `prefix` (all objects when `None`), sorted by key.
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn list(&self, prefix: Option<&str>) -> Result<Vec<ObjectInfo>, StoreError> {
+        let p = prefix.map(Path::from);
+        let mut out: Vec<ObjectInfo> = self
+            .inner
+            .list(p.as_ref())
+            .map_ok(|m| ObjectInfo {
+                key: m.location.to_string(),
+                size: m.size,
+                last_modified: m.last_modified,
+            })
+            .try_collect()
+            .await
+            .map_err(|e| self.err("list", prefix.unwrap_or(""), e))?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Deletes `key`. Deleting an absent key is not an error.
+    ///
+    /// # Errors
+    /// The backend's error.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err("delete", key, e)),
+        }
+    }
+}
+
+/// A streaming upload in progress. Dropping it unfinished aborts it in the background, so an
+/// error path that forgets [`Upload::abort`] still leaves no staged parts behind.
+pub struct Upload {
+    writer: Option<WriteMultipart>,
+    concurrency: usize,
+    key: String,
+    store: Store,
+}
+
+impl Upload {
+    /// Appends a chunk, waiting while `concurrency` parts are already in flight.
+    ///
+    /// # Errors
+    /// The backend's error for a failed part.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        let w = self.writer.as_mut().expect("upload used after finish");
+        if let Err(e) = w.wait_for_capacity(self.concurrency).await {
+            return Err(self.store.err("upload", &self.key, e));
+        }
+        w.put(chunk);
+        Ok(())
+    }
+
+    /// Completes the upload, making the object visible.
+    ///
+    /// # Errors
+    /// The backend's error; the upload is aborted.
+    pub async fn finish(mut self) -> Result<(), StoreError> {
+        let w = self.writer.take().expect("upload finished twice");
+        w.finish()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.store.err("complete upload of", &self.key, e))
+    }
+
+    /// Abandons the upload and removes its parts.
+    pub async fn abort(mut self) {
+        if let Some(w) = self.writer.take() {
+            if let Err(e) = w.abort().await {
+                tracing::warn!(
+                    "store '{}': aborting upload of '{}': {e}",
+                    self.store,
+                    self.key
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = w.abort().await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The manifests of format v1. The outer manifest sits beside the archive and is readable
+//! without a key; the inner one is the archive's last entry. The outer one must never carry
+//! plaintext hashes, modes or mtimes of entries: they would leak facts about secrets to
+//! anyone who can list the store.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What an entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryKind {
+    /// An etcd snapshot (`etcd/<name>.db`).
+    EtcdSnapshot,
+    /// A PKI file (`pki/<relative path>`).
+    Pki,
+    /// Any other file (`files/<name>`).
+    File,
+}
+
+impl EntryKind {
+    /// The tar path prefix of this kind.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            EntryKind::EtcdSnapshot => "etcd/",
+            EntryKind::Pki => "pki/",
+            EntryKind::File => "files/",
+        }
+    }
+}
+
+/// One payload entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Path inside the tar.
+    pub path: String,
+    /// What it holds.
+    pub kind: EntryKind,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// Plaintext sha256, hex (inner manifest only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Unix permission bits (inner manifest only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Modification time, Unix seconds (inner manifest only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<i64>,
+}
+
+impl Entry {
+    /// The entry as the outer manifest shows it: path, kind and size only.
+    pub fn public(&self) -> Entry {
+        Entry {
+            sha256: None,
+            mode: None,
+            mtime: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// Facts about the etcd snapshot in the archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdInfo {
+    /// Tar path of the snapshot entry.
+    pub entry: String,
+    /// Snapshot size in bytes.
+    pub db_size: u64,
+    /// Whether the snapshot ends in etcd's sha256 trailer (and it matched when written).
+    pub hash_trailer: bool,
+    /// etcd's revision at snapshot time, when the source knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// etcd cluster id (hex), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// etcd member id (hex), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
+    /// etcd server version, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// The tool that wrote a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolInfo {
+    /// Always `cpvault`.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+}
+
+impl ToolInfo {
+    /// This build.
+    pub fn current() -> ToolInfo {
+        ToolInfo {
+            name: env!("CARGO_PKG_NAME").into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// Where the archive object is and how to check it without a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveInfo {
+    /// Object key, relative to the store.
+    pub key: String,
+    /// Ciphertext size in bytes.
+    pub size: u64,
+    /// Ciphertext sha256, hex.
+    pub sha256: String,
+    /// Always `zstd`.
+    pub compression: String,
+    /// Always `age-v1`.
+    pub encryption: String,
+    /// Public recipients the archive is encrypted to (`age1…`, `ssh-…`), or `["scrypt"]`
+    /// for a passphrase.
+    pub recipients: Vec<String>,
+}
+
+/// A manifest of format v1: the outer one has `archive`, the inner one has per-entry
+/// sha256/mode/mtime instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always `cpvault-manifest`.
+    pub format: String,
+    /// Major format version.
+    pub version: u32,
+    /// Backup id.
+    pub id: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// When the backup started.
+    pub created: DateTime<Utc>,
+    /// When the archive's content was sealed.
+    pub completed: DateTime<Utc>,
+    /// Writer.
+    pub tool: ToolInfo,
+    /// Host the backup ran on.
+    pub host: String,
+    /// User tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Human description of the sources.
+    pub source: String,
+    /// etcd facts, when the archive has a snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdInfo>,
+    /// Payload entries in archive order.
+    pub entries: Vec<Entry>,
+    /// The archive object (outer manifest only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveInfo>,
+}
+
+impl Manifest {
+    /// `<cluster>/<id>`.
+    pub fn reference(&self) -> String {
+        format!("{}/{}", self.cluster, self.id)
+    }
+
+    /// The outer manifest for this inner one.
+    pub fn to_outer(&self, archive: ArchiveInfo) -> Manifest {
+        Manifest {
+            entries: self.entries.iter().map(Entry::public).collect(),
+            archive: Some(archive),
+            ..self.clone()
+        }
+    }
+
+    /// Total plaintext payload size.
+    pub fn payload_size(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+
+    /// The fields on which the inner manifest `inner` and this outer one disagree.
+    pub fn disagreements(&self, inner: &Manifest) -> Vec<&'static str> {
+        let mut out = vec![];
+        let outer_view = Manifest {
+            archive: None,
+            ..self.clone()
+        };
+        let inner_view = inner.to_outer_without_archive();
+        macro_rules! cmp {
+            ($($f:ident),*) => {$( if outer_view.$f != inner_view.$f { out.push(stringify!($f)); } )*};
+        }
+        cmp!(
+            format, version, id, cluster, created, completed, tool, host, tags, source, etcd,
+            entries
+        );
+        out
+    }
+
+    fn to_outer_without_archive(&self) -> Manifest {
+        Manifest {
+            entries: self.entries.iter().map(Entry::public).collect(),
+            archive: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// Parses `format.json`, refusing another format or major version.
+///
+/// # Errors
+/// A message naming the format/version found and what this build reads.
+pub fn check_format_json(bytes: &[u8]) -> Result<(), String> {
+    #[derive(Deserialize)]
+    struct F {
+        format: String,
+        version: u32,
+    }
+    let f: F =
+        serde_json::from_slice(bytes).map_err(|e| format!("format.json is not valid: {e}"))?;
+    if f.format != super::ARCHIVE_FORMAT {
+        return Err(format!(
+            "format.json names format '{}', not '{}'",
+            f.format,
+            super::ARCHIVE_FORMAT
+        ));
+    }
+    if f.version != super::VERSION {
+        return Err(format!(
+            "archive format version {} is not supported by cpvault {} (it reads version {}); upgrade cpvault",
+            f.version,
+            env!("CARGO_PKG_VERSION"),
+            super::VERSION
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a manifest, refusing an unknown format or major version with a clear message.
+///
+/// # Errors
+/// Invalid JSON, another format, or another major version.
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
+    #[derive(Deserialize)]
+    struct Head {
+        format: Option<String>,
+        version: Option<u32>,
+    }
+    let head: Head = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+    if head.format.as_deref() != Some(super::MANIFEST_FORMAT) {
+        return Err(format!(
+            "format is {:?}, expected \"{}\"",
+            head.format,
+            super::MANIFEST_FORMAT
+        ));
+    }
+    match head.version {
+        Some(super::VERSION) => {}
+        v => {
+            return Err(format!(
+                "manifest version {v:?} is not supported by cpvault {} (it reads version {}); upgrade cpvault",
+                env!("CARGO_PKG_VERSION"),
+                super::VERSION
+            ))
+        }
+    }
+    serde_json::from_slice(bytes).map_err(|e| format!("invalid manifest: {e}"))
+}
+
+/// `format.json`'s content.
+pub fn format_json() -> Vec<u8> {
+    serde_json::to_vec(
+        &serde_json::json!({"format": super::ARCHIVE_FORMAT, "version": super::VERSION}),
+    )
+    .expect("static json")
+}

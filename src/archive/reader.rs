@@ -1,0 +1,469 @@
+//! The reading pipeline: store → ciphertext sha256 → age → zstd → tar → per-entry sha256 →
+//! a caller's sink, each stage on its own thread with bounded channels between them. It
+//! reports what it saw layer by layer and names the layer that failed; judging the result
+//! against the manifests is the verifier's job, and it must never hand a sink bytes from an
+//! entry it cannot place safely (absolute paths, `..`, unknown prefixes).
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use cpvault_backends::Store;
+use futures::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::hashing::TrailerHasher;
+use super::manifest::{check_format_json, parse_manifest, Manifest};
+use super::pipe::{self, ChanReader, ChanWriter, Msg};
+use crate::crypto::Identities;
+
+const COPY_BUF: usize = 256 * 1024;
+const MAX_SMALL_ENTRY: u64 = 64 * 1024 * 1024;
+
+/// Receives the payload entries of an archive as they stream past.
+pub trait Sink: Send {
+    /// Called at the start of each payload entry; returns where its bytes go, or `None` to
+    /// only hash them.
+    ///
+    /// # Errors
+    /// Any I/O error; it stops the read and is reported as a `write` failure.
+    fn open(
+        &mut self,
+        path: &str,
+        size: u64,
+        mode: u32,
+    ) -> io::Result<Option<Box<dyn Write + Send>>>;
+}
+
+/// A sink that keeps nothing: verify.
+pub struct NullSink;
+
+impl Sink for NullSink {
+    fn open(&mut self, _: &str, _: u64, _: u32) -> io::Result<Option<Box<dyn Write + Send>>> {
+        Ok(None)
+    }
+}
+
+/// The layers of an archive, outermost first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layer {
+    /// Reading the object from the store.
+    Store,
+    /// age: header, identity, per-chunk authentication.
+    Decrypt,
+    /// zstd: frame structure and content checksum.
+    Decompress,
+    /// `format.json`.
+    Format,
+    /// tar structure, entry paths, the inner manifest.
+    Tar,
+    /// The caller's sink.
+    Write,
+}
+
+/// Where and why the stream stopped.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// The layer.
+    pub layer: Layer,
+    /// What went wrong.
+    pub message: String,
+    #[serde(skip)]
+    neighbor: bool,
+}
+
+impl Failure {
+    fn new(layer: Layer, message: impl Into<String>) -> Self {
+        Failure {
+            layer,
+            message: message.into(),
+            neighbor: false,
+        }
+    }
+
+    fn neighbor(layer: Layer) -> Self {
+        Failure {
+            layer,
+            message: "stopped because another stage failed".into(),
+            neighbor: true,
+        }
+    }
+}
+
+/// One payload entry as read.
+#[derive(Debug, Clone)]
+pub struct SeenEntry {
+    /// Path in the tar.
+    pub path: String,
+    /// Bytes read.
+    pub size: u64,
+    /// sha256, hex.
+    pub sha256: String,
+    /// Mode from the tar header.
+    pub mode: u32,
+    /// Whether the size has etcd's trailer shape.
+    pub trailer_expected: bool,
+    /// Whether the trailer matched.
+    pub trailer_matches: bool,
+}
+
+/// Everything the read saw.
+#[derive(Debug, Clone)]
+pub struct ReadOutcome {
+    /// Ciphertext bytes read.
+    pub ciphertext_size: u64,
+    /// sha256 of those bytes, hex.
+    pub ciphertext_sha256: String,
+    /// The root cause when the stream stopped early.
+    pub failure: Option<Failure>,
+    /// Payload entries in order.
+    pub entries: Vec<SeenEntry>,
+    /// The inner manifest, when reached and parsed.
+    pub inner: Option<Manifest>,
+    /// Whether `format.json` was present and acceptable.
+    pub format_ok: bool,
+}
+
+/// Reads the archive at `key`: only hashes the ciphertext without identities, and runs every
+/// layer into `sink` with them.
+pub async fn read_archive(
+    store: &Store,
+    key: &str,
+    identities: Option<Arc<Identities>>,
+    sink: Box<dyn Sink>,
+    progress: indicatif::ProgressBar,
+) -> ReadOutcome {
+    let mut out = ReadOutcome {
+        ciphertext_size: 0,
+        ciphertext_sha256: String::new(),
+        failure: None,
+        entries: vec![],
+        inner: None,
+        format_ok: false,
+    };
+    let (size, mut stream) = match store.get_stream(key).await {
+        Ok(s) => s,
+        Err(e) => {
+            out.failure = Some(Failure::new(Layer::Store, e.to_string()));
+            return out;
+        }
+    };
+    progress.set_length(size);
+
+    let mut stages = vec![];
+    let mut tx = None;
+    let mut tail = None;
+    if let Some(ids) = identities {
+        let (tx1, rx1) = pipe::channel();
+        let (tx2, rx2) = pipe::channel();
+        tx = Some(tx1);
+        stages.push(tokio::task::spawn_blocking(move || decrypt(rx1, tx2, &ids)));
+        tail = Some(tokio::task::spawn_blocking(move || untar(rx2, sink)));
+    }
+
+    let mut hasher = Sha256::new();
+    let mut download: Result<(), Failure> = Ok(());
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(b) => {
+                hasher.update(&b);
+                out.ciphertext_size += b.len() as u64;
+                progress.inc(b.len() as u64);
+                // Keep hashing when a later stage has stopped: the ciphertext check still
+                // gets its answer.
+                if let Some(t) = &tx {
+                    if t.send(Msg::Data(b)).await.is_err() {
+                        tx = None;
+                    }
+                }
+            }
+            Err(e) => {
+                download = Err(Failure::new(Layer::Store, e.to_string()));
+                break;
+            }
+        }
+    }
+    if download.is_ok() {
+        if let Some(t) = tx.take() {
+            let _ = t.send(Msg::End).await;
+        }
+    }
+    drop(tx);
+    out.ciphertext_sha256 = hex::encode(hasher.finalize());
+
+    let mut failures = vec![download.err()];
+    for s in stages {
+        let r = s
+            .await
+            .unwrap_or_else(|e| Err(Failure::new(Layer::Decrypt, e.to_string())));
+        failures.push(r.err());
+    }
+    if let Some(t) = tail {
+        match t.await {
+            Ok(u) => {
+                out.entries = u.entries;
+                out.inner = u.inner;
+                out.format_ok = u.format_ok;
+                failures.push(u.failure);
+            }
+            Err(e) => failures.push(Some(Failure::new(Layer::Tar, e.to_string()))),
+        }
+    }
+    let failures: Vec<Failure> = failures.into_iter().flatten().collect();
+    out.failure = failures
+        .iter()
+        .find(|f| !f.neighbor)
+        .or(failures.first())
+        .cloned();
+    out
+}
+
+fn decrypt(
+    rx: tokio::sync::mpsc::Receiver<Msg>,
+    tx: tokio::sync::mpsc::Sender<Msg>,
+    ids: &Identities,
+) -> Result<(), Failure> {
+    let upstream = Arc::new(AtomicBool::new(false));
+    let input = Flagged::new(ChanReader::new(rx), upstream.clone());
+    let header_err = |e: age::DecryptError| {
+        if upstream.load(Ordering::Relaxed) {
+            return Failure::neighbor(Layer::Decrypt);
+        }
+        Failure::new(
+            Layer::Decrypt,
+            match e {
+                age::DecryptError::NoMatchingKeys => {
+                    "none of the given identities can open this archive (wrong -i key or passphrase)".to_string()
+                }
+                e => format!("age header: {e}"),
+            },
+        )
+    };
+    let decryptor = age::Decryptor::new_buffered(io::BufReader::with_capacity(COPY_BUF, input))
+        .map_err(header_err)?;
+    let mut reader = decryptor.decrypt(ids.iter()).map_err(header_err)?;
+    let mut out = ChanWriter::new(tx);
+    let mut buf = vec![0u8; COPY_BUF];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if upstream.load(Ordering::Relaxed) {
+                    return Err(Failure::neighbor(Layer::Decrypt));
+                }
+                return Err(Failure::new(
+                    Layer::Decrypt,
+                    format!("age payload: {e} (the ciphertext was modified or truncated)"),
+                ));
+            }
+        };
+        out.write_all(&buf[..n])
+            .map_err(|_| Failure::neighbor(Layer::Decrypt))?;
+    }
+    out.finish().map_err(|_| Failure::neighbor(Layer::Decrypt))
+}
+
+/// Wraps a reader and raises a flag when it fails.
+struct Flagged<R> {
+    inner: R,
+    flag: Arc<AtomicBool>,
+}
+
+impl<R> Flagged<R> {
+    fn new(inner: R, flag: Arc<AtomicBool>) -> Self {
+        Flagged { inner, flag }
+    }
+}
+
+impl<R: Read> Read for Flagged<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner
+            .read(buf)
+            .inspect_err(|_| self.flag.store(true, Ordering::Relaxed))
+    }
+}
+
+struct Untarred {
+    entries: Vec<SeenEntry>,
+    inner: Option<Manifest>,
+    format_ok: bool,
+    failure: Option<Failure>,
+}
+
+fn untar(rx: tokio::sync::mpsc::Receiver<Msg>, mut sink: Box<dyn Sink>) -> Untarred {
+    let mut out = Untarred {
+        entries: vec![],
+        inner: None,
+        format_ok: false,
+        failure: None,
+    };
+    let upstream = Arc::new(AtomicBool::new(false));
+    let zstd_failed = Arc::new(AtomicBool::new(false));
+    let sink_failed = Arc::new(AtomicBool::new(false));
+    let classify = |e: &io::Error, layer: Layer| {
+        if upstream.load(Ordering::Relaxed) {
+            Failure::neighbor(Layer::Decompress)
+        } else if zstd_failed.load(Ordering::Relaxed) {
+            Failure::new(Layer::Decompress, format!("zstd: {e}"))
+        } else if sink_failed.load(Ordering::Relaxed) {
+            Failure::new(Layer::Write, e.to_string())
+        } else {
+            Failure::new(layer, format!("tar: {e}"))
+        }
+    };
+    let input = Flagged::new(ChanReader::new(rx), upstream.clone());
+    let decoder = match zstd::stream::read::Decoder::new(input) {
+        Ok(d) => d,
+        Err(e) => {
+            out.failure = Some(Failure::new(Layer::Decompress, format!("zstd: {e}")));
+            return out;
+        }
+    };
+    let mut archive = tar::Archive::new(Flagged::new(decoder, zstd_failed.clone()));
+    let result = (|| -> Result<(), Failure> {
+        let mut entries = archive.entries().map_err(|e| classify(&e, Layer::Tar))?;
+        let mut first = true;
+        while let Some(entry) = entries.next() {
+            let mut entry = entry.map_err(|e| classify(&e, Layer::Tar))?;
+            let path = entry
+                .path()
+                .map_err(|e| classify(&e, Layer::Tar))?
+                .to_string_lossy()
+                .into_owned();
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                return Err(Failure::new(
+                    Layer::Tar,
+                    format!("entry '{path}' is not a regular file"),
+                ));
+            }
+            if first {
+                first = false;
+                if path != super::FORMAT_ENTRY {
+                    return Err(Failure::new(
+                        Layer::Format,
+                        format!("first entry is '{path}', not format.json: not a cpvault archive"),
+                    ));
+                }
+                let bytes = read_small(&mut entry).map_err(|e| classify(&e, Layer::Format))?;
+                check_format_json(&bytes).map_err(|m| Failure::new(Layer::Format, m))?;
+                out.format_ok = true;
+                continue;
+            }
+            if path == super::MANIFEST_ENTRY {
+                let bytes = read_small(&mut entry).map_err(|e| classify(&e, Layer::Tar))?;
+                let inner = parse_manifest(&bytes)
+                    .map_err(|m| Failure::new(Layer::Tar, format!("inner manifest.json: {m}")))?;
+                out.inner = Some(inner);
+                if let Some(next) = entries.next() {
+                    let extra = next
+                        .ok()
+                        .and_then(|e| e.path().ok().map(|p| p.display().to_string()))
+                        .unwrap_or_default();
+                    return Err(Failure::new(
+                        Layer::Tar,
+                        format!("entry '{extra}' follows manifest.json, which must be last"),
+                    ));
+                }
+                break;
+            }
+            if !is_safe_payload_path(&path) {
+                return Err(Failure::new(
+                    Layer::Tar,
+                    format!("entry path '{path}' is not allowed (must be etcd/, pki/ or files/ with no '..')"),
+                ));
+            }
+            let mode = entry.header().mode().unwrap_or(0o600);
+            let size = entry.size();
+            let mut dest = sink
+                .open(&path, size, mode)
+                .map_err(|e| Failure::new(Layer::Write, format!("{path}: {e}")))?;
+            let mut hasher = TrailerHasher::new();
+            let mut buf = vec![0u8; COPY_BUF];
+            loop {
+                let n = match entry.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(classify(&e, Layer::Tar)),
+                };
+                hasher.update(&buf[..n]);
+                if let Some(d) = dest.as_mut() {
+                    d.write_all(&buf[..n]).map_err(|e| {
+                        sink_failed.store(true, Ordering::Relaxed);
+                        Failure::new(Layer::Write, format!("{path}: {e}"))
+                    })?;
+                }
+            }
+            if let Some(mut d) = dest {
+                d.flush()
+                    .map_err(|e| Failure::new(Layer::Write, format!("{path}: {e}")))?;
+            }
+            let d = hasher.finish();
+            out.entries.push(SeenEntry {
+                path,
+                size: d.size,
+                sha256: hex::encode(d.sha256),
+                mode,
+                trailer_expected: d.trailer_expected,
+                trailer_matches: d.trailer_matches,
+            });
+        }
+        if first {
+            return Err(Failure::new(Layer::Format, "the archive holds no entries"));
+        }
+        if out.inner.is_none() {
+            return Err(Failure::new(
+                Layer::Tar,
+                "the archive ends without manifest.json (truncated before it was sealed)",
+            ));
+        }
+        Ok(())
+    })();
+    // Read to the very end so zstd checks its frame checksum and the stream's end marker.
+    let result = result.and_then(|()| {
+        io::copy(&mut archive.into_inner(), &mut io::sink())
+            .map(|_| ())
+            .map_err(|e| classify(&e, Layer::Decompress))
+    });
+    out.failure = result.err();
+    out
+}
+
+fn read_small(entry: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut v = vec![];
+    entry.take(MAX_SMALL_ENTRY).read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// Whether `path` may be written below an extraction directory.
+pub fn is_safe_payload_path(path: &str) -> bool {
+    let ok_prefix = ["etcd/", "pki/", "files/"]
+        .iter()
+        .any(|p| path.starts_with(p));
+    ok_prefix
+        && !path.contains('\0')
+        && !path.contains('\\')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        assert!(is_safe_payload_path("pki/etcd/ca.key"));
+        assert!(is_safe_payload_path("etcd/snapshot.db"));
+        assert!(!is_safe_payload_path("pki/../../etc/passwd"));
+        assert!(!is_safe_payload_path("/etc/passwd"));
+        assert!(!is_safe_payload_path("other/x"));
+        assert!(!is_safe_payload_path("pki//x"));
+        assert!(!is_safe_payload_path("pki/"));
+    }
+}

@@ -1,0 +1,327 @@
+//! The backup pipeline: entries → tar (+ per-entry sha256) → zstd → age → ciphertext sha256
+//! → store, each stage on its own thread with bounded channels between them, then the outer
+//! manifest as the commit point. It must never commit a manifest for an archive that did not
+//! upload completely, and never hold more than a few chunks of any stream in memory.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+use chrono::{DateTime, Utc};
+use cpvault_backends::{Store, StoreError};
+use indicatif::ProgressBar;
+use sha2::{Digest, Sha256};
+
+use super::hashing::TrailerHasher;
+use super::manifest::{format_json, ArchiveInfo, Entry, EntryKind, EtcdInfo, Manifest, ToolInfo};
+use super::pipe::{self, ChanReader, ChanWriter, Msg};
+use super::tarfmt::{EntryHeader, TarWriter};
+use crate::crypto::Recipients;
+
+/// A payload entry a source offers: metadata known up front, bytes opened when written.
+pub struct SourceEntry {
+    /// Path inside the archive (`etcd/…`, `pki/…`, `files/…`).
+    pub path: String,
+    /// What it holds.
+    pub kind: EntryKind,
+    /// Exact size; the writer refuses a stream of another length.
+    pub size: u64,
+    /// Permission bits to record.
+    pub mode: u32,
+    /// Modification time to record, Unix seconds.
+    pub mtime: i64,
+    /// Opens the byte stream.
+    pub open: Box<dyn FnOnce() -> io::Result<Box<dyn Read + Send>> + Send>,
+    /// Extra etcd facts for a snapshot entry (revision, ids, version) the source knows.
+    pub etcd: Option<EtcdInfo>,
+}
+
+/// Who, what and when of a backup.
+pub struct BackupMeta {
+    /// Backup id.
+    pub id: String,
+    /// Cluster.
+    pub cluster: String,
+    /// Start time.
+    pub created: DateTime<Utc>,
+    /// Host name.
+    pub host: String,
+    /// User tags.
+    pub tags: BTreeMap<String, String>,
+    /// Description of the sources.
+    pub source: String,
+}
+
+/// Tunables.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// zstd level (1–19).
+    pub zstd_level: i32,
+    /// zstd worker threads (0 = single-threaded in the stage thread).
+    pub zstd_workers: u32,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            zstd_level: 3,
+            zstd_workers: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        }
+    }
+}
+
+/// Why a backup failed. Nothing was committed in any of these cases.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// A source could not be read.
+    #[error("reading {path}: {source}")]
+    Source {
+        /// Entry path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The etcd snapshot's own checksum does not match.
+    #[error("etcd snapshot {path}: its sha256 trailer does not match its content — the snapshot is corrupt; take a new one")]
+    SnapshotTrailer {
+        /// Entry path.
+        path: String,
+    },
+    /// A pipeline stage failed.
+    #[error("{stage}: {source}")]
+    Stage {
+        /// Which stage.
+        stage: &'static str,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// age refused the recipients.
+    #[error("encryption setup: {0}")]
+    Encrypt(#[from] age::EncryptError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type StageResult<T> = Result<T, WriteError>;
+
+fn stage_err(stage: &'static str) -> impl Fn(io::Error) -> WriteError {
+    move |source| WriteError::Stage { stage, source }
+}
+
+fn is_pipe(e: &WriteError) -> bool {
+    matches!(e, WriteError::Stage { source, .. } if pipe::is_downstream_closed(source))
+}
+
+/// Writes one backup and commits it. Returns the outer manifest.
+///
+/// # Errors
+/// [`WriteError`]; on any error the upload is aborted and no manifest is written.
+pub async fn write_backup(
+    store: &Store,
+    entries: Vec<SourceEntry>,
+    meta: BackupMeta,
+    recipients: &Recipients,
+    opts: WriteOptions,
+    progress: ProgressBar,
+) -> Result<Manifest, WriteError> {
+    let key = super::archive_key(&meta.cluster, &meta.id);
+    let encryptor = recipients.encryptor()?;
+    let mut upload = store.start_upload(&key).await?;
+
+    let (tx1, rx1) = pipe::channel();
+    let (tx2, rx2) = pipe::channel();
+    let (tx3, mut rx3) = pipe::channel();
+    let producer = tokio::task::spawn_blocking(move || produce(entries, meta, tx1, progress));
+    let compressor = tokio::task::spawn_blocking(move || compress(rx1, tx2, opts));
+    let encrypter = tokio::task::spawn_blocking(move || encrypt(rx2, tx3, encryptor));
+
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let uploaded: StageResult<()> = async {
+        loop {
+            match rx3.recv().await {
+                Some(Msg::Data(b)) => {
+                    hasher.update(&b);
+                    size += b.len() as u64;
+                    upload.write(b).await?;
+                }
+                Some(Msg::End) => return Ok(()),
+                None => return Err(stage_err("upload")(pipe::upstream_failed())),
+            }
+        }
+    }
+    .await;
+    drop(rx3);
+
+    fn joined<T>(r: Result<StageResult<T>, tokio::task::JoinError>) -> StageResult<T> {
+        r.unwrap_or_else(|e| Err(stage_err("pipeline")(io::Error::other(e.to_string()))))
+    }
+    let produced = joined(producer.await);
+    let compressed = joined(compressor.await);
+    let encrypted = joined(encrypter.await);
+
+    // The root cause is the first failing stage that did not merely see the next one stop.
+    let inner = match (produced, compressed, encrypted, uploaded) {
+        (Ok(inner), Ok(()), Ok(()), Ok(())) => inner,
+        (p, c, e, u) => {
+            upload.abort().await;
+            let errs: Vec<WriteError> = [p.err(), c.err(), e.err(), u.err()]
+                .into_iter()
+                .flatten()
+                .collect();
+            let pos = errs.iter().position(|e| !is_pipe(e)).unwrap_or(0);
+            return Err(errs.into_iter().nth(pos).expect("at least one error"));
+        }
+    };
+    upload.finish().await?;
+
+    let outer = inner.to_outer(ArchiveInfo {
+        key: key.clone(),
+        size,
+        sha256: hex::encode(hasher.finalize()),
+        compression: "zstd".into(),
+        encryption: "age-v1".into(),
+        recipients: recipients.public(),
+    });
+    let json = serde_json::to_vec_pretty(&outer).expect("manifest serializes");
+    store
+        .put_create(&super::manifest_key(&outer.cluster, &outer.id), json.into())
+        .await?;
+    Ok(outer)
+}
+
+fn produce(
+    entries: Vec<SourceEntry>,
+    meta: BackupMeta,
+    tx: tokio::sync::mpsc::Sender<Msg>,
+    progress: ProgressBar,
+) -> StageResult<Manifest> {
+    let tar_err = stage_err("tar");
+    let mut tar = TarWriter::new(ChanWriter::new(tx));
+    let now = meta.created.timestamp();
+    tar.append_bytes(super::FORMAT_ENTRY, 0o644, now, &format_json())
+        .map_err(&tar_err)?;
+    let mut recorded = vec![];
+    let mut etcd = None;
+    for e in entries {
+        let mut hasher = TrailerHasher::new();
+        let path = e.path.clone();
+        let src_err = |source: io::Error| WriteError::Source {
+            path: path.clone(),
+            source,
+        };
+        let mut reader = (e.open)().map_err(src_err)?;
+        let mut tagged = TaggedReader {
+            inner: &mut reader,
+            failed: false,
+        };
+        let header = EntryHeader {
+            path: &e.path,
+            size: e.size,
+            mode: e.mode,
+            mtime: e.mtime,
+        };
+        let res = tar.append(&header, &mut tagged, &mut hasher, &|n| progress.inc(n));
+        if let Err(err) = res {
+            return Err(
+                if tagged.failed || err.kind() == io::ErrorKind::InvalidData {
+                    src_err(err)
+                } else {
+                    tar_err(err)
+                },
+            );
+        }
+        let d = hasher.finish();
+        if e.kind == EntryKind::EtcdSnapshot {
+            if d.trailer_expected && !d.trailer_matches {
+                return Err(WriteError::SnapshotTrailer { path: e.path });
+            }
+            let mut info = e.etcd.unwrap_or_default();
+            info.entry = e.path.clone();
+            info.db_size = e.size;
+            info.hash_trailer = d.trailer_expected && d.trailer_matches;
+            etcd = Some(info);
+        }
+        recorded.push(Entry {
+            path: e.path,
+            kind: e.kind,
+            size: e.size,
+            sha256: Some(hex::encode(d.sha256)),
+            mode: Some(e.mode & 0o7777),
+            mtime: Some(e.mtime),
+        });
+    }
+    let inner = Manifest {
+        format: super::MANIFEST_FORMAT.into(),
+        version: super::VERSION,
+        id: meta.id,
+        cluster: meta.cluster,
+        created: meta.created,
+        completed: Utc::now(),
+        tool: ToolInfo::current(),
+        host: meta.host,
+        tags: meta.tags,
+        source: meta.source,
+        etcd,
+        entries: recorded,
+        archive: None,
+    };
+    let json = serde_json::to_vec_pretty(&inner).expect("manifest serializes");
+    tar.append_bytes(
+        super::MANIFEST_ENTRY,
+        0o600,
+        inner.completed.timestamp(),
+        &json,
+    )
+    .map_err(&tar_err)?;
+    tar.finish().map_err(&tar_err)?.finish().map_err(&tar_err)?;
+    Ok(inner)
+}
+
+/// Remembers whether an error came from the source itself rather than from the pipeline.
+struct TaggedReader<'a> {
+    inner: &'a mut Box<dyn Read + Send>,
+    failed: bool,
+}
+
+impl Read for TaggedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|_| self.failed = true)
+    }
+}
+
+fn compress(
+    rx: tokio::sync::mpsc::Receiver<Msg>,
+    tx: tokio::sync::mpsc::Sender<Msg>,
+    opts: WriteOptions,
+) -> StageResult<()> {
+    let err = stage_err("zstd");
+    let mut input = ChanReader::new(rx);
+    let mut enc =
+        zstd::stream::write::Encoder::new(ChanWriter::new(tx), opts.zstd_level).map_err(&err)?;
+    enc.include_checksum(true).map_err(&err)?;
+    if opts.zstd_workers > 0 {
+        enc.multithread(opts.zstd_workers).map_err(&err)?;
+    }
+    while let Some(chunk) = input.next_chunk().map_err(&err)? {
+        enc.write_all(&chunk).map_err(&err)?;
+    }
+    enc.finish().map_err(&err)?.finish().map_err(&err)
+}
+
+fn encrypt(
+    rx: tokio::sync::mpsc::Receiver<Msg>,
+    tx: tokio::sync::mpsc::Sender<Msg>,
+    encryptor: age::Encryptor,
+) -> StageResult<()> {
+    let err = stage_err("age");
+    let mut input = ChanReader::new(rx);
+    let mut out = encryptor.wrap_output(ChanWriter::new(tx)).map_err(&err)?;
+    while let Some(chunk) = input.next_chunk().map_err(&err)? {
+        out.write_all(&chunk).map_err(&err)?;
+    }
+    out.finish().map_err(&err)?.finish().map_err(&err)
+}

@@ -1,0 +1,211 @@
+//! The command line as clap parses it: flags, their `CPVAULT_*` variables and their help.
+//! It only describes; merging with the config file and checking happen in the commands.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Examples:
+  cpvault keygen -o ~/.config/cpvault/key.txt          # prints the public recipient age1…
+  cpvault backup --store /backups --cluster admin -r age1… \\
+      --etcd-snapshot-file snapshot.db --pki-dir /etc/kubernetes/pki
+  cpvault list --store /backups
+  cpvault verify --store /backups --latest -i key.txt   # deep: every layer
+  cpvault extract --store /backups admin/latest -i key.txt --to ./restore
+
+Every flag can also come from a CPVAULT_* variable or the config file (TOML; see README).
+Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed.";
+
+/// cpvault: encrypted, verified backups of a Kubernetes control plane (etcd + PKI).
+#[derive(Debug, Parser)]
+#[command(name = "cpvault", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Config file (TOML). Default: ~/.config/cpvault/config.toml when it exists.
+    #[arg(long, global = true, env = "CPVAULT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Output format: human text, or JSON for scripts.
+    #[arg(long, global = true, env = "CPVAULT_OUTPUT", value_enum)]
+    pub output: Option<OutputFormat>,
+    /// More logging on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress bars or summaries, only results and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// For people.
+    Text,
+    /// For scripts: one JSON document on stdout.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new age identity; prints its public recipient.
+    Keygen(KeygenArgs),
+    /// Back up an etcd snapshot, PKI and files into one encrypted archive in the store.
+    Backup(BackupArgs),
+    /// List committed backups, newest first.
+    List(ListArgs),
+    /// Show one backup's manifest.
+    Show(ShowArgs),
+    /// Check backups: ciphertext size and sha256 without a key; every layer with -i.
+    Verify(VerifyArgs),
+    /// Decrypt a backup into a new directory, verifying every byte.
+    Extract(ExtractArgs),
+}
+
+/// Where backups live.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Store URL: a directory path, file:///abs/path, or memory:// (for tests).
+    #[arg(long, env = "CPVAULT_STORE", value_name = "URL")]
+    pub store: Option<String>,
+}
+
+/// Keys that open archives.
+#[derive(Debug, Clone, Args)]
+pub struct IdentityArgs {
+    /// Identity file: age key (cpvault keygen / age-keygen) or unencrypted SSH private key.
+    /// A passphrase-encrypted archive opens with CPVAULT_PASSPHRASE instead.
+    #[arg(
+        short = 'i',
+        long = "identity",
+        env = "CPVAULT_IDENTITY",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub identities: Vec<PathBuf>,
+}
+
+/// `keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Write the identity to FILE (mode 0600, refuses to overwrite) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+}
+
+/// `backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Store selection.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Cluster name: the backup is stored as <cluster>/<id>.
+    #[arg(long, env = "CPVAULT_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Public recipient to encrypt to (age1… or "ssh-ed25519 …"/"ssh-rsa …"); repeatable.
+    /// Without any, CPVAULT_PASSPHRASE encrypts with a passphrase.
+    #[arg(
+        short = 'r',
+        long = "recipient",
+        env = "CPVAULT_RECIPIENT",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub recipients: Vec<String>,
+    /// File of recipients, one per line; repeatable.
+    #[arg(
+        short = 'R',
+        long = "recipients-file",
+        env = "CPVAULT_RECIPIENTS_FILE",
+        value_name = "FILE"
+    )]
+    pub recipients_files: Vec<PathBuf>,
+    /// An existing etcd snapshot (from `etcdctl snapshot save`).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_snapshot_file: Option<PathBuf>,
+    /// A local PKI directory (e.g. /etc/kubernetes/pki), stored with file modes.
+    #[arg(long, value_name = "DIR")]
+    pub pki_dir: Option<PathBuf>,
+    /// An extra file to include (e.g. a kubeconfig); repeatable.
+    #[arg(long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// Tag the backup (KEY=VALUE); repeatable.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// zstd compression level.
+    #[arg(long, env = "CPVAULT_ZSTD_LEVEL", value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub zstd_level: Option<i32>,
+    /// zstd worker threads (default: one per core; 0 = compress on one thread).
+    #[arg(long, value_name = "N")]
+    pub zstd_threads: Option<u32>,
+    /// Upload part size in MiB (memory used is about part size × concurrency).
+    #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(5..=512))]
+    pub part_size_mib: u64,
+    /// Upload parts in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub upload_concurrency: u64,
+}
+
+/// `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Store selection.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only this cluster's backups.
+    #[arg(long, env = "CPVAULT_CLUSTER")]
+    pub cluster: Option<String>,
+}
+
+/// `show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Store selection.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The backup: <cluster>/<id>, or <cluster>/latest.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Store selection.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Keys.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Backups to verify: <cluster>/<id> or <cluster>/latest.
+    #[arg(value_name = "REF", required_unless_present_any = ["all", "latest"])]
+    pub references: Vec<String>,
+    /// Verify every committed backup (of --cluster, if given).
+    #[arg(long, conflicts_with_all = ["references", "latest"])]
+    pub all: bool,
+    /// Verify the newest backup of each cluster (or of --cluster).
+    #[arg(long, conflicts_with = "references")]
+    pub latest: bool,
+    /// With --all/--latest: only this cluster.
+    #[arg(long, env = "CPVAULT_CLUSTER")]
+    pub cluster: Option<String>,
+}
+
+/// `extract`.
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// Store selection.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Keys.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// The backup: <cluster>/<id>, or <cluster>/latest.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// New directory to write into; it must not exist yet (or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+}

@@ -1,0 +1,103 @@
+//! The commands: each gathers its inputs (flags over variables over the config file), calls
+//! the core, and renders text or JSON. None holds format or pipeline logic of its own.
+
+pub mod backup;
+pub mod extract;
+pub mod keygen;
+pub mod list;
+pub mod show;
+pub mod verify;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cpvault_backends::Store;
+
+use crate::cli::{Command, IdentityArgs, OutputFormat, StoreArgs};
+use crate::config::Config;
+use crate::crypto::{self, Identities};
+use crate::error::Usage;
+
+/// What every command gets.
+pub struct Ctx {
+    /// The config file's content.
+    pub config: Config,
+    /// Output format.
+    pub output: OutputFormat,
+    /// No progress or summaries.
+    pub quiet: bool,
+}
+
+impl Ctx {
+    /// Whether JSON is wanted.
+    pub fn json(&self) -> bool {
+        self.output == OutputFormat::Json
+    }
+
+    /// Opens the store from the flag or the config.
+    ///
+    /// # Errors
+    /// [`Usage`] without a store; the store's error otherwise.
+    pub fn store(&self, args: &StoreArgs, create: bool) -> anyhow::Result<Store> {
+        let url = args.store.clone().or_else(|| self.config.store.clone()).ok_or_else(|| {
+            Usage("no store given: pass --store URL (a directory or file:///path), set CPVAULT_STORE, or put `store = …` in the config file".into())
+        })?;
+        Ok(Store::open(&url, create)?)
+    }
+
+    /// Loads identities from `-i`, the config and CPVAULT_PASSPHRASE; `None` when there are
+    /// none.
+    ///
+    /// # Errors
+    /// A key file that cannot be used.
+    pub fn identities(&self, args: &IdentityArgs) -> anyhow::Result<Option<Arc<Identities>>> {
+        let files: Vec<PathBuf> = if args.identities.is_empty() {
+            self.config.identities.clone()
+        } else {
+            args.identities.clone()
+        };
+        let ids = crypto::identities(&files, crypto::passphrase_from_env())?;
+        Ok((!ids.is_empty()).then(|| Arc::new(ids)))
+    }
+}
+
+/// Writes `value` as pretty JSON on stdout.
+///
+/// # Errors
+/// A write error (a closed pipe is handled by the caller).
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Writes text on stdout.
+///
+/// # Errors
+/// A write error.
+pub fn print_text(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// Runs `command`.
+///
+/// # Errors
+/// Whatever the command reports; [`Usage`] and [`crate::error::VerifyFailed`] choose the
+/// exit code.
+pub async fn run(ctx: Ctx, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Keygen(a) => keygen::run(&ctx, a),
+        Command::Backup(a) => backup::run(&ctx, a).await,
+        Command::List(a) => list::run(&ctx, a).await,
+        Command::Show(a) => show::run(&ctx, a).await,
+        Command::Verify(a) => verify::run(&ctx, a).await,
+        Command::Extract(a) => extract::run(&ctx, a).await,
+    }
+}

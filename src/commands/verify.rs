@@ -1,0 +1,115 @@
+//! `cpvault verify`: checks backups without a key (ciphertext size and sha256) or with one
+//! (every layer), prints a verdict per backup, and exits 3 when any check failed.
+
+use std::fmt::Write as _;
+
+use super::Ctx;
+use crate::archive::manifest::Manifest;
+use crate::archive::reader::NullSink;
+use crate::cli::VerifyArgs;
+use crate::error::VerifyFailed;
+use crate::verify::{Report, Status};
+
+/// Runs the command.
+///
+/// # Errors
+/// [`VerifyFailed`] when any backup fails; other errors for a bad store, reference or key.
+pub async fn run(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<()> {
+    let store = ctx.store(&args.store, false)?;
+    let identities = ctx.identities(&args.identity)?;
+    let mut targets: Vec<Result<Manifest, String>> = vec![];
+    if args.all || args.latest {
+        let cat = crate::catalog::load(&store, args.cluster.as_deref()).await?;
+        for (key, why) in cat.unreadable {
+            targets.push(Err(format!("{key}: manifest unreadable: {why}")));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for m in cat.backups {
+            if !args.latest || seen.insert(m.cluster.clone()) {
+                targets.push(Ok(m));
+            }
+        }
+        if targets.is_empty() {
+            anyhow::bail!("no committed backups to verify in {store}");
+        }
+    } else {
+        for r in &args.references {
+            match crate::catalog::resolve(&store, r).await {
+                Ok(m) => targets.push(Ok(m)),
+                Err(e) if e.is::<VerifyFailed>() => targets.push(Err(e.to_string())),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    let mut reports = vec![];
+    let mut failed = 0;
+    let mut text = String::new();
+    for t in targets {
+        let m = match t {
+            Ok(m) => m,
+            Err(msg) => {
+                failed += 1;
+                writeln!(text, "FAILED  {msg}")?;
+                reports.push(serde_json::json!({"backup": null, "ok": false, "error": msg}));
+                continue;
+            }
+        };
+        let bar = crate::progress::bytes(ctx.quiet, 0, &format!("verify {}", m.reference()));
+        let report = crate::verify::verify(
+            &store,
+            &m,
+            identities.clone(),
+            Box::new(NullSink),
+            bar.clone(),
+        )
+        .await;
+        bar.finish_and_clear();
+        if !report.ok {
+            failed += 1;
+        }
+        render(&mut text, &report)?;
+        reports.push(serde_json::to_value(&report)?);
+    }
+    if ctx.json() {
+        super::print_json(&reports)?;
+    } else {
+        super::print_text(&text)?;
+    }
+    if failed > 0 {
+        return Err(VerifyFailed(format!(
+            "{failed} of {} backups failed verification",
+            reports.len()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Renders one report as text.
+///
+/// # Errors
+/// Never in practice (writing to a String).
+pub fn render(text: &mut String, r: &Report) -> std::fmt::Result {
+    let depth = if r.deep {
+        "deep"
+    } else {
+        "ciphertext only; give -i for every layer"
+    };
+    writeln!(
+        text,
+        "{}  {} ({depth})",
+        if r.ok { "OK    " } else { "FAILED" },
+        r.backup
+    )?;
+    for c in &r.checks {
+        let s = match c.status {
+            Status::Ok => "ok",
+            Status::Warning => "WARNING",
+            Status::Failed => "FAILED",
+            Status::Skipped => "skipped",
+        };
+        writeln!(text, "  {:13} {:8} {}", c.name, s, c.detail)?;
+    }
+    Ok(())
+}

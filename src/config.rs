@@ -1,0 +1,139 @@
+//! The configuration file (TOML). Every setting here is also a flag and a `CPVAULT_*`
+//! variable; flags and variables win, the file fills what they leave unset. Unknown keys are
+//! refused so a typo never silently changes what a backup does. The file holds no secrets
+//! (identities are referenced by path, passphrases come only from the environment).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The file's content.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Store URL.
+    pub store: Option<String>,
+    /// `text` or `json`.
+    pub output: Option<String>,
+    /// Default cluster name.
+    pub cluster: Option<String>,
+    /// Public recipients.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Recipients files.
+    #[serde(default)]
+    pub recipients_files: Vec<PathBuf>,
+    /// Identity files for verify/extract.
+    #[serde(default)]
+    pub identities: Vec<PathBuf>,
+    /// zstd level.
+    pub zstd_level: Option<i32>,
+    /// Tags added to every backup.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Backup sources.
+    #[serde(default)]
+    pub sources: Sources,
+}
+
+/// Backup sources from the file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    /// An existing etcd snapshot file.
+    pub etcd_snapshot_file: Option<PathBuf>,
+    /// A local PKI directory.
+    pub pki_dir: Option<PathBuf>,
+    /// Extra files.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Unreadable.
+    #[error("config file '{path}': {source}")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML for this schema.
+    #[error("config file '{path}': {message}")]
+    Parse {
+        /// Path.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads `explicit`, or the default file (`$XDG_CONFIG_HOME/cpvault/config.toml`, else
+    /// `~/.config/cpvault/config.toml`) when it exists, or nothing.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when an explicit file is missing, or any file is unreadable or invalid.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => match default_path() {
+                Some(p) if p.is_file() => p,
+                _ => return Ok(Config::default()),
+            },
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path,
+            message: e.to_string().replace('\n', " "),
+        })
+    }
+}
+
+fn default_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("cpvault").join("config.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "store = \"/x\"\nstroe = \"/y\"\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("stroe") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "store = \"/b\"\ncluster = \"admin\"\nrecipients = [\"age1x\"]\nzstd_level = 5\n[tags]\nenv = \"prod\"\n[sources]\npki_dir = \"/etc/kubernetes/pki\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.store.as_deref(), Some("/b"));
+        assert_eq!(c.zstd_level, Some(5));
+        assert_eq!(c.tags["env"], "prod");
+        assert_eq!(
+            c.sources.pki_dir.unwrap(),
+            PathBuf::from("/etc/kubernetes/pki")
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! Errors that choose the process's exit code. Everything else is exit 1; these two are
+//! distinguished so scripts can tell bad input (2) from a backup that failed its checks (3).
+
+/// Bad input: the command line or config asks for something impossible (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// A backup failed verification (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct VerifyFailed(pub String);

@@ -1,0 +1,170 @@
+//! Local sources: an existing etcd snapshot file, a PKI directory, and single files. Files
+//! are opened and stat'ed when the source is built, so a missing or unreadable file fails the
+//! backup before anything is uploaded; the writer then refuses any file whose size changes.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::archive::manifest::EntryKind;
+use crate::archive::writer::SourceEntry;
+
+/// A source that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// A file could not be opened or stat'ed.
+    #[error("{what} '{path}': {source}{hint}")]
+    Open {
+        /// What it was meant to be.
+        what: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: io::Error,
+        /// A fix, when the cause suggests one.
+        hint: &'static str,
+    },
+    /// The path is not what the flag needs.
+    #[error("{what} '{path}': {reason}")]
+    Invalid {
+        /// What it was meant to be.
+        what: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn open_err(what: &'static str, path: &Path, source: io::Error) -> SourceError {
+    let hint = match source.kind() {
+        io::ErrorKind::PermissionDenied => {
+            " (run cpvault as a user that can read it, e.g. with sudo)"
+        }
+        io::ErrorKind::NotFound => " (check the path)",
+        _ => "",
+    };
+    SourceError::Open {
+        what,
+        path: path.into(),
+        source,
+        hint,
+    }
+}
+
+fn entry_for(
+    what: &'static str,
+    path: &Path,
+    archive_path: String,
+    kind: EntryKind,
+) -> Result<SourceEntry, SourceError> {
+    let file = File::open(path).map_err(|e| open_err(what, path, e))?;
+    let meta = file.metadata().map_err(|e| open_err(what, path, e))?;
+    if !meta.is_file() {
+        return Err(SourceError::Invalid {
+            what,
+            path: path.into(),
+            reason: "not a regular file".into(),
+        });
+    }
+    Ok(SourceEntry {
+        path: archive_path,
+        kind,
+        size: meta.len(),
+        mode: meta.mode() & 0o7777,
+        mtime: meta.mtime(),
+        open: Box::new(move || Ok(Box::new(file) as Box<dyn Read + Send>)),
+        etcd: None,
+    })
+}
+
+/// An existing etcd snapshot file, stored as `etcd/snapshot.db`.
+///
+/// # Errors
+/// [`SourceError`] when it cannot be opened or is not a regular file.
+pub fn snapshot_file(path: &Path) -> Result<SourceEntry, SourceError> {
+    entry_for(
+        "etcd snapshot file",
+        path,
+        "etcd/snapshot.db".into(),
+        EntryKind::EtcdSnapshot,
+    )
+}
+
+/// One file, stored as `files/<file name>`.
+///
+/// # Errors
+/// [`SourceError`] when it cannot be opened, is not a regular file, or has no name.
+pub fn plain_file(path: &Path) -> Result<SourceEntry, SourceError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| SourceError::Invalid {
+            what: "file",
+            path: path.into(),
+            reason: "has no UTF-8 file name".into(),
+        })?;
+    entry_for("file", path, format!("files/{name}"), EntryKind::File)
+}
+
+/// Every regular file below `dir`, stored as `pki/<relative path>` with its mode, in sorted
+/// order. Symlinks and special files are skipped with a warning.
+///
+/// # Errors
+/// [`SourceError`] when the directory or a file in it cannot be read, or it holds no files.
+pub fn pki_dir(dir: &Path) -> Result<Vec<SourceEntry>, SourceError> {
+    let what = "PKI directory";
+    let meta = std::fs::metadata(dir).map_err(|e| open_err(what, dir, e))?;
+    if !meta.is_dir() {
+        return Err(SourceError::Invalid {
+            what,
+            path: dir.into(),
+            reason: "not a directory".into(),
+        });
+    }
+    let mut files = vec![];
+    walk(dir, dir, &mut files)?;
+    files.sort();
+    if files.is_empty() {
+        return Err(SourceError::Invalid {
+            what,
+            path: dir.into(),
+            reason: "holds no regular files".into(),
+        });
+    }
+    files
+        .into_iter()
+        .map(|(rel, abs)| entry_for("PKI file", &abs, format!("pki/{rel}"), EntryKind::Pki))
+        .collect()
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), SourceError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| open_err("PKI directory", dir, e))?;
+    for item in rd {
+        let item = item.map_err(|e| open_err("PKI directory", dir, e))?;
+        let path = item.path();
+        let ft = item
+            .file_type()
+            .map_err(|e| open_err("PKI file", &path, e))?;
+        if ft.is_dir() {
+            walk(root, &path, out)?;
+        } else if ft.is_file() {
+            let rel = path.strip_prefix(root).expect("below root");
+            let rel = rel.to_str().ok_or_else(|| SourceError::Invalid {
+                what: "PKI file",
+                path: path.clone(),
+                reason: "name is not UTF-8".into(),
+            })?;
+            out.push((rel.to_string(), path.clone()));
+        } else {
+            tracing::warn!(
+                "skipping {} in the PKI directory: not a regular file",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -180,7 +180,7 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub identity: IdentityArgs,
     /// Backups to verify: <cluster>/<id> or <cluster>/latest.
-    #[arg(value_name = "REF", required_unless_present_any = ["all", "latest"])]
+    #[arg(value_name = "REF")]
     pub references: Vec<String>,
     /// Verify every committed backup (of --cluster, if given).
     #[arg(long, conflicts_with_all = ["references", "latest"])]

@@ -63,7 +63,7 @@ pub enum StoreError {
         key: String,
         /// The backend's error.
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 }
 
@@ -192,7 +192,7 @@ impl Store {
                 store: self.display.clone(),
                 op,
                 key: key.to_string(),
-                source,
+                source: Box::new(source),
             },
         }
     }

@@ -38,6 +38,7 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
         .into());
     }
     let tags = parse_tags(&args.tags, &cfg.tags)?;
+    let (entries, source) = gather_sources(ctx, &args)?;
 
     let mut recipients = args.recipients.clone();
     if recipients.is_empty() && args.recipients_files.is_empty() {
@@ -51,7 +52,6 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
     let recipients =
         crate::crypto::recipients(&recipients, &files, crate::crypto::passphrase_from_env())?;
 
-    let (entries, source) = gather_sources(ctx, &args)?;
     let store = ctx
         .store(&args.store, true)?
         .with_upload_options(UploadOptions {

@@ -94,6 +94,7 @@ fn clear(dir: &Path) {
 /// No identity, a non-empty target, a missing backup, or a failed verification (exit 3,
 /// with nothing left in the target).
 pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<()> {
+    crate::catalog::parse_ref(&args.reference)?;
     let store = ctx.store(&args.store, false)?;
     let identities = ctx.identities(&args.identity)?.ok_or_else(|| {
         Usage("extract needs a key: pass -i IDENTITY_FILE (or set CPVAULT_PASSPHRASE for a passphrase archive)".into())

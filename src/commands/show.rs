@@ -11,6 +11,7 @@ use crate::progress::human;
 /// # Errors
 /// A bad reference, a missing backup, or an unreadable manifest.
 pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
+    crate::catalog::parse_ref(&args.reference)?;
     let store = ctx.store(&args.store, false)?;
     let m = crate::catalog::resolve(&store, &args.reference).await?;
     if ctx.json() {

@@ -15,6 +15,15 @@ use crate::verify::{Report, Status};
 /// # Errors
 /// [`VerifyFailed`] when any backup fails; other errors for a bad store, reference or key.
 pub async fn run(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<()> {
+    if args.references.is_empty() && !args.all && !args.latest {
+        return Err(crate::error::Usage(
+            "verify needs backups to check: give REF… (<cluster>/<id> or <cluster>/latest), --latest or --all".into(),
+        )
+        .into());
+    }
+    for r in &args.references {
+        crate::catalog::parse_ref(r)?;
+    }
     let store = ctx.store(&args.store, false)?;
     let identities = ctx.identities(&args.identity)?;
     let mut targets: Vec<Result<Manifest, String>> = vec![];
@@ -33,6 +42,12 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<()> {
             anyhow::bail!("no committed backups to verify in {store}");
         }
     } else {
+        if args.references.is_empty() && !args.all && !args.latest {
+            return Err(crate::error::Usage(
+            "verify needs backups to check: give REF… (<cluster>/<id> or <cluster>/latest), --latest or --all".into(),
+        )
+        .into());
+        }
         for r in &args.references {
             match crate::catalog::resolve(&store, r).await {
                 Ok(m) => targets.push(Ok(m)),

@@ -1,0 +1,245 @@
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+
+use crate::support::*;
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+fn reference() -> String {
+    std::fs::read_to_string(data().join("v1/reference.txt"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// Runs a deep verify of the fixture store `case` and returns (exit code, stdout+stderr).
+fn verify_case(case: &str, key: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&data().join(case), &dir.path().join("store"));
+    let key = data().join("v1").join(key);
+    let out = cpvault_in(
+        dir.path(),
+        &[
+            "verify",
+            "--store",
+            "store",
+            "--all",
+            "-i",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_no_panic(&out);
+    (
+        out.status.code(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}
+
+fn failed_check(text: &str, name: &str) -> bool {
+    text.lines()
+        .any(|l| l.trim_start().starts_with(name) && l.contains("FAILED"))
+}
+
+#[test]
+fn the_checked_in_sample_verifies_cleanly() {
+    let (code, text) = verify_case("v1/store", "key.txt");
+    assert_eq!(code, Some(0), "{text}");
+}
+
+#[test]
+fn truncated_archive_fails_ciphertext_and_decrypt() {
+    let (code, text) = verify_case("corrupt/truncated", "key.txt");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        failed_check(&text, "ciphertext") && failed_check(&text, "decrypt"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bit_flipped_archive_fails_ciphertext_and_decrypt() {
+    let (code, text) = verify_case("corrupt/bit-flipped", "key.txt");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        failed_check(&text, "ciphertext") && failed_check(&text, "decrypt"),
+        "{text}"
+    );
+}
+
+#[test]
+fn trailing_garbage_fails_ciphertext_size() {
+    let (code, text) = verify_case("corrupt/trailing-garbage", "key.txt");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        failed_check(&text, "ciphertext") && text.contains("bytes, the manifest says"),
+        "{text}"
+    );
+}
+
+#[test]
+fn edited_outer_manifest_fails_the_manifests_check_naming_the_fields() {
+    let (code, text) = verify_case("corrupt/edited-manifest", "key.txt");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        failed_check(&text, "manifests") && text.contains("created") && text.contains("tags"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_future_major_version_is_refused_with_a_clear_message() {
+    let (code, text) = verify_case("corrupt/future-version", "key.txt");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("version Some(2) is not supported") && text.contains("upgrade cpvault"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_wrong_identity_fails_decrypt_naming_the_key() {
+    let (code, text) = verify_case("v1/store", "wrong-key.txt");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        failed_check(&text, "decrypt") && text.contains("none of the given identities"),
+        "{text}"
+    );
+    // The ciphertext itself is intact, and verify says so.
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("ciphertext") && l.contains(" ok ")),
+        "{text}"
+    );
+}
+
+/// Flips one byte of the sample archive at `offset` in a fresh copy of the store; with
+/// `fix_manifest`, also rewrites the outer manifest's size and sha256 to match, so only the
+/// inner layers can catch it.
+fn flipped(offset: usize, fix_manifest: bool) -> (tempfile::TempDir, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&data().join("v1/store"), &dir.path().join("store"));
+    let r = reference();
+    let archive = dir.path().join("store").join(format!("{r}.tar.zst.age"));
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes[offset] ^= 1 << (offset % 8);
+    std::fs::write(&archive, &bytes).unwrap();
+    if fix_manifest {
+        let mp = dir.path().join("store").join(format!("{r}.manifest.json"));
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&mp).unwrap()).unwrap();
+        m["archive"]["sha256"] = hex::encode(Sha256::digest(&bytes)).into();
+        std::fs::write(&mp, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    }
+    (dir, bytes)
+}
+
+#[test]
+fn any_single_flipped_byte_makes_verify_exit_3_without_panicking() {
+    let key = data().join("v1/key.txt");
+    let size = std::fs::metadata(data().join(format!("v1/store/{}.tar.zst.age", reference())))
+        .unwrap()
+        .len() as usize;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let mut offsets: Vec<usize> = (0..200).map(|_| rng.random_range(0..size)).collect();
+    offsets.extend([0, 5, 30, size / 2, size - 1]);
+    for (i, offset) in offsets.iter().enumerate() {
+        // Every fifth case also fixes the outer manifest's hash: the deep layers must catch it alone.
+        let fix = i % 5 == 0;
+        let (dir, _) = flipped(*offset, fix);
+        let out = cpvault_in(
+            dir.path(),
+            &[
+                "verify",
+                "--store",
+                "store",
+                "--all",
+                "-i",
+                key.to_str().unwrap(),
+            ],
+        );
+        assert_no_panic(&out);
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "offset {offset} (manifest fixed: {fix}): {text}"
+        );
+        if fix {
+            assert!(
+                ["decrypt", "decompress", "format", "entries"]
+                    .iter()
+                    .any(|c| failed_check(&text, c)),
+                "offset {offset}: no inner layer named the failure: {text}"
+            );
+        } else {
+            assert!(failed_check(&text, "ciphertext"), "offset {offset}: {text}");
+        }
+    }
+}
+
+#[test]
+fn a_flipped_byte_is_caught_without_a_key_too() {
+    let size = std::fs::metadata(data().join(format!("v1/store/{}.tar.zst.age", reference())))
+        .unwrap()
+        .len() as usize;
+    let (dir, _) = flipped(size / 3, false);
+    let out = cpvault_in(dir.path(), &["verify", "--store", "store", "--all"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        failed_check(&stdout(&out), "ciphertext"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn extract_of_a_corrupt_archive_leaves_nothing_behind() {
+    let (dir, _) = flipped(
+        4000.min(
+            std::fs::metadata(data().join(format!("v1/store/{}.tar.zst.age", reference())))
+                .unwrap()
+                .len() as usize
+                - 1,
+        ),
+        true,
+    );
+    let key = data().join("v1/key.txt");
+    let to = dir.path().join("out");
+    let out = cpvault_in(
+        dir.path(),
+        &[
+            "extract",
+            "--store",
+            "store",
+            &reference(),
+            "-i",
+            key.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was left"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(&to).map(|d| d.count()).unwrap_or(0), 0);
+}

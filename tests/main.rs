@@ -1,0 +1,19 @@
+//! The integration tests: one binary, one module per area. Every test drives the real
+//! `cpvault` binary (or the library where a test needs to reach inside) against real files,
+//! real tools and real servers started on loopback.
+
+// Backup → list → verify (both levels) → extract round trips, JSON output, schema.
+mod roundtrip;
+// The stock age, zstd and tar tools open an archive with no cpvault at all.
+mod stock_tools;
+// A real etcd: snapshot, back up, extract, `etcdctl snapshot restore`, start, read keys.
+mod etcd_restore;
+// Corrupted archives and manifests, wrong keys: verify exits 3 and names the layer.
+mod corruption;
+// What list shows: committed backups only; distinct ids; the checked-in v1 sample.
+mod listing;
+// Command-line contract: usage errors, exit codes, config file, env vars, key types.
+mod cli;
+// Retention planner: golden comparisons with restic 0.14, property tests.
+mod retention;
+mod support;

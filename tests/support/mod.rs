@@ -1,0 +1,317 @@
+//! Test support: runs the real `cpvault` binary in an isolated environment, builds input
+//! fixtures, starts real servers (etcd) on free loopback ports and stops them on drop, and
+//! validates manifests against the JSON schema. A test that needs a tool which is missing
+//! panics with the package to install; such tests are `#[ignore = "needs …"]` so a plain
+//! `cargo test` lists them as ignored, and CI runs them with `--include-ignored`.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// Panics unless `tool` is on PATH, naming the Debian package that provides it.
+pub fn require(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "this test needs `{tool}` (apt-get install {package}); .ci/run installs it{}",
+        if std::env::var("CI").as_deref() == Ok("true") {
+            " — CI=true, so a missing tool is a failure"
+        } else {
+            ""
+        }
+    );
+}
+
+/// A scratch world: a temp dir, a store in it, and a fresh age key.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+    pub key: PathBuf,
+    pub recipient: String,
+}
+
+impl World {
+    pub fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let key = dir.path().join("key.txt");
+        let out = cpvault_in(dir.path(), &["keygen", "-o", key.to_str().unwrap()]);
+        assert!(out.status.success(), "keygen: {}", stderr(&out));
+        let recipient = stdout(&out).trim().to_string();
+        assert!(recipient.starts_with("age1"), "{recipient}");
+        World {
+            dir,
+            store,
+            key,
+            recipient,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs cpvault with `--store` set to this world's store.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut full: Vec<&str> = args.to_vec();
+        let store = self.store.to_str().unwrap().to_string();
+        full.push("--store");
+        full.push(&store);
+        cpvault_in(self.dir.path(), &full)
+    }
+
+    /// Backs up, asserts success and schema-validity of the committed manifest, and returns
+    /// the reference.
+    pub fn backup(&self, extra: &[&str]) -> String {
+        let mut args = vec!["backup", "--cluster", "admin", "-r", &self.recipient];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        assert!(out.status.success(), "backup failed: {}", stderr(&out));
+        let reference = stdout(&out).trim().to_string();
+        let manifest = self.store.join(format!("{reference}.manifest.json"));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+        assert_schema_valid(&json);
+        reference
+    }
+
+    /// The archive object of `reference`.
+    pub fn archive(&self, reference: &str) -> PathBuf {
+        self.store.join(format!("{reference}.tar.zst.age"))
+    }
+
+    /// The outer manifest object of `reference`.
+    pub fn manifest(&self, reference: &str) -> PathBuf {
+        self.store.join(format!("{reference}.manifest.json"))
+    }
+}
+
+/// Runs the binary in `cwd` with a clean environment: no CPVAULT_* from the caller, and a
+/// config home with no config file.
+pub fn cpvault_in(cwd: &Path, args: &[&str]) -> Output {
+    cpvault_cmd(cwd).args(args).output().unwrap()
+}
+
+pub fn cpvault_cmd(cwd: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cpvault"));
+    c.current_dir(cwd)
+        .env("XDG_CONFIG_HOME", cwd.join(".no-config"))
+        .stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CPVAULT_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the process ended without a panic or backtrace.
+pub fn assert_no_panic(o: &Output) {
+    let e = stderr(o);
+    assert!(
+        !e.contains("panicked") && !e.contains("RUST_BACKTRACE"),
+        "panic: {e}"
+    );
+}
+
+/// Validates a manifest against schema/manifest.v1.json.
+pub fn assert_schema_valid(json: &serde_json::Value) {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../schema/manifest.v1.json")).unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(json)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "manifest does not validate: {errors:?}\n{json:#}"
+    );
+}
+
+/// A PKI tree like kubeadm's: nested directories, keys 0600, certificates 0644.
+pub fn make_pki(dir: &Path) {
+    let files: &[(&str, u32, usize)] = &[
+        ("ca.crt", 0o644, 1100),
+        ("ca.key", 0o600, 1700),
+        ("apiserver.crt", 0o644, 1300),
+        ("apiserver.key", 0o600, 1700),
+        ("sa.pub", 0o644, 450),
+        ("sa.key", 0o600, 1700),
+        ("etcd/ca.crt", 0o644, 1000),
+        ("etcd/ca.key", 0o600, 1700),
+        ("etcd/healthcheck-client.crt", 0o644, 1100),
+        ("etcd/healthcheck-client.key", 0o600, 1700),
+        ("front-proxy/deep/nested/ca.key", 0o600, 300),
+    ];
+    for (i, (rel, mode, len)) in files.iter().enumerate() {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let body: Vec<u8> = (0..*len)
+            .map(|j| b"ABCDEFGHIJKLMNOPQRSTUVWXYZ+/0123456789"[(j * 7 + i) % 38])
+            .collect();
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+}
+
+/// A fake snapshot of `pages` 4 KiB pages with etcd's sha256 trailer.
+pub fn fake_snapshot(path: &Path, pages: usize) {
+    let mut db: Vec<u8> = (0..pages * 4096).map(|i| ((i * 131) % 253) as u8).collect();
+    let h = Sha256::digest(&db);
+    db.extend_from_slice(&h);
+    std::fs::write(path, db).unwrap();
+}
+
+/// Every file below `dir` with its relative path, mode and content.
+pub fn tree(dir: &Path) -> Vec<(String, u32, Vec<u8>)> {
+    let mut out = vec![];
+    fn walk(root: &Path, d: &Path, out: &mut Vec<(String, u32, Vec<u8>)>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+                out.push((
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    mode,
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real etcd on loopback, killed on drop.
+pub struct Etcd {
+    child: Child,
+    pub endpoint: String,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Etcd {
+    /// Starts a fresh single-member etcd.
+    pub fn start() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut e = Etcd::start_on(&data, "test", None);
+        e._dir = Some(dir);
+        e
+    }
+
+    /// Starts etcd on an existing (e.g. restored) data dir.
+    pub fn start_on(data_dir: &Path, name: &str, peer_port: Option<u16>) -> Etcd {
+        require("etcd", "etcd-server");
+        let client = free_port();
+        let peer = peer_port.unwrap_or_else(free_port);
+        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                name,
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster",
+                &format!("{name}=http://127.0.0.1:{peer}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        let e = Etcd {
+            child,
+            endpoint: format!("http://127.0.0.1:{client}"),
+            data_dir: data_dir.to_path_buf(),
+            _dir: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if e.ctl(&["endpoint", "health"]).status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not become healthy: {}",
+                std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        e
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        require("etcdctl", "etcd-client");
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(&self.endpoint)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn put(&self, k: &str, v: &str) {
+        let o = self.ctl(&["put", k, v]);
+        assert!(o.status.success(), "put: {}", stderr(&o));
+    }
+
+    pub fn get(&self, k: &str) -> Option<String> {
+        let o = self.ctl(&["get", "--print-value-only", k]);
+        assert!(o.status.success(), "get: {}", stderr(&o));
+        let s = stdout(&o);
+        let s = s.trim_end_matches('\n');
+        (!s.is_empty()).then(|| s.to_string())
+    }
+
+    pub fn snapshot(&self, path: &Path) {
+        let o = self.ctl(&["snapshot", "save", path.to_str().unwrap()]);
+        assert!(o.status.success(), "snapshot save: {}", stderr(&o));
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -19,6 +19,8 @@ pub struct Catalog {
     pub unreadable: Vec<(String, String)>,
     /// Archive objects without a manifest (uploads in flight or abandoned).
     pub incomplete: Vec<ObjectInfo>,
+    /// Committed backups (`<cluster>/<id>`) whose archive object is missing.
+    pub broken: Vec<String>,
 }
 
 /// Reads the catalog, of one cluster or all.
@@ -33,7 +35,13 @@ pub async fn load(store: &Store, cluster: Option<&str>) -> anyhow::Result<Catalo
         if let Some(stem) = o.key.strip_suffix(MANIFEST_SUFFIX) {
             match store.get_bytes(&o.key).await {
                 Ok(bytes) => match parse_manifest(&bytes) {
-                    Ok(m) if format!("{}/{}", m.cluster, m.id) == stem => cat.backups.push(m),
+                    Ok(m) if format!("{}/{}", m.cluster, m.id) == stem => {
+                        let archive = format!("{stem}{ARCHIVE_SUFFIX}");
+                        if !objects.iter().any(|a| a.key == archive) {
+                            cat.broken.push(m.reference());
+                        }
+                        cat.backups.push(m);
+                    }
                     Ok(m) => cat.unreadable.push((
                         o.key.clone(),
                         format!("names backup {}, not its own key", m.reference()),

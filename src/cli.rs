@@ -62,6 +62,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Decrypt a backup into a new directory, verifying every byte.
     Extract(ExtractArgs),
+    /// Remove old backups by a retention policy (restic's rules), and abandoned uploads.
+    Prune(PruneArgs),
 }
 
 /// Where backups live.
@@ -208,4 +210,77 @@ pub struct ExtractArgs {
     /// New directory to write into; it must not exist yet (or be empty).
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
+}
+
+/// `prune`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Rules are restic's and are ORed; each period keeps its newest backup; \
+the newest backup of every cluster is always kept; with no rule at all nothing is removed. \
+Without flags, the policy comes from [retention] and [clusters.NAME.retention] in the config file."
+)]
+pub struct PruneArgs {
+    /// Store selection.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only this cluster's backups.
+    #[arg(long, env = "CPVAULT_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Show what would be kept and removed, and why; remove nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Keep the newest N backups (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_last: Option<i64>,
+    /// Keep the newest backup of each of the last N hours that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_hourly: Option<i64>,
+    /// Keep the newest backup of each of the last N days that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_daily: Option<i64>,
+    /// Keep the newest backup of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_weekly: Option<i64>,
+    /// Keep the newest backup of each of the last N months that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_monthly: Option<i64>,
+    /// Keep the newest backup of each of the last N years that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_yearly: Option<i64>,
+    /// Keep every backup within DURATION (e.g. 7d, 1y6m, 36h) of the newest one.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<crate::plan::retention::Duration>,
+    /// Keep the newest backup of each hour within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_hourly: Option<crate::plan::retention::Duration>,
+    /// Keep the newest backup of each day within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_daily: Option<crate::plan::retention::Duration>,
+    /// Keep the newest backup of each ISO week within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_weekly: Option<crate::plan::retention::Duration>,
+    /// Keep the newest backup of each month within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_monthly: Option<crate::plan::retention::Duration>,
+    /// Keep the newest backup of each year within DURATION.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_yearly: Option<crate::plan::retention::Duration>,
+    /// Keep backups with these tags (KEY=VALUE or KEY; comma-separated: all must match); repeatable.
+    #[arg(long = "keep-tag", value_name = "TAGS")]
+    pub keep_tags: Vec<String>,
+    /// Time zone for hour/day/week/month/year buckets (IANA name).
+    #[arg(
+        long,
+        value_name = "ZONE",
+        default_value = "UTC",
+        env = "CPVAULT_TIMEZONE"
+    )]
+    pub timezone: chrono_tz::Tz,
+    /// Archives without a manifest are removed once older than this many hours (younger ones
+    /// may be uploads in progress).
+    #[arg(long, value_name = "HOURS", default_value_t = 24)]
+    pub grace_hours: u32,
+    /// Also remove manifests whose archive object is missing (reported otherwise).
+    #[arg(long)]
+    pub remove_broken: bool,
 }

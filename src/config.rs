@@ -35,6 +35,20 @@ pub struct Config {
     /// Backup sources.
     #[serde(default)]
     pub sources: Sources,
+    /// Default retention policy for `prune`.
+    #[serde(default)]
+    pub retention: Option<crate::plan::retention::Policy>,
+    /// Per-cluster settings.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterConfig>,
+}
+
+/// Settings of one cluster.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This cluster's retention policy; replaces the default one.
+    pub retention: Option<crate::plan::retention::Policy>,
 }
 
 /// Backup sources from the file.
@@ -124,7 +138,7 @@ mod tests {
         let p = dir.path().join("c.toml");
         std::fs::write(
             &p,
-            "store = \"/b\"\ncluster = \"admin\"\nrecipients = [\"age1x\"]\nzstd_level = 5\n[tags]\nenv = \"prod\"\n[sources]\npki_dir = \"/etc/kubernetes/pki\"\n",
+            "store = \"/b\"\ncluster = \"admin\"\nrecipients = [\"age1x\"]\nzstd_level = 5\n[tags]\nenv = \"prod\"\n[sources]\npki_dir = \"/etc/kubernetes/pki\"\n[retention]\nkeep_daily = 7\n[clusters.admin.retention]\nkeep_last = 30\n",
         )
         .unwrap();
         let c = Config::load(Some(&p)).unwrap();

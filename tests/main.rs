@@ -16,4 +16,6 @@ mod listing;
 mod cli;
 // Retention planner: golden comparisons with restic 0.14, property tests.
 mod retention;
+// prune: retention execution order, orphans and the grace period, broken manifests, config.
+mod prune;
 mod support;

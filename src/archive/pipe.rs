@@ -9,9 +9,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 /// Chunk size the writers cut their output into.
-pub const CHUNK: usize = 1024 * 1024;
+pub const CHUNK: usize = 128 * 1024;
 /// Chunks in flight per channel.
-pub const CAPACITY: usize = 4;
+pub const CAPACITY: usize = 16;
 
 /// What travels between stages.
 #[derive(Debug)]

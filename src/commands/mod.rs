@@ -5,6 +5,7 @@ pub mod backup;
 pub mod extract;
 pub mod keygen;
 pub mod list;
+pub mod prune;
 pub mod show;
 pub mod verify;
 
@@ -99,5 +100,6 @@ pub async fn run(ctx: Ctx, command: Command) -> anyhow::Result<()> {
         Command::Show(a) => show::run(&ctx, a).await,
         Command::Verify(a) => verify::run(&ctx, a).await,
         Command::Extract(a) => extract::run(&ctx, a).await,
+        Command::Prune(a) => prune::run(&ctx, a).await,
     }
 }

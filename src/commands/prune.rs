@@ -1,0 +1,194 @@
+//! `cpvault prune`: builds the prune plan from the store's catalog and the policy (flags, or
+//! the config file's `[retention]` and `[clusters.NAME.retention]`), prints it, and unless
+//! `--dry-run` executes it: each removed backup loses its manifest first and its archive
+//! second, so a listed backup never lacks its archive, even if prune dies halfway.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{TimeDelta, Utc};
+
+use super::Ctx;
+use crate::archive::{archive_key, manifest_key};
+use crate::cli::PruneArgs;
+use crate::error::Usage;
+use crate::plan::prune::{plan, Inputs, Orphan, PrunePlan};
+use crate::plan::retention::{Policy, Snapshot};
+
+fn flag_policy(a: &PruneArgs) -> Policy {
+    Policy {
+        keep_last: a.keep_last,
+        keep_hourly: a.keep_hourly,
+        keep_daily: a.keep_daily,
+        keep_weekly: a.keep_weekly,
+        keep_monthly: a.keep_monthly,
+        keep_yearly: a.keep_yearly,
+        keep_within: a.keep_within,
+        keep_within_hourly: a.keep_within_hourly,
+        keep_within_daily: a.keep_within_daily,
+        keep_within_weekly: a.keep_within_weekly,
+        keep_within_monthly: a.keep_within_monthly,
+        keep_within_yearly: a.keep_within_yearly,
+        keep_tags: a.keep_tags.clone(),
+    }
+}
+
+/// Runs the command.
+///
+/// # Errors
+/// A bad policy ([`Usage`]), an unreadable store, or a failed delete (the message names the
+/// object; what was already removed stays removed, and a rerun finishes the job).
+pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
+    let flags = flag_policy(&args);
+    flags.validate().map_err(|e| Usage(e.to_string()))?;
+    let (default, per_cluster) = if flags.is_empty() {
+        let per: BTreeMap<String, Policy> = ctx
+            .config
+            .clusters
+            .iter()
+            .filter_map(|(name, c)| c.retention.clone().map(|p| (name.clone(), p)))
+            .collect();
+        (ctx.config.retention.clone().unwrap_or_default(), per)
+    } else {
+        (flags, BTreeMap::new())
+    };
+    for p in std::iter::once(&default).chain(per_cluster.values()) {
+        p.validate().map_err(|e| Usage(e.to_string()))?;
+    }
+
+    let store = ctx.store(&args.store, false)?;
+    let cat = crate::catalog::load(&store, args.cluster.as_deref()).await?;
+    for (key, why) in &cat.unreadable {
+        eprintln!("warning: manifest {key} is unreadable and left alone: {why}");
+    }
+    let backups: Vec<Snapshot> = cat
+        .backups
+        .iter()
+        .filter(|m| !cat.broken.contains(&m.reference()))
+        .map(|m| Snapshot {
+            cluster: m.cluster.clone(),
+            id: m.id.clone(),
+            created: m.created,
+            tags: m.tags.clone(),
+        })
+        .collect();
+    let orphans: Vec<Orphan> = cat
+        .incomplete
+        .iter()
+        .map(|o| Orphan {
+            key: o.key.clone(),
+            last_modified: o.last_modified,
+        })
+        .collect();
+    let plan = plan(&Inputs {
+        backups: &backups,
+        broken: &cat.broken,
+        orphans: &orphans,
+        policies: &per_cluster,
+        default: &default,
+        tz: args.timezone,
+        now: Utc::now(),
+        grace: TimeDelta::hours(i64::from(args.grace_hours)),
+    });
+
+    if ctx.json() {
+        super::print_json(&plan)?;
+    } else {
+        super::print_text(&render(&plan, args.dry_run, args.remove_broken))?;
+    }
+    if args.dry_run {
+        return Ok(());
+    }
+    // Manifest first: from that moment the backup is no longer listed, and its archive is an
+    // orphan that a later prune removes even if this one dies before the next line.
+    for d in &plan.remove {
+        store.delete(&manifest_key(&d.cluster, &d.id)).await?;
+        store.delete(&archive_key(&d.cluster, &d.id)).await?;
+    }
+    for o in &plan.remove_orphans {
+        store.delete(&o.key).await?;
+    }
+    if args.remove_broken {
+        for r in &plan.broken {
+            let (c, id) = crate::catalog::parse_ref(r)?;
+            store.delete(&manifest_key(&c, &id)).await?;
+        }
+    }
+    if !ctx.quiet && !ctx.json() {
+        eprintln!(
+            "removed {} backups and {} abandoned uploads from {store}",
+            plan.remove.len(),
+            plan.remove_orphans.len()
+        );
+    }
+    Ok(())
+}
+
+fn render(p: &PrunePlan, dry_run: bool, remove_broken: bool) -> String {
+    let mut t = String::new();
+    for c in &p.empty_policy {
+        let _ = writeln!(t, "cluster {c}: no retention rule given, so nothing of it is removed (see `cpvault prune --help`)");
+    }
+    let rows: Vec<(&str, &crate::plan::retention::Decision)> = p
+        .keep
+        .iter()
+        .map(|d| ("keep", d))
+        .chain(p.remove.iter().map(|d| ("REMOVE", d)))
+        .collect();
+    if !rows.is_empty() {
+        let _ = writeln!(
+            t,
+            "{:6}  {:36}  {:20}  REASONS",
+            "ACTION", "BACKUP", "CREATED (UTC)"
+        );
+        let mut rows = rows;
+        rows.sort_by(|a, b| {
+            (&b.1.created, &b.1.cluster, &b.1.id).cmp(&(&a.1.created, &a.1.cluster, &a.1.id))
+        });
+        for (action, d) in rows {
+            let _ = writeln!(
+                t,
+                "{action:6}  {:36}  {:20}  {}",
+                format!("{}/{}", d.cluster, d.id),
+                d.created.format("%Y-%m-%d %H:%M:%S"),
+                d.reasons.join(", ")
+            );
+        }
+    }
+    for o in &p.remove_orphans {
+        let _ = writeln!(
+            t,
+            "REMOVE  {}  abandoned upload (no manifest) from {}",
+            o.key,
+            o.last_modified.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    for o in &p.young_orphans {
+        let _ = writeln!(t, "keep    {}  upload without manifest, younger than the grace period (may be in progress)", o.key);
+    }
+    for b in &p.broken {
+        let action = if remove_broken { "REMOVE" } else { "BROKEN" };
+        let _ = writeln!(
+            t,
+            "{action}  {b}  manifest whose archive is missing{}",
+            if remove_broken {
+                ""
+            } else {
+                " (--remove-broken removes it)"
+            }
+        );
+    }
+    let _ = writeln!(
+        t,
+        "{}: keep {}, remove {} backups and {} abandoned uploads",
+        if dry_run {
+            "dry run, nothing removed"
+        } else {
+            "plan"
+        },
+        p.keep.len(),
+        p.remove.len(),
+        p.remove_orphans.len()
+    );
+    t
+}

@@ -1,0 +1,197 @@
+use std::process::Command;
+
+use crate::support::*;
+
+fn backups(w: &World, n: usize) -> Vec<String> {
+    fake_snapshot(&w.path("s.db"), 2);
+    (0..n)
+        .map(|_| w.backup(&["--etcd-snapshot-file", "s.db"]))
+        .collect()
+}
+
+fn listed(w: &World) -> Vec<String> {
+    let out = w.run(&["list", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["cluster"].as_str().unwrap(),
+                m["id"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        files_under(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn keep_last_removes_the_rest_manifest_and_archive_and_dry_run_changes_nothing() {
+    let w = World::new();
+    let refs = backups(&w, 4);
+    let before = files_under(&w.store);
+    let dry = w.run(&["prune", "--keep-last", "2", "--dry-run", "--output", "json"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let plan: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(plan["keep"].as_array().unwrap().len(), 2);
+    assert_eq!(plan["remove"].as_array().unwrap().len(), 2);
+    assert_eq!(plan["keep"][0]["reasons"][0], "last snapshot");
+    assert_eq!(files_under(&w.store), before, "dry run removed something");
+
+    let run = w.run(&["prune", "--keep-last", "2"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let mut expect = refs[2..].to_vec();
+    expect.reverse();
+    assert_eq!(listed(&w), expect);
+    for r in &refs[..2] {
+        assert!(
+            !w.archive(r).exists() && !w.manifest(r).exists(),
+            "{r} left behind"
+        );
+    }
+}
+
+#[test]
+fn an_empty_policy_removes_nothing_and_says_so() {
+    let w = World::new();
+    backups(&w, 3);
+    let out = w.run(&["prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("no retention rule given"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(listed(&w).len(), 3);
+}
+
+#[test]
+fn the_newest_backup_survives_a_policy_that_matches_nothing() {
+    let w = World::new();
+    let refs = backups(&w, 3);
+    let out = w.run(&["prune", "--keep-tag", "no-such-tag"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(listed(&w), vec![refs[2].clone()]);
+}
+
+#[test]
+fn prune_interrupted_between_manifest_and_archive_leaves_an_orphan_the_next_prune_removes() {
+    // The state a prune killed right after deleting a manifest leaves behind.
+    let w = World::new();
+    let refs = backups(&w, 2);
+    std::fs::remove_file(w.manifest(&refs[0])).unwrap();
+    assert_eq!(
+        listed(&w),
+        vec![refs[1].clone()],
+        "a backup without its manifest is never listed"
+    );
+
+    // Within the grace period the orphan may be an upload in progress: left alone.
+    let out = w.run(&["prune", "--keep-last", "5"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(w.archive(&refs[0]).exists());
+    assert!(
+        stdout(&out).contains("younger than the grace period"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Once older than the grace period it goes.
+    let st = Command::new("touch")
+        .args(["-d", "2 days ago", w.archive(&refs[0]).to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = w.run(&["prune", "--keep-last", "5"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !w.archive(&refs[0]).exists(),
+        "orphan not removed: {}",
+        stdout(&out)
+    );
+    assert_eq!(listed(&w), vec![refs[1].clone()]);
+    // Every listed backup still has its archive.
+    assert!(w.archive(&refs[1]).exists());
+}
+
+#[test]
+fn a_manifest_without_its_archive_is_reported_and_removed_only_on_request() {
+    let w = World::new();
+    let refs = backups(&w, 2);
+    std::fs::remove_file(w.archive(&refs[0])).unwrap();
+    let out = w.run(&["prune", "--keep-last", "5"]);
+    assert!(
+        stdout(&out).contains("archive is missing"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(w.manifest(&refs[0]).exists());
+    let out = w.run(&["prune", "--keep-last", "5", "--remove-broken"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!w.manifest(&refs[0]).exists());
+}
+
+#[test]
+fn retention_from_the_config_file_per_cluster() {
+    let w = World::new();
+    fake_snapshot(&w.path("s.db"), 2);
+    for cluster in ["admin", "admin", "admin", "user-1", "user-1", "user-1"] {
+        let out = w.run(&[
+            "backup",
+            "--cluster",
+            cluster,
+            "-r",
+            &w.recipient,
+            "--etcd-snapshot-file",
+            "s.db",
+        ]);
+        assert!(out.status.success());
+    }
+    let cfg = w.path("c.toml");
+    std::fs::write(
+        &cfg,
+        "[retention]\nkeep_last = 2\n[clusters.user-1.retention]\nkeep_last = 1\n",
+    )
+    .unwrap();
+    let out = w.run(&["--config", cfg.to_str().unwrap(), "prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let l = listed(&w);
+    assert_eq!(
+        l.iter().filter(|r| r.starts_with("admin/")).count(),
+        2,
+        "{l:?}"
+    );
+    assert_eq!(
+        l.iter().filter(|r| r.starts_with("user-1/")).count(),
+        1,
+        "{l:?}"
+    );
+}
+
+#[test]
+fn a_bad_policy_is_a_usage_error() {
+    let w = World::new();
+    backups(&w, 1);
+    let out = w.run(&["prune", "--keep-daily", "-5"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = w.run(&["prune", "--keep-within", "7x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = w.run(&["prune", "--keep-last", "1", "--timezone", "Mars/Olympus"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -32,16 +32,7 @@ fn an_extracted_snapshot_restores_with_etcdctl_and_serves_the_keys() {
         "a real etcd snapshot carries its sha256 trailer"
     );
 
-    let out = w.path("out");
-    let ex = w.run(&[
-        "extract",
-        &reference,
-        "-i",
-        w.key.to_str().unwrap(),
-        "--to",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ex.status.success(), "{}", stderr(&ex));
+    let out = w.extract(&reference, "out");
 
     let restored = w.path("restored");
     let peer = free_port();

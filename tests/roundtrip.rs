@@ -84,16 +84,7 @@ fn backup_list_verify_extract_gives_identical_files_and_modes() {
         );
     }
 
-    let out = w.path("out");
-    let ex = w.run(&[
-        "extract",
-        &reference,
-        "-i",
-        w.key.to_str().unwrap(),
-        "--to",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ex.status.success(), "{}", stderr(&ex));
+    let out = w.extract(&reference, "out");
     let mut expected: Vec<(String, u32, Vec<u8>)> = tree(&w.path("pki"))
         .into_iter()
         .map(|(p, m, b)| (format!("pki/{p}"), m, b))
@@ -212,15 +203,6 @@ fn a_large_snapshot_streams_through_with_multi_chunk_entries() {
     }
     std::fs::write(&big, &data).unwrap();
     let reference = w.backup(&["--etcd-snapshot-file", "big.db", "--part-size-mib", "5"]);
-    let out = w.path("out");
-    let ex = w.run(&[
-        "extract",
-        &reference,
-        "-i",
-        w.key.to_str().unwrap(),
-        "--to",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ex.status.success(), "{}", stderr(&ex));
+    let out = w.extract(&reference, "out");
     assert!(std::fs::read(out.join("etcd/snapshot.db")).unwrap() == data);
 }

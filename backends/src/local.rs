@@ -40,7 +40,8 @@ pub(crate) fn open(
             url: url.to_string(),
             reason: e.to_string(),
         })?
-        .with_automatic_cleanup(true);
+        .with_automatic_cleanup(true)
+        .with_fsync(true);
     Ok((Arc::new(fs), display))
 }
 

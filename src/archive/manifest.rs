@@ -256,11 +256,12 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
     match head.version {
         Some(super::VERSION) => {}
         v => {
+            let v = v.map_or("(missing)".to_string(), |v| v.to_string());
             return Err(format!(
-                "manifest version {v:?} is not supported by cpvault {} (it reads version {}); upgrade cpvault",
+                "manifest version {v} is not supported by cpvault {} (it reads version {}); upgrade cpvault",
                 env!("CARGO_PKG_VERSION"),
                 super::VERSION
-            ))
+            ));
         }
     }
     serde_json::from_slice(bytes).map_err(|e| format!("invalid manifest: {e}"))

@@ -83,6 +83,21 @@ impl World {
         reference
     }
 
+    /// Extracts `reference` with this world's key into a new directory `to`; asserts success.
+    pub fn extract(&self, reference: &str, to: &str) -> PathBuf {
+        let out = self.path(to);
+        let ex = self.run(&[
+            "extract",
+            reference,
+            "-i",
+            self.key.to_str().unwrap(),
+            "--to",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ex.status.success(), "extract failed: {}", stderr(&ex));
+        out
+    }
+
     /// The archive object of `reference`.
     pub fn archive(&self, reference: &str) -> PathBuf {
         self.store.join(format!("{reference}.tar.zst.age"))

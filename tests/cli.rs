@@ -323,3 +323,55 @@ fn help_teaches_with_examples_and_exit_codes() {
     let out = cpvault_in(w.dir.path(), &["backup", "--help"]);
     assert!(stdout(&out).contains("--etcd-snapshot-file"));
 }
+
+#[test]
+fn ctrl_c_during_a_backup_removes_the_partial_upload_and_commits_nothing() {
+    let w = World::new();
+    // Incompressible data at zstd's slowest level keeps the backup busy for seconds.
+    let mut data = vec![0u8; 48 * 1024 * 1024];
+    let mut x: u64 = 0x9E3779B97F4A7C15;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(w.path("big.db"), &data).unwrap();
+    let child = cpvault_cmd(w.dir.path())
+        .args([
+            "backup",
+            "--store",
+            w.store.to_str().unwrap(),
+            "--cluster",
+            "admin",
+            "-r",
+            &w.recipient,
+        ])
+        .args(["--etcd-snapshot-file", "big.db", "--zstd-level", "19"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let st = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupted") && stderr(&out).contains("nothing was committed"),
+        "{}",
+        stderr(&out)
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&w.store)
+        .map(|d| {
+            d.flatten()
+                .flat_map(|c| std::fs::read_dir(c.path()).into_iter().flatten().flatten())
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}

@@ -103,6 +103,9 @@ pub enum WriteError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The caller cancelled (Ctrl-C).
+    #[error("interrupted; the partial upload was removed and nothing was committed")]
+    Interrupted,
 }
 
 type StageResult<T> = Result<T, WriteError>;
@@ -113,9 +116,11 @@ fn stage_err(stage: &'static str) -> impl Fn(io::Error) -> WriteError {
 
 fn is_pipe(e: &WriteError) -> bool {
     matches!(e, WriteError::Stage { source, .. } if pipe::is_downstream_closed(source))
+        || matches!(e, WriteError::Source { source, .. } if pipe::is_downstream_closed(source))
 }
 
-/// Writes one backup and commits it. Returns the outer manifest.
+/// Writes one backup and commits it. Returns the outer manifest. When `cancel` completes
+/// first, the upload is aborted and [`WriteError::Interrupted`] returned.
 ///
 /// # Errors
 /// [`WriteError`]; on any error the upload is aborted and no manifest is written.
@@ -126,6 +131,7 @@ pub async fn write_backup(
     recipients: &Recipients,
     opts: WriteOptions,
     progress: ProgressBar,
+    cancel: impl std::future::Future<Output = ()>,
 ) -> Result<Manifest, WriteError> {
     let key = super::archive_key(&meta.cluster, &meta.id);
     let encryptor = recipients.encryptor()?;
@@ -142,9 +148,14 @@ pub async fn write_backup(
 
     let mut hasher = Sha256::new();
     let mut size = 0u64;
+    let mut cancel = std::pin::pin!(cancel);
     let uploaded: StageResult<()> = async {
         loop {
-            match rx3.recv().await {
+            let msg = tokio::select! {
+                msg = rx3.recv() => msg,
+                () = &mut cancel => return Err(WriteError::Interrupted),
+            };
+            match msg {
                 Some(Msg::Data(b)) => {
                     hasher.update(&b);
                     size += b.len() as u64;

@@ -80,7 +80,21 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
     let count = entries.len();
     let bar = crate::progress::bytes(ctx.quiet, total, "backup");
     let started = Instant::now();
-    let outer = write_backup(&store, entries, meta, &recipients, opts, bar.clone()).await;
+    let interrupted = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let outer = write_backup(
+        &store,
+        entries,
+        meta,
+        &recipients,
+        opts,
+        bar.clone(),
+        interrupted,
+    )
+    .await;
     bar.finish_and_clear();
     let outer = outer?;
     if ctx.json() {
@@ -89,7 +103,8 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
     if !ctx.quiet {
         let a = outer.archive.as_ref().expect("outer manifest has archive");
         eprintln!(
-            "backed up {count} entries, {} → {} encrypted, to {store} in {:.1}s",
+            "backed up {count} {}, {} → {} encrypted, to {store} in {:.1}s",
+            if count == 1 { "entry" } else { "entries" },
             crate::progress::human(total),
             crate::progress::human(a.size),
             started.elapsed().as_secs_f64()

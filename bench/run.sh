@@ -192,6 +192,11 @@ round() {
       measure "verify ($label)" "age -d | zstd -d | sha256sum" "$run" "$bytes" "" \
         '$T age -d -i "$KEY" "$DEST" | $T zstd -d -q | $T sha256sum' || true
     fi
+    # The same with the output made durable, as cpvault's local store does (fsync before the
+    # manifest commits): the like-for-like comparison.
+    rm -rf "$d"; mkdir -p "$d"; DEST="$d/out.tar.zst.age"
+    measure "backup ($label)" "tar | zstd -3 -T0 | age; sync FILE" "$run" "$bytes" "$DEST" \
+      '$T tar -c -C "$IN_DIR" "$IN_NAME" -C "$PKI_PARENT" pki | $T zstd -3 -T0 -q | $T age -r "$RCPT" > "$DEST" && sync "$DEST"' || true
   fi
 
   if [[ $others == 1 && $RESTIC == 1 ]]; then

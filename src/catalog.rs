@@ -35,7 +35,7 @@ pub async fn load(store: &Store, cluster: Option<&str>) -> anyhow::Result<Catalo
         if let Some(stem) = o.key.strip_suffix(MANIFEST_SUFFIX) {
             match store.get_bytes(&o.key).await {
                 Ok(bytes) => match parse_manifest(&bytes) {
-                    Ok(m) if format!("{}/{}", m.cluster, m.id) == stem => {
+                    Ok(m) if format!("{}/{}", m.cluster, m.id) == stem && names_own_archive(&m) => {
                         let archive = format!("{stem}{ARCHIVE_SUFFIX}");
                         if !objects.iter().any(|a| a.key == archive) {
                             cat.broken.push(m.reference());
@@ -44,7 +44,7 @@ pub async fn load(store: &Store, cluster: Option<&str>) -> anyhow::Result<Catalo
                     }
                     Ok(m) => cat.unreadable.push((
                         o.key.clone(),
-                        format!("names backup {}, not its own key", m.reference()),
+                        format!("names backup {} (archive {:?}), not its own key — the manifest was edited or moved", m.reference(), m.archive.as_ref().map(|a| &a.key)),
                     )),
                     Err(e) => cat.unreadable.push((o.key.clone(), e)),
                 },
@@ -104,7 +104,7 @@ pub async fn resolve(store: &Store, reference: &str) -> anyhow::Result<Manifest>
     let m = parse_manifest(&bytes).map_err(|e| {
         crate::error::VerifyFailed(format!("manifest of {reference} is unreadable: {e}"))
     })?;
-    if m.cluster != cluster || m.id != id {
+    if m.cluster != cluster || m.id != id || !names_own_archive(&m) {
         return Err(crate::error::VerifyFailed(format!(
             "manifest at {key} names backup {}, not {reference} (the manifest was edited or moved)",
             m.reference()
@@ -112,4 +112,12 @@ pub async fn resolve(store: &Store, reference: &str) -> anyhow::Result<Manifest>
         .into());
     }
     Ok(m)
+}
+
+/// Whether the outer manifest points at the archive object of its own backup: the archive
+/// key is not trusted from the (unauthenticated) manifest.
+fn names_own_archive(m: &Manifest) -> bool {
+    m.archive
+        .as_ref()
+        .is_some_and(|a| a.key == crate::archive::archive_key(&m.cluster, &m.id))
 }

@@ -278,7 +278,7 @@ pub struct PruneArgs {
     pub timezone: chrono_tz::Tz,
     /// Archives without a manifest are removed once older than this many hours (younger ones
     /// may be uploads in progress).
-    #[arg(long, value_name = "HOURS", default_value_t = 24)]
+    #[arg(long, value_name = "HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..))]
     pub grace_hours: u32,
     /// Also remove manifests whose archive object is missing (reported otherwise).
     #[arg(long)]

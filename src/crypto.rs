@@ -13,6 +13,9 @@ pub enum KeyError {
     /// A recipient string is not one age understands.
     #[error("recipient '{0}' is not an age (age1…) or SSH (ssh-ed25519/ssh-rsa) public key; check the -r value or run `cpvault keygen`")]
     BadRecipient(String),
+    /// A secret key was given where a public recipient belongs; it is never repeated.
+    #[error("a secret key (AGE-SECRET-KEY-… or a private key) was given as a recipient; pass its public key (age1…, shown by `age-keygen -y KEYFILE`), and keep the identity for -i")]
+    SecretAsRecipient,
     /// A file could not be read.
     #[error("{what} '{path}': {source}")]
     Read {
@@ -75,14 +78,21 @@ impl Recipients {
 
 fn parse_recipient(s: &str) -> Result<(Box<dyn age::Recipient + Send>, String), KeyError> {
     let s = s.trim();
+    if s.to_ascii_uppercase().starts_with("AGE-SECRET-KEY-") || s.contains("PRIVATE KEY") {
+        return Err(KeyError::SecretAsRecipient);
+    }
+    // Repeat at most the start of what was given: enough to recognise it, never a whole blob.
+    let shown = |s: &str| {
+        s.chars().take(40).collect::<String>() + if s.chars().count() > 40 { "…" } else { "" }
+    };
     if s.starts_with("age1") {
-        let r: age::x25519::Recipient = s.parse().map_err(|_| KeyError::BadRecipient(s.into()))?;
+        let r: age::x25519::Recipient = s.parse().map_err(|_| KeyError::BadRecipient(shown(s)))?;
         Ok((Box::new(r), s.to_string()))
     } else if s.starts_with("ssh-") {
-        let r: age::ssh::Recipient = s.parse().map_err(|_| KeyError::BadRecipient(s.into()))?;
+        let r: age::ssh::Recipient = s.parse().map_err(|_| KeyError::BadRecipient(shown(s)))?;
         Ok((Box::new(r), s.to_string()))
     } else {
-        Err(KeyError::BadRecipient(s.into()))
+        Err(KeyError::BadRecipient(shown(s)))
     }
 }
 

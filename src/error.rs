@@ -6,6 +6,11 @@
 #[error("{0}")]
 pub struct Usage(pub String);
 
+/// Standard output was closed by the reader (e.g. `cpvault list | head`): not an error (exit 0).
+#[derive(Debug, thiserror::Error)]
+#[error("standard output closed")]
+pub struct StdoutClosed;
+
 /// A backup failed verification (exit 3).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

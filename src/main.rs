@@ -8,7 +8,7 @@ use clap::Parser;
 use cpvault::cli::{Cli, OutputFormat};
 use cpvault::commands::{self, Ctx};
 use cpvault::config::Config;
-use cpvault::error::{Usage, VerifyFailed};
+use cpvault::error::{StdoutClosed, Usage, VerifyFailed};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.is::<StdoutClosed>() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::from(if e.is::<Usage>() {
@@ -72,11 +72,4 @@ fn one_line(e: &anyhow::Error) -> String {
         }
     }
     line.replace('\n', " ")
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }

@@ -87,6 +87,12 @@ pub async fn verify(
     let mut checks = vec![ciphertext_check(outer, &seen)];
     if deep {
         checks.extend(deep_checks(outer, &seen));
+        // A failure the layer checks did not place (e.g. an entry after manifest.json) still fails.
+        if let Some(f) = &seen.failure {
+            if !checks.iter().any(|c| c.status == Status::Failed) {
+                checks.push(check("tar", Status::Failed, f.message.clone()));
+            }
+        }
     }
     Report {
         backup: outer.reference(),

@@ -90,7 +90,6 @@ fn bad_inputs_give_one_line_errors_naming_the_cause() {
             ],
             "nowhere",
         ),
-        (&["verify", "admin/20260101T000000Z-00000000"], "not found"),
         (
             &["verify", "admin/latest", "-i", "no-such-key.txt"],
             "no-such-key.txt",
@@ -374,4 +373,94 @@ fn ctrl_c_during_a_backup_removes_the_partial_upload_and_commits_nothing() {
         })
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+#[test]
+fn a_secret_key_given_as_recipient_is_refused_and_never_echoed() {
+    let w = World::new();
+    fake_snapshot(&w.path("s.db"), 2);
+    let secret = std::fs::read_to_string(&w.key).unwrap();
+    let secret_line = secret
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap()
+        .to_string();
+    for args in [
+        vec!["-r", secret_line.as_str()],
+        vec!["-R", w.key.to_str().unwrap()],
+    ] {
+        let mut full = vec![
+            "backup",
+            "--cluster",
+            "admin",
+            "--etcd-snapshot-file",
+            "s.db",
+        ];
+        full.extend(args);
+        let out = w.run(&full);
+        assert_eq!(out.status.code(), Some(1));
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(all.contains("secret key"), "{all}");
+        assert!(
+            !all.contains(&secret_line[16..]),
+            "the secret key was echoed: {all}"
+        );
+    }
+}
+
+#[test]
+fn a_file_name_the_archive_cannot_hold_safely_is_refused_at_backup_time() {
+    let w = World::new();
+    std::fs::write(w.path("odd\\name.conf"), "x").unwrap();
+    let out = w.run(&[
+        "backup",
+        "--cluster",
+        "admin",
+        "-r",
+        &w.recipient,
+        "--file",
+        "odd\\name.conf",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot be stored safely"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&w.run(&["list", "--output", "json"])).trim(), "[]");
+}
+
+#[test]
+fn verify_checks_every_ref_even_when_one_is_missing() {
+    let w = World::new();
+    fake_snapshot(&w.path("s.db"), 2);
+    let good = w.backup(&["--etcd-snapshot-file", "s.db"]);
+    let out = w.run(&["verify", "admin/20200101T000000Z-00000000", &good]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("OK      {good}")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("not found"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let w = World::new();
+    fake_snapshot(&w.path("s.db"), 2);
+    for _ in 0..3 {
+        w.backup(&["--etcd-snapshot-file", "s.db"]);
+    }
+    let st = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; '{}' list --store '{}' --output json | head -c 1 >/dev/null",
+            env!("CARGO_BIN_EXE_cpvault"),
+            w.store.display()
+        ))
+        .env("XDG_CONFIG_HOME", w.path(".no-config"))
+        .status()
+        .unwrap();
+    assert!(st.success());
 }

@@ -359,9 +359,10 @@ fn untar(rx: tokio::sync::mpsc::Receiver<Msg>, mut sink: Box<dyn Sink>) -> Untar
                     .map_err(|m| Failure::new(Layer::Tar, format!("inner manifest.json: {m}")))?;
                 out.inner = Some(inner);
                 if let Some(next) = entries.next() {
+                    let next = next.map_err(|e| classify(&e, Layer::Tar))?;
                     let extra = next
-                        .ok()
-                        .and_then(|e| e.path().ok().map(|p| p.display().to_string()))
+                        .path()
+                        .map(|p| p.display().to_string())
                         .unwrap_or_default();
                     return Err(Failure::new(
                         Layer::Tar,

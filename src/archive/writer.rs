@@ -148,14 +148,9 @@ pub async fn write_backup(
 
     let mut hasher = Sha256::new();
     let mut size = 0u64;
-    let mut cancel = std::pin::pin!(cancel);
-    let uploaded: StageResult<()> = async {
+    let upload_loop = async {
         loop {
-            let msg = tokio::select! {
-                msg = rx3.recv() => msg,
-                () = &mut cancel => return Err(WriteError::Interrupted),
-            };
-            match msg {
+            match rx3.recv().await {
                 Some(Msg::Data(b)) => {
                     hasher.update(&b);
                     size += b.len() as u64;
@@ -165,8 +160,12 @@ pub async fn write_backup(
                 None => return Err(stage_err("upload")(pipe::upstream_failed())),
             }
         }
-    }
-    .await;
+    };
+    // Cancellation races the whole upload, including a part write stuck in retries.
+    let uploaded: StageResult<()> = tokio::select! {
+        r = upload_loop => r,
+        () = cancel => Err(WriteError::Interrupted),
+    };
     drop(rx3);
 
     fn joined<T>(r: Result<StageResult<T>, tokio::task::JoinError>) -> StageResult<T> {
@@ -218,6 +217,15 @@ fn produce(
     let mut recorded = vec![];
     let mut etcd = None;
     for e in entries {
+        if !super::reader::is_safe_payload_path(&e.path) {
+            return Err(WriteError::Source {
+                path: e.path.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "this name cannot be stored safely (backslash, '..', or empty component); rename the file",
+                ),
+            });
+        }
         let mut hasher = TrailerHasher::new();
         let path = e.path.clone();
         let src_err = |source: io::Error| WriteError::Source {

@@ -110,6 +110,17 @@ pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     if !report.ok {
         clear(&args.to);
+        let failed: Vec<&crate::verify::Check> = report.failures().collect();
+        if let [only] = failed.as_slice() {
+            if only.name == "write" {
+                // The backup is fine; this machine could not write it (disk full, permissions).
+                anyhow::bail!(
+                    "writing into {}: {}; nothing was left there — free space or fix permissions and run extract again",
+                    args.to.display(),
+                    only.detail
+                );
+            }
+        }
         let mut text = String::new();
         super::verify::render(&mut text, &report)?;
         if ctx.json() {

@@ -68,10 +68,19 @@ impl Ctx {
 /// # Errors
 /// A write error (a closed pipe is handled by the caller).
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    write_stdout(&text)
+}
+
+fn write_stdout(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(crate::error::StdoutClosed.into())
+        }
+        r => Ok(r?),
+    }
 }
 
 /// Writes text on stdout.
@@ -79,12 +88,11 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 /// # Errors
 /// A write error.
 pub fn print_text(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    if !text.ends_with('\n') {
-        writeln!(out)?;
+    if text.ends_with('\n') {
+        write_stdout(text)
+    } else {
+        write_stdout(&format!("{text}\n"))
     }
-    Ok(())
 }
 
 /// Runs `command`.

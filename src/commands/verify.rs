@@ -51,7 +51,9 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<()> {
         for r in &args.references {
             match crate::catalog::resolve(&store, r).await {
                 Ok(m) => targets.push(Ok(m)),
-                Err(e) if e.is::<VerifyFailed>() => targets.push(Err(e.to_string())),
+                Err(e) if e.is::<VerifyFailed>() || e.to_string().contains("not found in") => {
+                    targets.push(Err(e.to_string()))
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -18,4 +18,6 @@ mod cli;
 mod retention;
 // prune: retention execution order, orphans and the grace period, broken manifests, config.
 mod prune;
+// Stores: conformance suite on moto S3, conditional-create refusal, CLI round trip on moto.
+mod stores;
 mod support;

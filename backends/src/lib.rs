@@ -4,7 +4,13 @@
 //! point, and streaming reads. It holds no business logic: it never decides what a key means,
 //! and it never prints or logs credentials (a store is displayed by its redacted URL).
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+pub mod create_check;
+#[cfg(any(test, feature = "testing"))]
+pub mod fault;
 mod local;
+pub mod s3;
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,7 +26,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 pub enum StoreError {
     /// The URL could not be understood.
     #[error(
-        "store URL '{url}': {reason}; use file:///abs/path, a plain directory path, or memory://"
+        "store URL '{url}': {reason}; use file:///abs/path, a plain directory path, s3://bucket/prefix, or memory://"
     )]
     BadUrl {
         /// The URL as given.
@@ -141,6 +147,10 @@ impl Store {
                 Arc::new(object_store::memory::InMemory::new()),
                 "memory://".into(),
             ));
+        }
+        if url.starts_with("s3://") {
+            let (store, display) = s3::open(url)?;
+            return Ok(Store::from_object_store(store, display));
         }
         let dir = if url.starts_with("file://") {
             let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;

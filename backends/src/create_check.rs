@@ -1,0 +1,167 @@
+//! A wrapper that refuses create-if-absent writes on a server that does not honour them. A
+//! backup commits by creating its manifest only if absent; an S3-compatible server that
+//! ignores `If-None-Match: *` would let two writers overwrite each other silently. Before the
+//! first write through a store, this wrapper probes it once — creates a scratch object twice
+//! and expects the second create to fail — and from then on fails every write with a clear
+//! message if the server got it wrong. It must never let a commit through unprobed, and it
+//! never changes what a read returns.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+    Result,
+};
+use tokio::sync::OnceCell;
+
+/// Why the probe refused the server, when it did.
+type Verdict = std::result::Result<(), String>;
+
+/// Probes conditional-create support before the first write, then passes writes through.
+pub struct CreateCheck {
+    inner: Arc<dyn ObjectStore>,
+    verdict: OnceCell<Verdict>,
+}
+
+impl CreateCheck {
+    /// Wraps `inner`; nothing is probed until the first write.
+    pub fn new(inner: Arc<dyn ObjectStore>) -> CreateCheck {
+        CreateCheck {
+            inner,
+            verdict: OnceCell::new(),
+        }
+    }
+
+    /// Runs the probe once (a transient error is returned and the probe retried next time).
+    async fn ensure(&self) -> Result<()> {
+        let verdict = self.verdict.get_or_try_init(|| self.probe()).await?;
+        verdict
+            .clone()
+            .map_err(|why| object_store::Error::NotSupported { source: why.into() })
+    }
+
+    async fn probe(&self) -> Result<Verdict> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let key = Path::from(format!(
+            ".cpvault-probe/create-{nanos}-{}",
+            std::process::id()
+        ));
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let first = self
+            .inner
+            .put_opts(&key, PutPayload::from_static(b"1"), create.clone())
+            .await;
+        match first {
+            Ok(_) => {}
+            Err(object_store::Error::NotImplemented { .. })
+            | Err(object_store::Error::NotSupported { .. }) => {
+                return Ok(Err(REFUSAL_DISABLED.into()));
+            }
+            Err(e) => return Err(e),
+        }
+        let second = self
+            .inner
+            .put_opts(&key, PutPayload::from_static(b"2"), create)
+            .await;
+        let _ = self.inner.delete(&key).await;
+        match second {
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(Ok(())),
+            Ok(_) => Ok(Err(REFUSAL_IGNORED.into())),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+const REFUSAL_IGNORED: &str = "the server ignores conditional create (If-None-Match: *): a second create of the same key succeeded, so a backup could be silently overwritten; cpvault refuses to commit here — use a server that supports conditional writes";
+const REFUSAL_DISABLED: &str = "conditional create is disabled for this store (AWS_CONDITIONAL_PUT), so a backup could be silently overwritten; cpvault refuses to commit here — unset AWS_CONDITIONAL_PUT";
+
+impl fmt::Display for CreateCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CreateCheck({})", self.inner)
+    }
+}
+
+// Deliberately not derived: the inner client's Debug may hold credentials.
+impl fmt::Debug for CreateCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateCheck").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl ObjectStore for CreateCheck {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        self.ensure().await?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        // Probing before an upload, not just before its commit, fails a backup before it has
+        // sent gigabytes to a store it could never commit to.
+        self.ensure().await?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.ensure().await?;
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.ensure().await?;
+        self.inner.rename_opts(from, to, options).await
+    }
+}

@@ -1,0 +1,225 @@
+//! Stores: the backends conformance suite against a real S3 server (moto), the conditional-
+//! create refusal, faults injected into a backup and a read, and a CLI round trip on moto.
+
+use std::sync::Arc;
+
+use cpvault_backends::fault::FaultStore;
+use cpvault_backends::{conformance, s3, Store};
+
+use crate::support::*;
+
+fn moto_store(m: &Moto, prefix: &str) -> Store {
+    let url = format!("s3://{}/{prefix}", m.bucket);
+    let (inner, display) = s3::open_with_vars(&url, m.env()).unwrap();
+    Store::from_object_store(inner, display)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto_server (pip install 'moto[server]')"]
+async fn moto_s3_passes_the_conformance_suite() {
+    let m = Moto::start();
+    conformance::run_all(&moto_store(&m, "suite/prefix")).await;
+}
+
+// A server that ignores If-None-Match must be refused before anything is uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_ignoring_conditional_create_is_refused() {
+    let mem: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let faulty = Arc::new(FaultStore::new(mem.clone()).ignore_create());
+    let checked = Arc::new(cpvault_backends::create_check::CreateCheck::new(faulty));
+    let store = Store::from_object_store(checked, "s3://sloppy/server".into());
+    let e = store
+        .start_upload("admin/x.tar.zst.age")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("s3://sloppy/server") && e.contains("ignores conditional create"),
+        "{e}"
+    );
+    let e = store
+        .put_create("admin/x.manifest.json", "{}".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("refuses to commit"), "{e}");
+}
+
+#[test]
+#[ignore = "needs moto_server (pip install 'moto[server]')"]
+fn cli_round_trip_on_moto() {
+    let m = Moto::start();
+    let w = World::new();
+    make_pki(&w.path("pki"));
+    fake_snapshot(&w.path("snapshot.db"), 300);
+    let store = format!("s3://{}/backups", m.bucket);
+    let run = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--store", &store]);
+        m.cpvault(w.dir.path(), &a)
+    };
+    let b = run(&[
+        "backup",
+        "--cluster",
+        "admin",
+        "-r",
+        &w.recipient,
+        "--etcd-snapshot-file",
+        "snapshot.db",
+        "--pki-dir",
+        "pki",
+    ]);
+    assert!(b.status.success(), "backup: {}", stderr(&b));
+    let reference = stdout(&b).trim().to_string();
+    let l = run(&["list"]);
+    assert!(
+        l.status.success() && stdout(&l).contains(&reference),
+        "{}{}",
+        stdout(&l),
+        stderr(&l)
+    );
+    let key = w.key.to_str().unwrap().to_string();
+    let v = run(&["verify", &reference, "-i", &key]);
+    assert!(v.status.success(), "verify: {}{}", stdout(&v), stderr(&v));
+    let to = w.path("out");
+    let x = run(&[
+        "extract",
+        &reference,
+        "-i",
+        &key,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert!(x.status.success(), "extract: {}", stderr(&x));
+    assert_eq!(tree(&to.join("pki")), tree(&w.path("pki")));
+}
+
+fn keys() -> (
+    cpvault::crypto::Recipients,
+    Arc<cpvault::crypto::Identities>,
+    tempfile::TempDir,
+) {
+    use secrecy_free::*;
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, public) = cpvault::crypto::generate();
+    let path = dir.path().join("key.txt");
+    std::fs::write(&path, expose(&secret)).unwrap();
+    let r = cpvault::crypto::recipients(&[public], &[], None).unwrap();
+    let i = cpvault::crypto::identities(&[path], None).unwrap();
+    (r, Arc::new(i), dir)
+}
+
+mod secrecy_free {
+    pub fn expose(s: &age::secrecy::SecretString) -> String {
+        use age::secrecy::ExposeSecret;
+        s.expose_secret().to_string()
+    }
+}
+
+async fn backup(
+    store: &Store,
+    r: &cpvault::crypto::Recipients,
+) -> Result<cpvault::archive::manifest::Manifest, String> {
+    use cpvault::archive::writer::{write_backup, BackupMeta, SourceEntry, WriteOptions};
+    // Random, so it does not compress: the archive spans several upload parts.
+    let body: Vec<u8> = (0..600_000).map(|_| rand::random::<u8>()).collect();
+    let entry = SourceEntry {
+        path: "files/data.bin".into(),
+        kind: cpvault::archive::manifest::EntryKind::File,
+        size: body.len() as u64,
+        mode: 0o600,
+        mtime: 0,
+        open: Box::new(move || {
+            Ok(Box::new(std::io::Cursor::new(body)) as Box<dyn std::io::Read + Send>)
+        }),
+        etcd: None,
+    };
+    let meta = BackupMeta {
+        id: format!("20261127T000000Z-{:08x}", rand::random::<u32>()),
+        cluster: "admin".into(),
+        created: chrono::Utc::now(),
+        host: "test".into(),
+        tags: Default::default(),
+        source: "test".into(),
+    };
+    let opts = WriteOptions {
+        zstd_level: 1,
+        zstd_workers: 0,
+    };
+    write_backup(
+        store,
+        vec![entry],
+        meta,
+        r,
+        opts,
+        indicatif::ProgressBar::hidden(),
+        std::future::pending::<()>(),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+// Every single failed request of a backup fails it, names the store and cause, commits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_interrupted_by_store_errors_commits_nothing() {
+    let (r, _, _d) = keys();
+    let small = cpvault_backends::UploadOptions {
+        part_size: 128 * 1024,
+        concurrency: 2,
+    };
+    let counter = Arc::new(FaultStore::new(Arc::new(
+        object_store::memory::InMemory::new(),
+    )));
+    let s = Store::from_object_store(counter.clone(), "memory://count".into())
+        .with_upload_options(small);
+    backup(&s, &r).await.unwrap();
+    let total = counter.requests();
+    assert!(total > 4, "{total}");
+    for n in 1..=total {
+        let mem: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::memory::InMemory::new());
+        let faulty = Arc::new(FaultStore::new(mem.clone()).fail_request(n));
+        let s =
+            Store::from_object_store(faulty, "memory://faulty".into()).with_upload_options(small);
+        let e = backup(&s, &r)
+            .await
+            .expect_err(&format!("request {n} failed but the backup succeeded"));
+        assert!(
+            e.contains("memory://faulty") && e.contains("injected fault"),
+            "{e}"
+        );
+        let plain = Store::from_object_store(mem, "memory://".into());
+        let cat = cpvault::catalog::load(&plain, None).await.unwrap();
+        assert!(
+            cat.backups.is_empty(),
+            "request {n}: a backup was committed"
+        );
+    }
+}
+
+// A bit flipped on the way back from the store is caught by verify (the CLI exits 3 on this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_bit_on_read_fails_verify() {
+    let (r, ids, _d) = keys();
+    let mem: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let m = backup(
+        &Store::from_object_store(mem.clone(), "memory://".into()),
+        &r,
+    )
+    .await
+    .unwrap();
+    let flipping = Arc::new(FaultStore::new(mem).flip_bit(".tar.zst.age", 5_000));
+    let s = Store::from_object_store(flipping, "memory://flip".into());
+    let bar = indicatif::ProgressBar::hidden();
+    let rep = cpvault::verify::verify(
+        &s,
+        &m,
+        Some(ids),
+        Box::new(cpvault::archive::reader::NullSink),
+        bar,
+    )
+    .await;
+    assert!(!rep.ok, "{rep:?}");
+    assert!(rep.failures().any(|c| c.name == "ciphertext"), "{rep:?}");
+}

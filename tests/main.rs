@@ -16,7 +16,7 @@ mod listing;
 mod cli;
 // Retention planner: golden comparisons with restic 0.14, property tests.
 mod retention;
-// prune: retention execution order, orphans and the grace period, broken manifests, config.
+// prune: execution order, orphans and the grace period, broken manifests, config, moto S3.
 mod prune;
 // Stores: conformance suite on moto S3, conditional-create refusal, CLI round trip on moto.
 mod stores;

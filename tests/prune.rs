@@ -195,3 +195,64 @@ fn a_bad_policy_is_a_usage_error() {
     let out = w.run(&["prune", "--keep-last", "1", "--timezone", "Mars/Olympus"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+#[ignore = "needs moto (pip install 'moto[server]'); CI runs it"]
+fn prune_on_moto_s3_removes_manifest_and_archive_and_keeps_the_rest() {
+    let m = Moto::start();
+    let w = World::new();
+    fake_snapshot(&w.path("s.db"), 2);
+    let store = format!("s3://{}/prune", m.bucket);
+    let run = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--store", &store]);
+        m.cpvault(w.dir.path(), &a)
+    };
+    let refs: Vec<String> = (0..3)
+        .map(|_| {
+            let b = run(&[
+                "backup",
+                "--cluster",
+                "admin",
+                "-r",
+                &w.recipient,
+                "--etcd-snapshot-file",
+                "s.db",
+            ]);
+            assert!(b.status.success(), "{}", stderr(&b));
+            stdout(&b).trim().to_string()
+        })
+        .collect();
+    let p = run(&["prune", "--keep-last", "1", "--output", "json"]);
+    assert!(p.status.success(), "{}", stderr(&p));
+    let plan: serde_json::Value = serde_json::from_slice(&p.stdout).unwrap();
+    assert_eq!(plan["remove"].as_array().unwrap().len(), 2);
+    let l = run(&["list", "--output", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&l.stdout).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![refs[2].split_once('/').unwrap().1]);
+    // The removed backups left no archive behind: a second prune finds no orphan either.
+    let again = run(&[
+        "prune",
+        "--keep-last",
+        "1",
+        "--grace-hours",
+        "1",
+        "--output",
+        "json",
+    ]);
+    let plan: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        plan["remove_orphans"].as_array().unwrap().len()
+            + plan["young_orphans"].as_array().unwrap().len(),
+        0,
+        "{plan}"
+    );
+    let v = run(&["verify", "--all", "-i", w.key.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", stdout(&v));
+}

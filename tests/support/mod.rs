@@ -234,6 +234,7 @@ pub struct Etcd {
     pub endpoint: String,
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
+    tls_args: Vec<String>,
 }
 
 impl Etcd {
@@ -246,22 +247,50 @@ impl Etcd {
         e
     }
 
+    /// Starts a fresh single-member etcd that serves clients only over mutual TLS.
+    pub fn start_tls(certs: &tls::EtcdCerts) -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut e = Etcd::start_with(&data, "test", None, Some(certs));
+        e._dir = Some(dir);
+        e
+    }
+
     /// Starts etcd on an existing (e.g. restored) data dir.
     pub fn start_on(data_dir: &Path, name: &str, peer_port: Option<u16>) -> Etcd {
+        Etcd::start_with(data_dir, name, peer_port, None)
+    }
+
+    fn start_with(
+        data_dir: &Path,
+        name: &str,
+        peer_port: Option<u16>,
+        tls: Option<&tls::EtcdCerts>,
+    ) -> Etcd {
         require("etcd", "etcd-server");
         let client = free_port();
         let peer = peer_port.unwrap_or_else(free_port);
         let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
-        let child = Command::new("etcd")
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut cmd = Command::new("etcd");
+        if let Some(c) = tls {
+            cmd.args(["--client-cert-auth", "--trusted-ca-file"])
+                .arg(&c.ca)
+                .arg("--cert-file")
+                .arg(&c.server_cert)
+                .arg("--key-file")
+                .arg(&c.server_key);
+        }
+        let child = cmd
             .args([
                 "--name",
                 name,
                 "--data-dir",
                 data_dir.to_str().unwrap(),
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{client}"),
+                &format!("{scheme}://127.0.0.1:{client}"),
                 "--advertise-client-urls",
-                &format!("http://127.0.0.1:{client}"),
+                &format!("{scheme}://127.0.0.1:{client}"),
                 "--listen-peer-urls",
                 &format!("http://127.0.0.1:{peer}"),
                 "--initial-advertise-peer-urls",
@@ -275,9 +304,18 @@ impl Etcd {
             .expect("start etcd");
         let e = Etcd {
             child,
-            endpoint: format!("http://127.0.0.1:{client}"),
+            endpoint: format!("{scheme}://127.0.0.1:{client}"),
             data_dir: data_dir.to_path_buf(),
             _dir: None,
+            tls_args: tls
+                .map(|c| {
+                    vec![
+                        format!("--cacert={}", c.ca.display()),
+                        format!("--cert={}", c.client_cert.display()),
+                        format!("--key={}", c.client_key.display()),
+                    ]
+                })
+                .unwrap_or_default(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -300,6 +338,7 @@ impl Etcd {
             .env("ETCDCTL_API", "3")
             .arg("--endpoints")
             .arg(&self.endpoint)
+            .args(&self.tls_args)
             .args(args)
             .output()
             .unwrap()
@@ -426,3 +465,10 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+// A Kubernetes test API server (REST + exec websocket) that runs exec'd commands for real.
+pub mod kubeapi;
+// Test certificates for etcd's mutual TLS.
+pub mod tls;
+// A real sshd on a free loopback port with its own host key and authorized key.
+pub mod sshd;

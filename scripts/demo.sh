@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # The main job end to end on a fresh machine, with nothing of yours touched: installs etcd if
-# needed, builds cpvault, starts a throwaway local etcd with sample keys, snapshots it, backs
-# the snapshot and a sample PKI directory up with a fresh key into a local directory store,
+# needed, builds cpvault, starts a throwaway local etcd with sample keys, backs it up (a live
+# snapshot over etcd's gRPC API) and a sample PKI directory with a fresh key into a local directory store,
 # lists, verifies (without and with the key), extracts, and proves the extracted snapshot
 # restores into an etcd that serves the sample keys. Everything lives in one temp dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
-  echo "== installing etcd-server and etcd-client (apt)"
+# etcd for the demo; protoc because the etcd gRPC client is generated at build time.
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! command -v protoc >/dev/null; then
+  echo "== installing etcd-server, etcd-client and protobuf-compiler (apt)"
   sudo_cmd=(); [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq etcd-server etcd-client >/dev/null
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq etcd-server etcd-client protobuf-compiler >/dev/null
 fi
 
 echo "== building cpvault"
@@ -40,7 +41,6 @@ echo "== starting a throwaway etcd with sample keys"
 c1=$(port); p1=$(port)
 start_etcd "$work/etcd" demo "$c1" "$p1"
 for i in $(seq 1 20); do etcdctl --endpoints "127.0.0.1:$c1" put "/registry/configmaps/default/demo-$i" "value-$i" >/dev/null; done
-etcdctl --endpoints "127.0.0.1:$c1" snapshot save "$work/snapshot.db" >/dev/null 2>&1
 
 echo "== a sample PKI directory (keys 0600, certificates 0644)"
 mkdir -p pki/etcd
@@ -53,7 +53,9 @@ echo "== cpvault keygen"
 recipient=$("$cpvault" keygen -o key.txt)
 echo "== cpvault backup"
 ref=$("$cpvault" backup --store "$work/store" --cluster demo -r "$recipient" \
-  --etcd-snapshot-file snapshot.db --pki-dir pki --tag origin=demo)
+  --etcd-endpoint "http://127.0.0.1:$c1" --pki-dir pki --tag origin=demo)
+echo "== cpvault show (etcd facts recorded from the live server)"
+"$cpvault" show --store "$work/store" "$ref" | grep '^etcd:' 
 echo "== cpvault list"
 "$cpvault" list --store "$work/store"
 echo "== cpvault verify (no key: ciphertext size and sha256)"

@@ -9,6 +9,11 @@ const AFTER_HELP: &str = "\
 Examples:
   cpvault keygen -o ~/.config/cpvault/key.txt          # prints the public recipient age1…
   cpvault backup --store /backups --cluster admin -r age1… \\
+      --kubeconfig admin.kubeconfig --profile gke-admin   # etcd by exec, PKI over SSH, all found
+  cpvault backup --store /backups --cluster admin -r age1… \\
+      --etcd-endpoint https://10.0.0.5:2379 --etcd-cacert ca.crt --etcd-cert c.crt --etcd-key c.key \\
+      --ssh ubuntu@10.0.0.5                                # etcd over gRPC, PKI over SSH
+  cpvault backup --store /backups --cluster lab -r age1… \\
       --etcd-snapshot-file snapshot.db --pki-dir /etc/kubernetes/pki
   cpvault list --store /backups
   cpvault verify --store /backups --latest -i key.txt   # deep: every layer
@@ -53,7 +58,7 @@ pub enum Command {
     /// Create a new age identity; prints its public recipient.
     Keygen(KeygenArgs),
     /// Back up an etcd snapshot, PKI and files into one encrypted archive in the store.
-    Backup(BackupArgs),
+    Backup(Box<BackupArgs>),
     /// List committed backups, newest first.
     List(ListArgs),
     /// Show one backup's manifest.
@@ -69,7 +74,8 @@ pub enum Command {
 /// Where backups live.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// Store URL: a directory path, file:///abs/path, or memory:// (for tests).
+    /// Store URL: a directory path, file:///abs/path, s3://bucket/prefix (AWS_* settings), or
+    /// memory:// (for tests).
     #[arg(long, env = "CPVAULT_STORE", value_name = "URL")]
     pub store: Option<String>,
 }
@@ -124,15 +130,13 @@ pub struct BackupArgs {
         value_name = "FILE"
     )]
     pub recipients_files: Vec<PathBuf>,
-    /// An existing etcd snapshot (from `etcdctl snapshot save`).
-    #[arg(long, value_name = "FILE")]
-    pub etcd_snapshot_file: Option<PathBuf>,
-    /// A local PKI directory (e.g. /etc/kubernetes/pki), stored with file modes.
-    #[arg(long, value_name = "DIR")]
-    pub pki_dir: Option<PathBuf>,
-    /// An extra file to include (e.g. a kubeconfig); repeatable.
-    #[arg(long = "file", value_name = "PATH")]
-    pub files: Vec<PathBuf>,
+    /// Sources.
+    #[command(flatten)]
+    pub sources: SourceFlags,
+    /// Back up every cluster of the config file's `[clusters.NAME]` sections, one archive
+    /// each, two at a time; exits 1 if any failed.
+    #[arg(long, conflicts_with = "cluster")]
+    pub all: bool,
     /// Tag the backup (KEY=VALUE); repeatable.
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
@@ -148,6 +152,215 @@ pub struct BackupArgs {
     /// Upload parts in flight at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub upload_concurrency: u64,
+}
+
+/// Where a backup's content comes from. Flags win over `[clusters.NAME]`, which wins over
+/// `[sources]` in the config file.
+#[derive(Debug, Default, Args)]
+pub struct SourceFlags {
+    /// An existing etcd snapshot (from `etcdctl snapshot save`).
+    #[arg(long, value_name = "FILE", help_heading = "Sources")]
+    pub etcd_snapshot_file: Option<PathBuf>,
+    /// A local PKI directory (e.g. /etc/kubernetes/pki), stored with file modes.
+    #[arg(long, value_name = "DIR", help_heading = "Sources")]
+    pub pki_dir: Option<PathBuf>,
+    /// An extra file to include (e.g. a kubeconfig); repeatable.
+    #[arg(long = "file", value_name = "PATH", help_heading = "Sources")]
+    pub files: Vec<PathBuf>,
+    /// Snapshot etcd directly over gRPC (Maintenance.Snapshot) at this client URL;
+    /// repeatable, tried in order until one answers.
+    #[arg(
+        long = "etcd-endpoint",
+        env = "CPVAULT_ETCD_ENDPOINT",
+        value_name = "URL",
+        value_delimiter = ',',
+        help_heading = "etcd over gRPC"
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// CA certificate (PEM) of etcd's server certificate.
+    #[arg(
+        long,
+        env = "CPVAULT_ETCD_CACERT",
+        value_name = "FILE",
+        help_heading = "etcd over gRPC"
+    )]
+    pub etcd_cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's mutual TLS, e.g. healthcheck-client.crt.
+    #[arg(
+        long,
+        env = "CPVAULT_ETCD_CERT",
+        value_name = "FILE",
+        help_heading = "etcd over gRPC"
+    )]
+    pub etcd_cert: Option<PathBuf>,
+    /// Client key (PEM) matching --etcd-cert.
+    #[arg(
+        long,
+        env = "CPVAULT_ETCD_KEY",
+        value_name = "FILE",
+        help_heading = "etcd over gRPC"
+    )]
+    pub etcd_key: Option<PathBuf>,
+    /// kubeconfig of the cluster holding etcd (for GKE user clusters: the admin cluster's).
+    /// etcdctl runs inside the etcd pod by exec; with --profile gke-admin the node's PKI is
+    /// also fetched over SSH, the node and its key found through the API.
+    #[arg(
+        long,
+        env = "CPVAULT_KUBECONFIG",
+        value_name = "FILE",
+        help_heading = "Kubernetes"
+    )]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context (default: its current context).
+    #[arg(
+        long,
+        env = "CPVAULT_CONTEXT",
+        value_name = "NAME",
+        help_heading = "Kubernetes"
+    )]
+    pub context: Option<String>,
+    /// What kind of cluster: where etcd runs and which certificates etcdctl uses.
+    #[arg(long, env = "CPVAULT_PROFILE", value_enum, help_heading = "Kubernetes")]
+    pub profile: Option<crate::sources::kube::Profile>,
+    /// The user cluster's namespace in the admin cluster (--profile gke-user).
+    #[arg(
+        long,
+        env = "CPVAULT_NAMESPACE",
+        value_name = "NS",
+        help_heading = "Kubernetes"
+    )]
+    pub namespace: Option<String>,
+    /// The control-plane node, USER@HOST: its PKI is read with `tar` over SSH.
+    #[arg(
+        long,
+        env = "CPVAULT_SSH",
+        value_name = "USER@HOST",
+        help_heading = "SSH"
+    )]
+    pub ssh: Option<String>,
+    /// SSH user for a node found through --kubeconfig [default: ubuntu].
+    #[arg(
+        long,
+        env = "CPVAULT_SSH_USER",
+        value_name = "USER",
+        help_heading = "SSH"
+    )]
+    pub ssh_user: Option<String>,
+    /// SSH private key (default: ssh's own; with --profile gke-admin: kube-system/sshkeys).
+    #[arg(
+        long,
+        env = "CPVAULT_SSH_KEY",
+        value_name = "FILE",
+        help_heading = "SSH"
+    )]
+    pub ssh_key: Option<PathBuf>,
+    /// SSH port.
+    #[arg(
+        long,
+        env = "CPVAULT_SSH_PORT",
+        value_name = "PORT",
+        help_heading = "SSH"
+    )]
+    pub ssh_port: Option<u16>,
+    /// Jump host, USER@HOST[:PORT] (ssh -J).
+    #[arg(
+        long,
+        env = "CPVAULT_SSH_JUMP",
+        value_name = "USER@HOST",
+        help_heading = "SSH"
+    )]
+    pub ssh_jump: Option<String>,
+    /// known_hosts file to check the node's host key against (default: ssh's own).
+    #[arg(
+        long,
+        env = "CPVAULT_SSH_KNOWN_HOSTS",
+        value_name = "FILE",
+        help_heading = "SSH"
+    )]
+    pub ssh_known_hosts: Option<PathBuf>,
+    /// Trust the node's host key if it is not known yet and record it (accept-new); a
+    /// changed key is still refused. Host keys are never ignored.
+    #[arg(long, help_heading = "SSH")]
+    pub ssh_accept_new: bool,
+    /// Run node commands under `sudo -n`: auto = unless the SSH user is root.
+    #[arg(long, value_enum, help_heading = "SSH")]
+    pub ssh_sudo: Option<crate::sources::ssh::SudoMode>,
+    /// The PKI directory on the node [default: /etc/kubernetes/pki].
+    #[arg(long, value_name = "DIR", help_heading = "SSH")]
+    pub ssh_pki_dir: Option<String>,
+    /// Take the etcd snapshot on the node over SSH with etcdctl (saved to a private temp
+    /// dir there, streamed back, removed).
+    #[arg(long, help_heading = "SSH")]
+    pub ssh_etcd: bool,
+    /// How etcdctl is run on the node or in the pod [default: etcdctl].
+    #[arg(
+        long,
+        value_name = "CMD",
+        help_heading = "etcdctl on the node or in the pod"
+    )]
+    pub node_etcdctl: Option<String>,
+    /// etcd's client URL as seen there [default: https://127.0.0.1:2379].
+    #[arg(
+        long,
+        value_name = "URL",
+        help_heading = "etcdctl on the node or in the pod"
+    )]
+    pub node_etcd_endpoint: Option<String>,
+    /// CA certificate path there [default: the profile's, else kubeadm's].
+    #[arg(
+        long,
+        value_name = "PATH",
+        help_heading = "etcdctl on the node or in the pod"
+    )]
+    pub node_etcd_cacert: Option<String>,
+    /// Client certificate path there.
+    #[arg(
+        long,
+        value_name = "PATH",
+        help_heading = "etcdctl on the node or in the pod"
+    )]
+    pub node_etcd_cert: Option<String>,
+    /// Client key path there.
+    #[arg(
+        long,
+        value_name = "PATH",
+        help_heading = "etcdctl on the node or in the pod"
+    )]
+    pub node_etcd_key: Option<String>,
+}
+
+impl SourceFlags {
+    /// The flags as a layer of source settings.
+    pub fn to_sources(&self) -> crate::config::Sources {
+        crate::config::Sources {
+            etcd_snapshot_file: self.etcd_snapshot_file.clone(),
+            pki_dir: self.pki_dir.clone(),
+            files: self.files.clone(),
+            etcd_endpoints: self.etcd_endpoints.clone(),
+            etcd_cacert: self.etcd_cacert.clone(),
+            etcd_cert: self.etcd_cert.clone(),
+            etcd_key: self.etcd_key.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            profile: self.profile,
+            namespace: self.namespace.clone(),
+            ssh: self.ssh.clone(),
+            ssh_user: self.ssh_user.clone(),
+            ssh_key: self.ssh_key.clone(),
+            ssh_port: self.ssh_port,
+            ssh_jump: self.ssh_jump.clone(),
+            ssh_known_hosts: self.ssh_known_hosts.clone(),
+            ssh_accept_new: self.ssh_accept_new.then_some(true),
+            ssh_sudo: self.ssh_sudo,
+            ssh_pki_dir: self.ssh_pki_dir.clone(),
+            ssh_etcd: self.ssh_etcd.then_some(true),
+            node_etcdctl: self.node_etcdctl.clone(),
+            node_etcd_endpoint: self.node_etcd_endpoint.clone(),
+            node_etcd_cacert: self.node_etcd_cacert.clone(),
+            node_etcd_cert: self.node_etcd_cert.clone(),
+            node_etcd_key: self.node_etcd_key.clone(),
+        }
+    }
 }
 
 /// `list`.

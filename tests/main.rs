@@ -20,4 +20,6 @@ mod retention;
 mod prune;
 // Stores: conformance suite on moto S3, conditional-create refusal, CLI round trip on moto.
 mod stores;
+// Sources: etcd gRPC (plain, mTLS), SSH (PKI, etcdctl), Kubernetes exec, auto discovery.
+mod sources;
 mod support;

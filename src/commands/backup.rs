@@ -1,18 +1,22 @@
 //! `cpvault backup`: gathers sources, recipients and metadata, runs the archive writer, and
-//! prints the new `<cluster>/<id>` (or the outer manifest as JSON).
+//! prints the new `<cluster>/<id>` (or the outer manifest as JSON). With `--all`, backs up
+//! every cluster of the config file, two at a time, and ends with a summary table.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::Utc;
-use cpvault_backends::UploadOptions;
+use cpvault_backends::{Store, UploadOptions};
+use futures::StreamExt;
 
 use super::Ctx;
+use crate::archive::manifest::Manifest;
 use crate::archive::writer::{write_backup, BackupMeta, WriteOptions};
 use crate::archive::{is_valid_cluster, new_id};
 use crate::cli::BackupArgs;
+use crate::crypto::Recipients;
 use crate::error::Usage;
-use crate::sources::{local, SourceEntry};
+use crate::sources::gather;
 
 /// Runs the command.
 ///
@@ -21,25 +25,64 @@ use crate::sources::{local, SourceEntry};
 /// committed on error.
 pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
     let cfg = &ctx.config;
-    let cluster = args
-        .cluster
-        .clone()
-        .or_else(|| cfg.cluster.clone())
-        .ok_or_else(|| {
-            Usage(
-                "no cluster name: pass --cluster NAME (backups are stored as <cluster>/<id>)"
-                    .into(),
-            )
-        })?;
-    if !is_valid_cluster(&cluster) {
-        return Err(Usage(format!(
-            "cluster name '{cluster}' is not valid: use 1–63 lowercase letters, digits, '-', '_' or '.', starting with a letter or digit"
-        ))
-        .into());
+    // Usage errors first, before keys or stores are touched.
+    let cluster = if args.all {
+        None
+    } else {
+        let cluster = args
+            .cluster
+            .clone()
+            .or_else(|| cfg.cluster.clone())
+            .ok_or_else(|| {
+                Usage(
+                    "no cluster name: pass --cluster NAME (backups are stored as <cluster>/<id>), or --all for every [clusters.NAME] of the config file"
+                        .into(),
+                )
+            })?;
+        check_cluster(&cluster)?;
+        gather::plan(&merged_sources(ctx, &args, &cluster))?;
+        Some(cluster)
+    };
+    let recipients = recipients(ctx, &args)?;
+    let store = ctx
+        .store(&args.store, true)?
+        .with_upload_options(UploadOptions {
+            part_size: (args.part_size_mib * 1024 * 1024) as usize,
+            concurrency: args.upload_concurrency as usize,
+        });
+    let Some(cluster) = cluster else {
+        return run_all(ctx, &args, &store, &recipients).await;
+    };
+    let outer = backup_one(ctx, &args, &store, &recipients, &cluster, !ctx.quiet).await?;
+    if ctx.json() {
+        return super::print_json(&outer);
     }
-    let tags = parse_tags(&args.tags, &cfg.tags)?;
-    let (entries, source) = gather_sources(ctx, &args)?;
+    super::print_text(&outer.reference())
+}
 
+fn check_cluster(cluster: &str) -> Result<(), Usage> {
+    if is_valid_cluster(cluster) {
+        return Ok(());
+    }
+    Err(Usage(format!(
+        "cluster name '{cluster}' is not valid: use 1–63 lowercase letters, digits, '-', '_' or '.', starting with a letter or digit"
+    )))
+}
+
+/// Flags over `[clusters.NAME]` over `[sources]`.
+fn merged_sources(ctx: &Ctx, args: &BackupArgs, cluster: &str) -> crate::config::Sources {
+    let cfg = &ctx.config;
+    let configured = cfg
+        .clusters
+        .get(cluster)
+        .map(|c| c.sources.clone())
+        .unwrap_or_default()
+        .or(&cfg.sources);
+    args.sources.to_sources().or(&configured)
+}
+
+fn recipients(ctx: &Ctx, args: &BackupArgs) -> anyhow::Result<Recipients> {
+    let cfg = &ctx.config;
     let mut recipients = args.recipients.clone();
     if recipients.is_empty() && args.recipients_files.is_empty() {
         recipients = cfg.recipients.clone();
@@ -49,16 +92,52 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
     } else {
         args.recipients_files.clone()
     };
-    let recipients =
-        crate::crypto::recipients(&recipients, &files, crate::crypto::passphrase_from_env())?;
+    Ok(crate::crypto::recipients(
+        &recipients,
+        &files,
+        crate::crypto::passphrase_from_env(),
+    )?)
+}
 
-    let store = ctx
-        .store(&args.store, true)?
-        .with_upload_options(UploadOptions {
-            part_size: (args.part_size_mib * 1024 * 1024) as usize,
-            concurrency: args.upload_concurrency as usize,
-        });
+async fn backup_one(
+    ctx: &Ctx,
+    args: &BackupArgs,
+    store: &Store,
+    recipients: &Recipients,
+    cluster: &str,
+    report: bool,
+) -> anyhow::Result<Manifest> {
+    check_cluster(cluster)?;
+    let tags = parse_tags(&args.tags, &ctx.config.tags)?;
+    let sources = merged_sources(ctx, args, cluster);
+    let mut gathered = gather::gather(&sources, report).await?;
+    let result = write(
+        ctx,
+        args,
+        store,
+        recipients,
+        cluster,
+        tags,
+        &mut gathered,
+        report,
+    )
+    .await;
+    gathered.finish().await;
+    result
+}
 
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    ctx: &Ctx,
+    args: &BackupArgs,
+    store: &Store,
+    recipients: &Recipients,
+    cluster: &str,
+    tags: BTreeMap<String, String>,
+    gathered: &mut gather::Gathered,
+    report: bool,
+) -> anyhow::Result<Manifest> {
+    let cfg = &ctx.config;
     let mut opts = WriteOptions::default();
     opts.zstd_level = args
         .zstd_level
@@ -70,15 +149,16 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
     let created = Utc::now();
     let meta = BackupMeta {
         id: new_id(created),
-        cluster,
+        cluster: cluster.to_string(),
         created,
         host: gethostname::gethostname().to_string_lossy().into_owned(),
         tags,
-        source,
+        source: gathered.described.join(" + "),
     };
+    let entries = std::mem::take(&mut gathered.entries);
     let total: u64 = entries.iter().map(|e| e.size).sum();
     let count = entries.len();
-    let bar = crate::progress::bytes(ctx.quiet, total, "backup");
+    let bar = crate::progress::bytes(!report, total, &format!("backup {cluster}"));
     let started = Instant::now();
     let interrupted = async {
         if tokio::signal::ctrl_c().await.is_err() {
@@ -86,10 +166,10 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
         }
     };
     let outer = write_backup(
-        &store,
+        store,
         entries,
         meta,
-        &recipients,
+        recipients,
         opts,
         bar.clone(),
         interrupted,
@@ -97,10 +177,7 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
     .await;
     bar.finish_and_clear();
     let outer = outer?;
-    if ctx.json() {
-        return super::print_json(&outer);
-    }
-    if !ctx.quiet {
+    if report {
         let a = outer.archive.as_ref().expect("outer manifest has archive");
         eprintln!(
             "backed up {count} {}, {} → {} encrypted, to {store} in {:.1}s",
@@ -110,7 +187,93 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
-    super::print_text(&outer.reference())
+    Ok(outer)
+}
+
+/// One row of the `--all` summary.
+#[derive(serde::Serialize)]
+struct Outcome {
+    cluster: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    seconds: f64,
+}
+
+async fn run_all(
+    ctx: &Ctx,
+    args: &BackupArgs,
+    store: &Store,
+    recipients: &Recipients,
+) -> anyhow::Result<()> {
+    let names: Vec<String> = ctx.config.clusters.keys().cloned().collect();
+    if names.is_empty() {
+        return Err(Usage(
+            "--all backs up the [clusters.NAME] sections of the config file, and it has none"
+                .into(),
+        )
+        .into());
+    }
+    let outcomes: Vec<Outcome> = futures::stream::iter(names.iter().map(|name| async move {
+        let started = Instant::now();
+        let r = backup_one(ctx, args, store, recipients, name, false).await;
+        let seconds = started.elapsed().as_secs_f64();
+        match r {
+            Ok(m) => Outcome {
+                cluster: name.clone(),
+                ok: true,
+                reference: Some(m.reference()),
+                error: None,
+                seconds,
+            },
+            Err(e) => Outcome {
+                cluster: name.clone(),
+                ok: false,
+                reference: None,
+                error: Some(format!("{e:#}")),
+                seconds,
+            },
+        }
+    }))
+    .buffer_unordered(2)
+    .collect()
+    .await;
+    let mut outcomes = outcomes;
+    outcomes.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    let failed = outcomes.iter().filter(|o| !o.ok).count();
+    if ctx.json() {
+        super::print_json(&outcomes)?;
+    } else {
+        let width = outcomes
+            .iter()
+            .map(|o| o.cluster.len())
+            .max()
+            .unwrap_or(7)
+            .max(7);
+        let mut t = format!(
+            "{:<width$}  {:<6}  {:>7}  BACKUP / ERROR\n",
+            "CLUSTER", "RESULT", "TIME"
+        );
+        for o in &outcomes {
+            t.push_str(&format!(
+                "{:<width$}  {:<6}  {:>6.1}s  {}\n",
+                o.cluster,
+                if o.ok { "ok" } else { "FAILED" },
+                o.seconds,
+                o.reference.as_deref().or(o.error.as_deref()).unwrap_or("")
+            ));
+        }
+        super::print_text(t.trim_end())?;
+    }
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} cluster backups failed (see the table above); the others are committed",
+            outcomes.len()
+        );
+    }
+    Ok(())
 }
 
 fn parse_tags(
@@ -126,48 +289,4 @@ fn parse_tags(
         tags.insert(k.to_string(), v.to_string());
     }
     Ok(tags)
-}
-
-fn gather_sources(ctx: &Ctx, args: &BackupArgs) -> anyhow::Result<(Vec<SourceEntry>, String)> {
-    let s = &ctx.config.sources;
-    let mut entries = vec![];
-    let mut described = vec![];
-    if let Some(p) = args
-        .etcd_snapshot_file
-        .as_ref()
-        .or(s.etcd_snapshot_file.as_ref())
-    {
-        entries.push(local::snapshot_file(p)?);
-        described.push(format!("etcd-snapshot-file:{}", p.display()));
-    }
-    if let Some(p) = args.pki_dir.as_ref().or(s.pki_dir.as_ref()) {
-        entries.extend(local::pki_dir(p)?);
-        described.push(format!("pki-dir:{}", p.display()));
-    }
-    let files = if args.files.is_empty() {
-        &s.files
-    } else {
-        &args.files
-    };
-    for p in files {
-        let e = local::plain_file(p)?;
-        if entries.iter().any(|x| x.path == e.path) {
-            return Err(Usage(format!(
-                "--file '{}': another file named {} is already included",
-                p.display(),
-                e.path
-            ))
-            .into());
-        }
-        entries.push(e);
-        described.push(format!("file:{}", p.display()));
-    }
-    if entries.is_empty() {
-        return Err(Usage(
-            "nothing to back up: give --etcd-snapshot-file FILE, --pki-dir DIR and/or --file PATH"
-                .into(),
-        )
-        .into());
-    }
-    Ok((entries, described.join(" + ")))
 }

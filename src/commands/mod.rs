@@ -103,7 +103,7 @@ pub fn print_text(text: &str) -> anyhow::Result<()> {
 pub async fn run(ctx: Ctx, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Keygen(a) => keygen::run(&ctx, a),
-        Command::Backup(a) => backup::run(&ctx, a).await,
+        Command::Backup(a) => backup::run(&ctx, *a).await,
         Command::List(a) => list::run(&ctx, a).await,
         Command::Show(a) => show::run(&ctx, a).await,
         Command::Verify(a) => verify::run(&ctx, a).await,

@@ -58,6 +58,27 @@ pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
             a.recipients.join(", ")
         )?;
     }
+    if let Some(e) = &m.etcd {
+        let mut facts = vec![format!(
+            "{} ({}, sha256 trailer {})",
+            e.entry,
+            human(e.db_size),
+            if e.hash_trailer { "verified" } else { "absent" }
+        )];
+        if let Some(v) = &e.version {
+            facts.push(format!("etcd {v}"));
+        }
+        if let Some(r) = e.revision {
+            facts.push(format!("revision {r}"));
+        }
+        if let Some(c) = &e.cluster_id {
+            facts.push(format!("cluster {c}"));
+        }
+        if let Some(mb) = &e.member_id {
+            facts.push(format!("member {mb}"));
+        }
+        writeln!(t, "etcd:      {}", facts.join(", "))?;
+    }
     writeln!(
         t,
         "entries:   {} ({})",

@@ -10,34 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::archive::manifest::EntryKind;
 use crate::archive::writer::SourceEntry;
 
-/// A source that could not be read.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SourceError {
-    /// A file could not be opened or stat'ed.
-    #[error("{what} '{path}': {source}{hint}")]
-    Open {
-        /// What it was meant to be.
-        what: &'static str,
-        /// Path.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: io::Error,
-        /// A fix, when the cause suggests one.
-        hint: &'static str,
-    },
-    /// The path is not what the flag needs.
-    #[error("{what} '{path}': {reason}")]
-    Invalid {
-        /// What it was meant to be.
-        what: &'static str,
-        /// Path.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-}
+use super::SourceError;
 
 fn open_err(what: &'static str, path: &Path, source: io::Error) -> SourceError {
     let hint = match source.kind() {

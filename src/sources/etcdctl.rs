@@ -1,0 +1,197 @@
+//! The shell scripts that take an etcd snapshot with `etcdctl` on a remote machine (a node
+//! over SSH, or inside the etcd pod through a Kubernetes exec), as pure functions of the
+//! settings so they are tested alone. The snapshot is saved into a fresh 0700 temp dir
+//! (umask 077) and streamed back with `cat`, then the dir is removed. Never
+//! `snapshot save /dev/stdout`: etcdctl writes `<path>.part` and renames it over the target,
+//! which would replace the machine's /dev/stdout.
+
+/// How etcdctl is run where the snapshot is taken, and which certificates it uses there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteEtcdctl {
+    /// The command that runs etcdctl, e.g. `etcdctl` or `/usr/local/bin/etcdctl`; words are
+    /// split by the remote shell, so an `env X=Y etcdctl` prefix works.
+    pub command: String,
+    /// etcd's client URL as seen from there.
+    pub endpoint: String,
+    /// CA certificate path there.
+    pub cacert: Option<String>,
+    /// Client certificate path there.
+    pub cert: Option<String>,
+    /// Client key path there.
+    pub key: Option<String>,
+}
+
+/// Quotes one word for a POSIX shell.
+pub fn quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@%+".contains(&b))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', r#"'\''"#))
+}
+
+/// Prefix of the remote temp dirs; [`parse_saved`] refuses any other path so a confused
+/// answer can never make the cleanup remove something else.
+const TEMP_PREFIX: &str = "cpvault-snapshot.";
+
+/// The script that saves a snapshot and prints `SIZE DIR` on its last line of stdout. On
+/// failure it prints etcdctl's output to stderr, removes the dir, and exits non-zero.
+pub fn save_script(e: &RemoteEtcdctl) -> String {
+    let mut ctl = format!(
+        "ETCDCTL_API=3 {} --endpoints={}",
+        e.command,
+        quote(&e.endpoint)
+    );
+    for (flag, v) in [("cacert", &e.cacert), ("cert", &e.cert), ("key", &e.key)] {
+        if let Some(v) = v {
+            ctl.push_str(&format!(" --{flag}={}", quote(v)));
+        }
+    }
+    format!(
+        r#"set -u
+umask 077
+d=$(mktemp -d "${{TMPDIR:-/tmp}}/{TEMP_PREFIX}XXXXXXXX") || exit 1
+if ! {ctl} snapshot save "$d/snapshot.db" >"$d/etcdctl.log" 2>&1; then
+  cat "$d/etcdctl.log" >&2; rm -rf "$d"; exit 1
+fi
+n=$(wc -c <"$d/snapshot.db") || {{ rm -rf "$d"; exit 1; }}
+echo $n "$d"
+"#
+    )
+}
+
+/// Where a saved snapshot is and how big it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saved {
+    /// Exact size in bytes.
+    pub size: u64,
+    /// The temp dir holding `snapshot.db`.
+    pub dir: String,
+}
+
+/// Parses the last line of [`save_script`]'s output.
+///
+/// # Errors
+/// A description of what was wrong when the line is not `SIZE DIR` with a dir made by the
+/// script.
+pub fn parse_saved(stdout: &str) -> Result<Saved, String> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .ok_or("etcdctl printed nothing")?;
+    let mut words = line.split_whitespace();
+    let (Some(size), Some(dir), None) = (words.next(), words.next(), words.next()) else {
+        return Err(format!("unexpected answer '{line}'"));
+    };
+    let size: u64 = size
+        .parse()
+        .map_err(|_| format!("unexpected size in '{line}'"))?;
+    let name = dir.rsplit('/').next().unwrap_or("");
+    let safe = dir.starts_with('/')
+        && name.starts_with(TEMP_PREFIX)
+        && !dir.contains("..")
+        && dir
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+    if !safe {
+        return Err(format!("unexpected temp dir in '{line}'"));
+    }
+    if size == 0 {
+        return Err("etcdctl saved an empty snapshot".into());
+    }
+    Ok(Saved {
+        size,
+        dir: dir.to_string(),
+    })
+}
+
+/// Streams the saved snapshot to stdout.
+pub fn cat_script(s: &Saved) -> String {
+    format!("exec cat {}/snapshot.db", quote(&s.dir))
+}
+
+/// Removes the temp dir.
+pub fn cleanup_script(s: &Saved) -> String {
+    format!("rm -rf {}", quote(&s.dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls() -> RemoteEtcdctl {
+        RemoteEtcdctl {
+            command: "etcdctl".into(),
+            endpoint: "https://127.0.0.1:2379".into(),
+            cacert: Some("/etc/kubernetes/pki/etcd/ca.crt".into()),
+            cert: Some("/etc/kubernetes/pki/etcd/healthcheck-client.crt".into()),
+            key: Some("/etc/kubernetes/pki/etcd/healthcheck-client.key".into()),
+        }
+    }
+
+    #[test]
+    fn save_script_uses_a_private_temp_dir_and_never_dev_stdout() {
+        let s = save_script(&tls());
+        assert!(s.contains("umask 077"));
+        assert!(s.contains("mktemp -d"));
+        assert!(!s.contains("/dev/stdout"));
+        assert!(s.contains("--cacert=/etc/kubernetes/pki/etcd/ca.crt"));
+        assert!(s.contains("--key=/etc/kubernetes/pki/etcd/healthcheck-client.key"));
+        assert!(s.contains("snapshot save \"$d/snapshot.db\""));
+    }
+
+    #[test]
+    fn plain_endpoints_get_no_certificate_flags() {
+        let mut e = tls();
+        e.cacert = None;
+        e.cert = None;
+        e.key = None;
+        assert!(!save_script(&e).contains("--cacert"));
+    }
+
+    #[test]
+    fn quote_leaves_plain_words_and_guards_the_rest() {
+        assert_eq!(quote("/etc/kubernetes/pki"), "/etc/kubernetes/pki");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r#"'it'\''s'"#);
+        assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        assert_eq!(quote(""), "''");
+    }
+
+    #[test]
+    fn parse_saved_takes_the_last_line_and_refuses_foreign_dirs() {
+        let ok = parse_saved("Snapshot saved\n4128 /tmp/cpvault-snapshot.Ab12Cd34\n").unwrap();
+        assert_eq!(ok.size, 4128);
+        assert_eq!(ok.dir, "/tmp/cpvault-snapshot.Ab12Cd34");
+        for bad in [
+            "",
+            "4128",
+            "x /tmp/cpvault-snapshot.A",
+            "10 /etc",
+            "10 /tmp/../etc/cpvault-snapshot.A",
+            "10 tmp/cpvault-snapshot.A",
+            "10 /tmp/cpvault-snapshot.A;rm",
+            "0 /tmp/cpvault-snapshot.A",
+            "1 /tmp/cpvault-snapshot.A extra",
+        ] {
+            assert!(parse_saved(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn cat_and_cleanup_name_only_the_temp_dir() {
+        let s = Saved {
+            size: 1,
+            dir: "/tmp/cpvault-snapshot.X".into(),
+        };
+        assert_eq!(
+            cat_script(&s),
+            "exec cat /tmp/cpvault-snapshot.X/snapshot.db"
+        );
+        assert_eq!(cleanup_script(&s), "rm -rf /tmp/cpvault-snapshot.X");
+    }
+}

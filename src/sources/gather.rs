@@ -1,0 +1,421 @@
+//! Turns the merged source settings into entries: a pure [`plan`] decides which source
+//! provides the etcd snapshot and which the PKI (and refuses contradictions), then
+//! [`gather`] opens the connections it needs — once each — and asks each source for its
+//! entries. What must happen after the backup (remote temp dirs removed, connections closed,
+//! the in-memory SSH key file deleted) is returned with the entries and run by
+//! [`Gathered::finish`], whatever the backup's outcome.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use super::etcd_grpc::EtcdEndpoint;
+use super::etcdctl::RemoteEtcdctl;
+use super::kube::{Cluster, KubeTarget, Profile};
+use super::ssh::{Node, SshTarget};
+use super::{local, Cleanup, SourceEntry};
+use crate::config::Sources;
+use crate::error::Usage;
+
+/// Where the etcd snapshot comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EtcdFrom {
+    /// No snapshot.
+    None,
+    /// A local file.
+    File(PathBuf),
+    /// Direct gRPC.
+    Grpc,
+    /// etcdctl exec'd in the etcd pod.
+    KubeExec,
+    /// etcdctl on the node over SSH.
+    Ssh,
+}
+
+/// Where the PKI comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PkiFrom {
+    /// No PKI.
+    None,
+    /// A local directory.
+    Local(PathBuf),
+    /// The node given with --ssh.
+    Ssh,
+    /// The control-plane node found through the kubeconfig.
+    DiscoveredNode,
+}
+
+/// The decision of [`plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// etcd source.
+    pub etcd: EtcdFrom,
+    /// PKI source.
+    pub pki: PkiFrom,
+    /// A warning to print (e.g. a backup without PKI).
+    pub warning: Option<String>,
+}
+
+/// Decides the sources.
+///
+/// # Errors
+/// [`Usage`] when two etcd sources are given, a flag misses its partner, or nothing at all
+/// is to be backed up.
+pub fn plan(s: &Sources) -> Result<Plan, Usage> {
+    let mut etcd = vec![];
+    if let Some(f) = &s.etcd_snapshot_file {
+        etcd.push(("--etcd-snapshot-file", EtcdFrom::File(f.clone())));
+    }
+    if !s.etcd_endpoints.is_empty() {
+        etcd.push(("--etcd-endpoint", EtcdFrom::Grpc));
+    }
+    if s.kubeconfig.is_some() {
+        etcd.push(("--kubeconfig", EtcdFrom::KubeExec));
+    }
+    if s.ssh_etcd == Some(true) {
+        etcd.push(("--ssh-etcd", EtcdFrom::Ssh));
+    }
+    if etcd.len() > 1 {
+        let names: Vec<_> = etcd.iter().map(|(n, _)| *n).collect();
+        return Err(Usage(format!(
+            "give one etcd source, not {}",
+            names.join(" and ")
+        )));
+    }
+    let etcd = etcd.pop().map(|(_, e)| e).unwrap_or(EtcdFrom::None);
+    if s.kubeconfig.is_some() && s.profile.is_none() {
+        return Err(Usage(
+            "--kubeconfig needs --profile gke-admin, gke-user or kubeadm (where etcd runs and which certificates it uses)".into(),
+        ));
+    }
+    if s.profile == Some(Profile::GkeUser) && s.namespace.is_none() {
+        return Err(Usage(
+            "--profile gke-user needs --namespace USER_CLUSTER_NAME (the user cluster's namespace in the admin cluster)".into(),
+        ));
+    }
+    if etcd == EtcdFrom::Ssh && s.ssh.is_none() {
+        return Err(Usage("--ssh-etcd needs --ssh USER@HOST".into()));
+    }
+    if s.etcd_cert.is_some() != s.etcd_key.is_some() {
+        return Err(Usage("--etcd-cert and --etcd-key go together".into()));
+    }
+    let mut warning = None;
+    let pki = if let Some(d) = &s.pki_dir {
+        if s.ssh.is_some() {
+            return Err(Usage(
+                "give one PKI source: --pki-dir (local) or --ssh (the node's --ssh-pki-dir)".into(),
+            ));
+        }
+        PkiFrom::Local(d.clone())
+    } else if s.ssh.is_some() {
+        PkiFrom::Ssh
+    } else if s.kubeconfig.is_some()
+        && (s.profile == Some(Profile::GkeAdmin)
+            || (s.profile == Some(Profile::Kubeadm) && s.ssh_key.is_some()))
+    {
+        PkiFrom::DiscoveredNode
+    } else {
+        // A snapshot file alone is a hand-made backup; a live etcd without PKI is a mistake.
+        if !matches!(etcd, EtcdFrom::None | EtcdFrom::File(_)) {
+            warning = Some(
+                "this backup has no PKI: without the cluster's CA keys a restored etcd cannot be used by the old nodes; add --ssh USER@HOST or --pki-dir DIR".into(),
+            );
+        }
+        PkiFrom::None
+    };
+    if etcd == EtcdFrom::None && pki == PkiFrom::None && s.files.is_empty() {
+        return Err(Usage(
+            "nothing to back up: give an etcd source (--etcd-snapshot-file, --etcd-endpoint, --kubeconfig with --profile, or --ssh with --ssh-etcd), a PKI source (--pki-dir or --ssh) and/or --file PATH".into(),
+        ));
+    }
+    Ok(Plan { etcd, pki, warning })
+}
+
+/// Entries, with what must run after the backup.
+pub struct Gathered {
+    /// The entries, in archive order.
+    pub entries: Vec<SourceEntry>,
+    /// One description per source, for the manifest's `source`.
+    pub described: Vec<String>,
+    cleanups: Vec<Cleanup>,
+    nodes: Vec<Node>,
+    // The node key from the cluster's secret, in a 0600 temp file removed on drop.
+    _key_file: Option<tempfile::NamedTempFile>,
+}
+
+impl Gathered {
+    /// Removes remote temp files and closes connections; call after the backup, whether it
+    /// succeeded or not.
+    pub async fn finish(self) {
+        for c in self.cleanups {
+            c.await;
+        }
+        for n in self.nodes {
+            n.close().await;
+        }
+    }
+}
+
+fn remote_etcdctl(s: &Sources, base: RemoteEtcdctl) -> RemoteEtcdctl {
+    RemoteEtcdctl {
+        command: s.node_etcdctl.clone().unwrap_or(base.command),
+        endpoint: s.node_etcd_endpoint.clone().unwrap_or(base.endpoint),
+        cacert: none_if_empty(s.node_etcd_cacert.clone()).unwrap_or(base.cacert),
+        cert: none_if_empty(s.node_etcd_cert.clone()).unwrap_or(base.cert),
+        key: none_if_empty(s.node_etcd_key.clone()).unwrap_or(base.key),
+    }
+}
+
+// An empty path setting means "no such flag" (a plain-http etcd needs no certificates).
+fn none_if_empty(v: Option<String>) -> Option<Option<String>> {
+    v.map(|p| (!p.is_empty()).then_some(p))
+}
+
+fn ssh_target(s: &Sources, dest: &str) -> SshTarget {
+    let mut t = SshTarget::from_destination(dest);
+    if t.user.is_none() {
+        t.user = s.ssh_user.clone();
+    }
+    t.port = s.ssh_port;
+    t.key = s.ssh_key.clone();
+    t.jump = s.ssh_jump.clone();
+    t.known_hosts = s.ssh_known_hosts.clone();
+    t.accept_new = s.ssh_accept_new == Some(true);
+    t.sudo = s.ssh_sudo.unwrap_or_default();
+    t
+}
+
+/// Opens every source of the plan and returns its entries; `warn` prints the plan's warning
+/// on stderr.
+///
+/// # Errors
+/// The first source that fails, with its own one-line message; anything already opened is
+/// cleaned up first.
+pub async fn gather(s: &Sources, warn: bool) -> anyhow::Result<Gathered> {
+    let plan = plan(s)?;
+    if let (Some(w), true) = (&plan.warning, warn) {
+        eprintln!("warning: {w}");
+    }
+    let mut g = Gathered {
+        entries: vec![],
+        described: vec![],
+        cleanups: vec![],
+        nodes: vec![],
+        _key_file: None,
+    };
+    match fill(s, &plan, &mut g).await {
+        Ok(()) => Ok(g),
+        Err(e) => {
+            g.finish().await;
+            Err(e)
+        }
+    }
+}
+
+async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered) -> anyhow::Result<()> {
+    let cluster = match &s.kubeconfig {
+        Some(k) => Some(
+            Cluster::connect(&KubeTarget {
+                kubeconfig: k.clone(),
+                context: s.context.clone(),
+                profile: s.profile.expect("plan checked"),
+                namespace: s.namespace.clone(),
+            })
+            .await?,
+        ),
+        None => None,
+    };
+    // The node: given, or found through the cluster (with its key from the secret).
+    let node = match (&plan.pki, &plan.etcd) {
+        (PkiFrom::Ssh, _) | (_, EtcdFrom::Ssh) => {
+            let dest = s.ssh.as_deref().expect("plan checked");
+            Some(Node::connect(&ssh_target(s, dest)).await?)
+        }
+        (PkiFrom::DiscoveredNode, _) => {
+            let c = cluster.as_ref().expect("plan checked");
+            let (name, addr) = c.control_plane_address().await?;
+            let mut t = ssh_target(s, &addr);
+            t.user = Some(s.ssh_user.clone().unwrap_or_else(|| "ubuntu".into()));
+            if t.key.is_none() {
+                let key = c.ssh_key().await?;
+                let mut f = tempfile::Builder::new()
+                    .prefix("cpvault-node-key.")
+                    .tempfile()?;
+                f.as_file()
+                    .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                f.write_all(&key)?;
+                if !key.ends_with(b"\n") {
+                    f.write_all(b"\n")?;
+                }
+                f.flush()?;
+                t.key = Some(f.path().to_path_buf());
+                g._key_file = Some(f);
+            }
+            tracing::info!("control-plane node {name} at {addr}");
+            g.described.push(format!("node:{name}"));
+            Some(Node::connect(&t).await?)
+        }
+        _ => None,
+    };
+    match &plan.etcd {
+        EtcdFrom::None => {}
+        EtcdFrom::File(p) => {
+            g.entries.push(local::snapshot_file(p)?);
+            g.described
+                .push(format!("etcd-snapshot-file:{}", p.display()));
+        }
+        EtcdFrom::Grpc => {
+            let ep = EtcdEndpoint {
+                endpoints: s.etcd_endpoints.clone(),
+                cacert: s.etcd_cacert.clone(),
+                cert: s.etcd_cert.clone(),
+                key: s.etcd_key.clone(),
+            };
+            g.entries.push(super::etcd_grpc::snapshot(&ep).await?);
+            g.described
+                .push(format!("etcd-grpc:{}", s.etcd_endpoints.join(",")));
+        }
+        EtcdFrom::KubeExec => {
+            let c = cluster.as_ref().expect("plan checked");
+            let profile = s.profile.expect("plan checked");
+            let pod = c.etcd_pod().await?;
+            let (entry, cleanup) = c
+                .etcd_snapshot(&pod, &remote_etcdctl(s, profile.etcdctl()))
+                .await?;
+            g.entries.push(entry);
+            g.cleanups.push(cleanup);
+            g.described.push(format!(
+                "kube-exec:{}/{} ({})",
+                pod.namespace,
+                pod.name,
+                profile.name()
+            ));
+        }
+        EtcdFrom::Ssh => {
+            let n = node.as_ref().expect("plan checked");
+            let (entry, cleanup) = n
+                .etcd_snapshot(&remote_etcdctl(s, Profile::Kubeadm.etcdctl()))
+                .await?;
+            g.entries.push(entry);
+            g.cleanups.push(cleanup);
+            g.described
+                .push(format!("ssh-etcdctl:{}", s.ssh.as_deref().unwrap_or("")));
+        }
+    }
+    match &plan.pki {
+        PkiFrom::None => {}
+        PkiFrom::Local(d) => {
+            g.entries.extend(local::pki_dir(d)?);
+            g.described.push(format!("pki-dir:{}", d.display()));
+        }
+        PkiFrom::Ssh | PkiFrom::DiscoveredNode => {
+            let n = node.as_ref().expect("a node was connected");
+            let dir = s.ssh_pki_dir.as_deref().unwrap_or("/etc/kubernetes/pki");
+            g.entries.extend(n.pki(dir).await?);
+            g.described.push(format!("ssh-pki:{dir}"));
+        }
+    }
+    if let Some(n) = node {
+        g.nodes.push(n);
+    }
+    for p in &s.files {
+        let e = local::plain_file(p)?;
+        if g.entries.iter().any(|x| x.path == e.path) {
+            return Err(Usage(format!(
+                "--file '{}': another file named {} is already included",
+                p.display(),
+                e.path
+            ))
+            .into());
+        }
+        g.entries.push(e);
+        g.described.push(format!("file:{}", p.display()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s() -> Sources {
+        Sources::default()
+    }
+
+    #[test]
+    fn nothing_given_is_a_usage_error_naming_the_sources() {
+        let e = plan(&s()).unwrap_err().0;
+        assert!(e.contains("--etcd-endpoint") && e.contains("--ssh"), "{e}");
+    }
+
+    #[test]
+    fn two_etcd_sources_are_refused() {
+        let mut x = s();
+        x.etcd_snapshot_file = Some("a".into());
+        x.etcd_endpoints = vec!["http://127.0.0.1:2379".into()];
+        let e = plan(&x).unwrap_err().0;
+        assert!(
+            e.contains("--etcd-snapshot-file and --etcd-endpoint"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn gke_admin_alone_means_exec_plus_discovered_node() {
+        let mut x = s();
+        x.kubeconfig = Some("k".into());
+        x.profile = Some(Profile::GkeAdmin);
+        let p = plan(&x).unwrap();
+        assert_eq!(p.etcd, EtcdFrom::KubeExec);
+        assert_eq!(p.pki, PkiFrom::DiscoveredNode);
+        assert!(p.warning.is_none());
+    }
+
+    #[test]
+    fn kubeadm_without_a_key_warns_that_pki_is_missing() {
+        let mut x = s();
+        x.kubeconfig = Some("k".into());
+        x.profile = Some(Profile::Kubeadm);
+        let p = plan(&x).unwrap();
+        assert_eq!(p.pki, PkiFrom::None);
+        assert!(p.warning.unwrap().contains("no PKI"));
+    }
+
+    #[test]
+    fn kubeconfig_needs_a_profile_and_gke_user_a_namespace() {
+        let mut x = s();
+        x.kubeconfig = Some("k".into());
+        assert!(plan(&x).unwrap_err().0.contains("--profile"));
+        x.profile = Some(Profile::GkeUser);
+        assert!(plan(&x).unwrap_err().0.contains("--namespace"));
+        x.namespace = Some("user1".into());
+        let p = plan(&x).unwrap();
+        assert_eq!((p.etcd, p.pki), (EtcdFrom::KubeExec, PkiFrom::None));
+    }
+
+    #[test]
+    fn ssh_gives_pki_and_with_ssh_etcd_the_snapshot() {
+        let mut x = s();
+        x.ssh = Some("root@node".into());
+        assert_eq!(plan(&x).unwrap().pki, PkiFrom::Ssh);
+        assert_eq!(plan(&x).unwrap().etcd, EtcdFrom::None);
+        x.ssh_etcd = Some(true);
+        assert_eq!(plan(&x).unwrap().etcd, EtcdFrom::Ssh);
+        x.ssh = None;
+        assert!(plan(&x).unwrap_err().0.contains("--ssh-etcd needs --ssh"));
+    }
+
+    #[test]
+    fn node_etcdctl_settings_override_the_profile_and_empty_drops_a_flag() {
+        let mut x = s();
+        x.node_etcd_endpoint = Some("http://127.0.0.1:1".into());
+        x.node_etcd_cacert = Some(String::new());
+        let r = remote_etcdctl(&x, Profile::GkeUser.etcdctl());
+        assert_eq!(r.endpoint, "http://127.0.0.1:1");
+        assert_eq!(r.cacert, None);
+        assert_eq!(
+            r.cert.as_deref(),
+            Some("/etcd.local.config/certificates/etcd.crt")
+        );
+    }
+}

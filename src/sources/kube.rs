@@ -1,0 +1,437 @@
+//! Kubernetes source: finds the etcd pod the profile describes (design.md §1), takes a
+//! snapshot by exec'ing etcdctl inside it and streams it back over the exec stdout; and, for
+//! the auto mode, finds the control-plane node's address and the node SSH key in
+//! `kube-system/sshkeys`. The profile logic (which pod, which certificates) is pure and next
+//! to the calls. The SSH key is returned in memory; the caller decides where it may live.
+//! Nothing in the cluster is changed except a private temp dir inside the etcd container,
+//! removed after the snapshot is streamed.
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use kube::api::{AttachParams, ListParams};
+use kube::{Api, Client};
+use tokio::io::AsyncReadExt;
+use zeroize::Zeroizing;
+
+use super::etcdctl::{self, RemoteEtcdctl, Saved};
+use super::{bridge, Cleanup, KeepAlive, SourceError};
+use crate::archive::manifest::{EntryKind, EtcdInfo};
+use crate::archive::writer::SourceEntry;
+
+/// Which kind of cluster the kubeconfig leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// A GKE on VMware admin cluster (kubeadm layout, node SSH key in kube-system/sshkeys).
+    GkeAdmin,
+    /// A GKE on VMware user cluster, whose etcd runs in the admin cluster: pod kube-etcd-0
+    /// in the namespace named after the user cluster.
+    GkeUser,
+    /// A kubeadm cluster.
+    Kubeadm,
+}
+
+impl Profile {
+    /// Its command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::GkeAdmin => "gke-admin",
+            Profile::GkeUser => "gke-user",
+            Profile::Kubeadm => "kubeadm",
+        }
+    }
+
+    /// How etcdctl reaches etcd from inside the etcd pod.
+    pub fn etcdctl(self) -> RemoteEtcdctl {
+        match self {
+            Profile::GkeAdmin | Profile::Kubeadm => RemoteEtcdctl {
+                command: "etcdctl".into(),
+                endpoint: "https://127.0.0.1:2379".into(),
+                cacert: Some("/etc/kubernetes/pki/etcd/ca.crt".into()),
+                cert: Some("/etc/kubernetes/pki/etcd/healthcheck-client.crt".into()),
+                key: Some("/etc/kubernetes/pki/etcd/healthcheck-client.key".into()),
+            },
+            Profile::GkeUser => RemoteEtcdctl {
+                command: "etcdctl".into(),
+                endpoint: "https://127.0.0.1:2379".into(),
+                cacert: Some("/etcd.local.config/certificates/etcdCA.crt".into()),
+                cert: Some("/etcd.local.config/certificates/etcd.crt".into()),
+                key: Some("/etcd.local.config/certificates/etcd.key".into()),
+            },
+        }
+    }
+}
+
+/// Where the cluster is.
+#[derive(Debug, Clone)]
+pub struct KubeTarget {
+    /// kubeconfig file.
+    pub kubeconfig: PathBuf,
+    /// Context (`None`: the current one).
+    pub context: Option<String>,
+    /// Profile.
+    pub profile: Profile,
+    /// User cluster namespace (gke-user).
+    pub namespace: Option<String>,
+}
+
+/// The etcd pod found for a profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdPod {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Container (`None`: the pod's only one).
+    pub container: Option<String>,
+}
+
+/// A connected API client and the profile that says what to look for.
+pub struct Cluster {
+    client: Client,
+    target: KubeTarget,
+}
+
+fn kube_err(what: &str, e: &kube::Error, fix: &str) -> SourceError {
+    let (message, fix) = match e {
+        kube::Error::Api(s) if s.code == 401 => (
+            format!("{what}: the API server refused the kubeconfig's credentials (401 {})", s.message),
+            "refresh the kubeconfig or its token".to_string(),
+        ),
+        kube::Error::Api(s) if s.code == 403 => (
+            format!("{what}: forbidden ({})", s.message),
+            "use a kubeconfig whose user may read pods, nodes and secrets and exec into pods in that namespace (the admin kubeconfig)".to_string(),
+        ),
+        kube::Error::Api(s) => (format!("{what}: {} ({} {})", s.message, s.code, s.reason), fix.to_string()),
+        other => {
+            let mut text = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(s) = src {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                src = s.source();
+            }
+            (
+                format!("{what}: cannot reach the API server ({text})"),
+                "check --kubeconfig, --context and that the API server is reachable from here".to_string(),
+            )
+        }
+    };
+    SourceError::Kube { message, fix }
+}
+
+fn fail(message: String, fix: &str) -> SourceError {
+    SourceError::Kube {
+        message,
+        fix: fix.to_string(),
+    }
+}
+
+impl Cluster {
+    /// Loads the kubeconfig and builds a client (no request is made yet).
+    ///
+    /// # Errors
+    /// [`SourceError::Kube`] when the file is unreadable or the context does not exist.
+    pub async fn connect(t: &KubeTarget) -> Result<Cluster, SourceError> {
+        let file = t.kubeconfig.display();
+        let kc = kube::config::Kubeconfig::read_from(&t.kubeconfig).map_err(|e| {
+            fail(
+                format!("cannot read kubeconfig {file}: {e}"),
+                "check --kubeconfig",
+            )
+        })?;
+        let opts = kube::config::KubeConfigOptions {
+            context: t.context.clone(),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .map_err(|e| {
+                fail(
+                    format!("kubeconfig {file}: {e}"),
+                    "check --context (kubectl config get-contexts --kubeconfig FILE lists them)",
+                )
+            })?;
+        let client = Client::try_from(config).map_err(|e| {
+            fail(
+                format!("kubeconfig {file}: cannot build a client: {e}"),
+                "check the kubeconfig's cluster and user entries",
+            )
+        })?;
+        Ok(Cluster {
+            client,
+            target: t.clone(),
+        })
+    }
+
+    /// Finds the running etcd pod of the profile.
+    ///
+    /// # Errors
+    /// [`SourceError::Kube`] when no pod matches, naming what was looked for and the fix.
+    pub async fn etcd_pod(&self) -> Result<EtcdPod, SourceError> {
+        let profile = self.target.profile;
+        match profile {
+            Profile::GkeAdmin | Profile::Kubeadm => {
+                let selector = "component=etcd,tier=control-plane";
+                let pods: Api<Pod> = Api::namespaced(self.client.clone(), "kube-system");
+                let list = pods
+                    .list(&ListParams::default().labels(selector))
+                    .await
+                    .map_err(|e| {
+                        kube_err("listing etcd pods in kube-system", &e, "check --kubeconfig")
+                    })?;
+                let mut running: Vec<_> = list
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                    })
+                    .filter_map(|p| p.metadata.name.clone())
+                    .collect();
+                running.sort();
+                let name = running.into_iter().next().ok_or_else(|| {
+                    fail(
+                        format!(
+                            "no running pod in kube-system with labels {selector} (profile {}; {} pod(s) matched but none is Running)",
+                            profile.name(),
+                            list.items.len()
+                        ),
+                        "use the admin cluster's kubeconfig; for a GKE user cluster use --profile gke-user --namespace USER_CLUSTER",
+                    )
+                })?;
+                Ok(EtcdPod {
+                    namespace: "kube-system".into(),
+                    name,
+                    container: None,
+                })
+            }
+            Profile::GkeUser => {
+                let ns = self.target.namespace.clone().ok_or_else(|| {
+                    fail(
+                        "profile gke-user needs the user cluster's namespace".into(),
+                        "pass --namespace USER_CLUSTER_NAME (with the admin cluster's kubeconfig)",
+                    )
+                })?;
+                let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+                match pods.get_opt("kube-etcd-0").await {
+                    Ok(Some(_)) => Ok(EtcdPod {
+                        namespace: ns,
+                        name: "kube-etcd-0".into(),
+                        container: Some("kube-etcd".into()),
+                    }),
+                    Ok(None) => Err(fail(
+                        format!("no pod kube-etcd-0 in namespace {ns} (profile gke-user)"),
+                        "--namespace must be the user cluster's name and --kubeconfig the admin cluster's kubeconfig",
+                    )),
+                    Err(e) => Err(kube_err(&format!("reading pod {ns}/kube-etcd-0"), &e, "check --kubeconfig")),
+                }
+            }
+        }
+    }
+
+    async fn exec(
+        &self,
+        pod: &EtcdPod,
+        script: &str,
+    ) -> Result<kube::api::AttachedProcess, SourceError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let mut ap = AttachParams::default()
+            .stdin(false)
+            .stdout(true)
+            .stderr(true);
+        if let Some(c) = &pod.container {
+            ap = ap.container(c.clone());
+        }
+        pods.exec(&pod.name, ["sh", "-c", script], &ap)
+            .await
+            .map_err(|e| {
+                kube_err(
+                    &format!("exec in pod {}/{}", pod.namespace, pod.name),
+                    &e,
+                    "check that the pod runs and its container has sh",
+                )
+            })
+    }
+
+    /// Runs `script` in the pod to the end; returns stdout, or the failure with stderr.
+    async fn run(&self, pod: &EtcdPod, script: &str) -> Result<String, String> {
+        let mut p = self.exec(pod, script).await.map_err(|e| e.to_string())?;
+        let status = p.take_status();
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let (mut so, mut se) = (p.stdout(), p.stderr());
+        let read_out = async {
+            if let Some(s) = so.as_mut() {
+                let _ = s.read_to_end(&mut out).await;
+            }
+        };
+        let read_err = async {
+            if let Some(s) = se.as_mut() {
+                let _ = s.read_to_end(&mut err).await;
+            }
+        };
+        tokio::join!(read_out, read_err);
+        let status = match status {
+            Some(s) => s.await,
+            None => None,
+        };
+        let _ = p.join().await;
+        let ok = status
+            .as_ref()
+            .map(|s| s.status.as_deref() == Some("Success"))
+            .unwrap_or(false);
+        if ok {
+            Ok(String::from_utf8_lossy(&out).into_owned())
+        } else {
+            let err = String::from_utf8_lossy(&err).trim().replace('\n', "; ");
+            let msg = status.and_then(|s| s.message).unwrap_or_default();
+            Err(if err.is_empty() {
+                msg
+            } else {
+                format!("{err} ({msg})")
+            })
+        }
+    }
+
+    /// Takes a snapshot with etcdctl inside the etcd pod and returns the entry streaming it
+    /// back over exec, plus the cleanup that removes the pod's temp dir.
+    ///
+    /// # Errors
+    /// [`SourceError::Kube`] with etcdctl's message when the snapshot fails.
+    pub async fn etcd_snapshot(
+        &self,
+        pod: &EtcdPod,
+        e: &RemoteEtcdctl,
+    ) -> Result<(SourceEntry, Cleanup), SourceError> {
+        let where_ = format!("pod {}/{}", pod.namespace, pod.name);
+        let out = self.run(pod, &etcdctl::save_script(e)).await.map_err(|m| {
+            fail(
+                format!("etcdctl snapshot save failed in {where_}: {m}"),
+                "check the profile's certificate paths (--node-etcd-cacert/--node-etcd-cert/--node-etcd-key) and --node-etcd-endpoint",
+            )
+        })?;
+        let saved = etcdctl::parse_saved(&out)
+            .map_err(|m| fail(format!("{where_}: {m}"), "check --node-etcdctl"))?;
+        let cleanup = self.cleanup(pod.clone(), saved.clone());
+        let mut p = self.exec(pod, &etcdctl::cat_script(&saved)).await?;
+        let stdout = p.stdout().expect("stdout was requested");
+        let reader = KeepAlive::new(stdout, Box::new(p));
+        let handle = tokio::runtime::Handle::current();
+        let entry = SourceEntry {
+            path: "etcd/snapshot.db".into(),
+            kind: EntryKind::EtcdSnapshot,
+            size: saved.size,
+            mode: 0o600,
+            mtime: chrono::Utc::now().timestamp(),
+            open: Box::new(move || Ok(bridge(reader, handle))),
+            etcd: Some(EtcdInfo::default()),
+        };
+        Ok((entry, cleanup))
+    }
+
+    fn cleanup(&self, pod: EtcdPod, saved: Saved) -> Cleanup {
+        let cluster = Cluster {
+            client: self.client.clone(),
+            target: self.target.clone(),
+        };
+        Box::pin(async move {
+            if let Err(e) = cluster.run(&pod, &etcdctl::cleanup_script(&saved)).await {
+                tracing::warn!(
+                    "could not remove {} in pod {}/{} ({e}); remove it by hand",
+                    saved.dir,
+                    pod.namespace,
+                    pod.name
+                );
+            }
+        })
+    }
+
+    /// The address of the control-plane node: the first (by name) node labelled
+    /// control-plane or master, its ExternalIP, else its InternalIP.
+    ///
+    /// # Errors
+    /// [`SourceError::Kube`] when no node has the role or an address.
+    pub async fn control_plane_address(&self) -> Result<(String, String), SourceError> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let mut found = vec![];
+        for role in [
+            "node-role.kubernetes.io/control-plane",
+            "node-role.kubernetes.io/master",
+        ] {
+            let list = nodes
+                .list(&ListParams::default().labels(role))
+                .await
+                .map_err(|e| kube_err("listing nodes", &e, "check --kubeconfig"))?;
+            found.extend(list.items);
+        }
+        found.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let node = found.first().ok_or_else(|| {
+            fail(
+                "no node has the control-plane or master role".into(),
+                "use the admin cluster's kubeconfig, or give the node with --ssh USER@HOST",
+            )
+        })?;
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let addrs = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.clone())
+            .unwrap_or_default();
+        let pick = |t: &str| {
+            addrs
+                .iter()
+                .find(|a| a.type_ == t)
+                .map(|a| a.address.clone())
+        };
+        let addr = pick("ExternalIP")
+            .or_else(|| pick("InternalIP"))
+            .ok_or_else(|| {
+                fail(
+                    format!("control-plane node {name} has no ExternalIP or InternalIP address"),
+                    "give the node with --ssh USER@HOST",
+                )
+            })?;
+        Ok((name, addr))
+    }
+
+    /// The node SSH private key from secret `kube-system/sshkeys`, field `vsphere_tmp`.
+    ///
+    /// # Errors
+    /// [`SourceError::Kube`] when the secret or the field is missing.
+    pub async fn ssh_key(&self) -> Result<Zeroizing<Vec<u8>>, SourceError> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), "kube-system");
+        let secret = secrets
+            .get_opt("sshkeys")
+            .await
+            .map_err(|e| {
+                kube_err(
+                    "reading secret kube-system/sshkeys",
+                    &e,
+                    "check --kubeconfig",
+                )
+            })?
+            .ok_or_else(|| {
+                fail(
+                    "secret kube-system/sshkeys does not exist".into(),
+                    "use the admin cluster's kubeconfig, or give the node's key with --ssh-key",
+                )
+            })?;
+        let mut data = secret.data.unwrap_or_default();
+        let key = data.remove("vsphere_tmp").ok_or_else(|| {
+            let fields: Vec<_> = data.keys().cloned().collect();
+            fail(
+                format!(
+                    "secret kube-system/sshkeys has no field vsphere_tmp (it has: {})",
+                    if fields.is_empty() {
+                        "none".into()
+                    } else {
+                        fields.join(", ")
+                    }
+                ),
+                "give the node's key with --ssh-key",
+            )
+        })?;
+        Ok(Zeroizing::new(key.0))
+    }
+}

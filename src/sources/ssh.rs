@@ -1,0 +1,501 @@
+//! SSH source: the control-plane node's PKI (`tar -cf - .` of the PKI dir, modes kept) and an
+//! etcd snapshot taken there with etcdctl, both streamed over one multiplexed OpenSSH
+//! connection (the `openssh` crate drives the system `ssh`, so the user's agent, config and
+//! known_hosts apply). Host keys are always checked: unknown keys are refused unless the
+//! user asks to accept new ones, and a changed key is always refused. Nothing on the node is
+//! changed except a private temp dir for the snapshot, which is removed afterwards; remote
+//! commands run under `sudo -n` unless the SSH user is root. No secret touches local disk:
+//! the PKI is held in memory (it is a few KiB) and the snapshot streams.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use tokio::io::AsyncReadExt;
+use zeroize::Zeroizing;
+
+use super::etcdctl::{self, RemoteEtcdctl, Saved};
+use super::{bridge, Cleanup, SourceError};
+use crate::archive::manifest::{EntryKind, EtcdInfo};
+use crate::archive::writer::SourceEntry;
+
+/// Whether remote commands run under sudo.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SudoMode {
+    /// sudo unless the SSH user is root.
+    #[default]
+    Auto,
+    /// Always sudo.
+    Always,
+    /// Never sudo.
+    Never,
+}
+
+/// How to reach the node.
+#[derive(Debug, Clone, Default)]
+pub struct SshTarget {
+    /// Login user (`None`: ssh's default).
+    pub user: Option<String>,
+    /// Host name or address.
+    pub host: String,
+    /// Port (`None`: ssh's default).
+    pub port: Option<u16>,
+    /// Private key file.
+    pub key: Option<PathBuf>,
+    /// `USER@HOST[:PORT]` of a jump host.
+    pub jump: Option<String>,
+    /// known_hosts file to use instead of the user's.
+    pub known_hosts: Option<PathBuf>,
+    /// Trust a host key seen for the first time (StrictHostKeyChecking=accept-new).
+    pub accept_new: bool,
+    /// sudo policy.
+    pub sudo: SudoMode,
+}
+
+impl SshTarget {
+    /// Splits `USER@HOST` (the user is optional).
+    pub fn from_destination(dest: &str) -> SshTarget {
+        let (user, host) = match dest.rsplit_once('@') {
+            Some((u, h)) => (Some(u.to_string()), h.to_string()),
+            None => (None, dest.to_string()),
+        };
+        SshTarget {
+            user,
+            host,
+            ..SshTarget::default()
+        }
+    }
+
+    /// `user@host[:port]` for messages.
+    pub fn display(&self) -> String {
+        let mut s = String::new();
+        if let Some(u) = &self.user {
+            s.push_str(u);
+            s.push('@');
+        }
+        s.push_str(&self.host);
+        if let Some(p) = self.port {
+            s.push_str(&format!(":{p}"));
+        }
+        s
+    }
+
+    fn known_hosts_name(&self) -> String {
+        match self.port {
+            Some(p) if p != 22 => format!("[{}]:{p}", self.host),
+            _ => self.host.clone(),
+        }
+    }
+}
+
+/// One SSH connection to a node, shared by the commands that run there.
+pub struct Node {
+    session: Arc<Session>,
+    target: SshTarget,
+    sudo: bool,
+}
+
+fn connect_error(t: &SshTarget, err: &openssh::Error) -> SourceError {
+    let mut text = err.to_string();
+    let mut src = std::error::Error::source(err);
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    let text = text.trim().replace('\n', " ");
+    let kh_file = t
+        .known_hosts
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "~/.ssh/known_hosts".into());
+    let (message, fix) = if text.contains("IDENTIFICATION HAS CHANGED")
+        || text.contains("Host key for") && text.contains("has changed")
+    {
+        (
+            format!("the host key of {} has CHANGED since it was recorded in {kh_file} — this may be a man-in-the-middle attack", t.known_hosts_name()),
+            format!("if the node was rebuilt, verify its new key out of band, then remove the old one with `ssh-keygen -R '{}'`", t.known_hosts_name()),
+        )
+    } else if text.contains("Host key verification failed") || text.contains("host key is known") {
+        (
+            format!("the host key of {} is not in {kh_file}, so the node cannot be authenticated", t.known_hosts_name()),
+            format!(
+                "check the key's fingerprint and add it (`ssh-keyscan{} {} >> {kh_file}`), or pass --ssh-accept-new to trust it on first connection",
+                t.port.map(|p| format!(" -p {p}")).unwrap_or_default(),
+                t.host
+            ),
+        )
+    } else if text.contains("Permission denied") || text.contains("Too many authentication") {
+        (
+            format!("authentication failed ({text})"),
+            format!(
+                "check --ssh-key (a private key whose public half is in {}'s authorized_keys) and the user name",
+                t.user.as_deref().unwrap_or("the user")
+            ),
+        )
+    } else if text.contains("Connection refused")
+        || text.contains("timed out")
+        || text.contains("Could not resolve")
+        || text.contains("unreachable")
+        || text.contains("No route")
+    {
+        (
+            format!("cannot connect ({text})"),
+            "check the host address, --ssh-port, and that sshd runs on the node".into(),
+        )
+    } else {
+        (
+            text,
+            "run `ssh -v` with the same settings to see why".into(),
+        )
+    };
+    SourceError::Ssh {
+        destination: t.display(),
+        message,
+        fix,
+    }
+}
+
+impl Node {
+    /// Opens the connection and finds out whether commands need sudo.
+    ///
+    /// # Errors
+    /// [`SourceError::Ssh`] naming the host and the fix: unknown or changed host key,
+    /// authentication failure, unreachable host, or a non-root user without passwordless sudo.
+    pub async fn connect(t: &SshTarget) -> Result<Node, SourceError> {
+        let mut b = SessionBuilder::default();
+        // Never StrictHostKeyChecking=no: accept-new still refuses a changed key.
+        b.known_hosts_check(if t.accept_new {
+            KnownHosts::Add
+        } else {
+            KnownHosts::Strict
+        })
+        .connect_timeout(Duration::from_secs(15))
+        .server_alive_interval(Duration::from_secs(15))
+        .control_directory(std::env::temp_dir());
+        if let Some(u) = &t.user {
+            b.user(u.clone());
+        }
+        if let Some(p) = t.port {
+            b.port(p);
+        }
+        if let Some(k) = &t.key {
+            b.keyfile(k);
+        }
+        if let Some(kh) = &t.known_hosts {
+            b.user_known_hosts_file(kh);
+        }
+        if let Some(j) = &t.jump {
+            b.jump_hosts([j]);
+        }
+        let session = b.connect(&t.host).await.map_err(|e| connect_error(t, &e))?;
+        let mut node = Node {
+            session: Arc::new(session),
+            target: t.clone(),
+            sudo: false,
+        };
+        node.sudo = match t.sudo {
+            SudoMode::Never => false,
+            SudoMode::Always => true,
+            SudoMode::Auto => node.plain("id -u").await?.trim() != "0",
+        };
+        if node.sudo {
+            node.check_sudo().await?;
+        }
+        Ok(node)
+    }
+
+    fn fail(&self, message: String, fix: impl Into<String>) -> SourceError {
+        SourceError::Ssh {
+            destination: self.target.display(),
+            message,
+            fix: fix.into(),
+        }
+    }
+
+    /// Runs `script` without sudo and returns its stdout.
+    async fn plain(&self, script: &str) -> Result<String, SourceError> {
+        let out = self
+            .session
+            .command("sh")
+            .args(["-c", script])
+            .output()
+            .await
+            .map_err(|e| self.fail(format!("running `{script}`: {e}"), "check the connection"))?;
+        if !out.status.success() {
+            return Err(self.fail(
+                format!(
+                    "`{script}` failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                "check the node",
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    async fn check_sudo(&self) -> Result<(), SourceError> {
+        let out = self
+            .session
+            .command("sh")
+            // Not 127: openssh reads that exit code as "command not found" and hides it.
+            .args(["-c", "command -v sudo >/dev/null || exit 99; sudo -n true"])
+            .output()
+            .await
+            .map_err(|e| self.fail(format!("checking sudo: {e}"), "check the connection"))?;
+        let user = self.target.user.as_deref().unwrap_or("the SSH user");
+        match out.status.code() {
+            Some(0) => Ok(()),
+            Some(99) => Err(self.fail(
+                "sudo is not installed on the node, and the SSH user is not root".into(),
+                format!("log in as root, install sudo, or pass --ssh-sudo never if {user} can read the files itself"),
+            )),
+            _ => Err(self.fail(
+                format!(
+                    "{user} cannot run sudo without a password ({})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                format!("give {user} passwordless sudo (NOPASSWD) for sh, or log in as root"),
+            )),
+        }
+    }
+
+    /// `sh -c SCRIPT`, under sudo when needed.
+    fn command(&self, script: &str) -> openssh::OwningCommand<Arc<Session>> {
+        let mut c = if self.sudo {
+            let mut c = Session::to_command(self.session.clone(), "sudo");
+            c.args(["-n", "sh", "-c", script]);
+            c
+        } else {
+            let mut c = Session::to_command(self.session.clone(), "sh");
+            c.args(["-c", script]);
+            c
+        };
+        c.stdin(Stdio::null());
+        c
+    }
+
+    async fn output(&self, what: &str, script: &str) -> Result<std::process::Output, SourceError> {
+        let out = self
+            .command(script)
+            .output()
+            .await
+            .map_err(|e| self.fail(format!("{what}: {e}"), "check the connection"))?;
+        Ok(out)
+    }
+
+    /// Every regular file below `dir` on the node as `pki/<relative path>` entries with their
+    /// modes, read with `tar -cf - .` into memory. Nothing on the node is changed.
+    ///
+    /// # Errors
+    /// [`SourceError::Ssh`] when tar fails there (missing dir, no permission) or the PKI
+    /// is implausibly large.
+    pub async fn pki(&self, dir: &str) -> Result<Vec<SourceEntry>, SourceError> {
+        const LIMIT: u64 = 64 * 1024 * 1024;
+        let script = format!("exec tar -C {} -cf - .", etcdctl::quote(dir));
+        let mut child = self
+            .command(&script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| {
+                self.fail(
+                    format!("reading PKI dir {dir}: {e}"),
+                    "check the connection",
+                )
+            })?;
+        let mut buf = Zeroizing::new(Vec::new());
+        let mut stdout = child.stdout().take().expect("piped");
+        let mut stderr = child.stderr().take().expect("piped");
+        let mut err_text = Vec::new();
+        let mut limited = (&mut stdout).take(LIMIT + 1);
+        let (read, _) = tokio::join!(
+            limited.read_to_end(&mut buf),
+            stderr.read_to_end(&mut err_text)
+        );
+        drop(limited);
+        drop(stdout);
+        let status = child.wait().await;
+        read.map_err(|e| {
+            self.fail(
+                format!("reading PKI dir {dir}: {e}"),
+                "check the connection",
+            )
+        })?;
+        if buf.len() as u64 > LIMIT {
+            return Err(self.fail(
+                format!("PKI dir {dir} holds more than 64 MiB"),
+                "point --ssh-pki-dir at the PKI directory itself (e.g. /etc/kubernetes/pki)",
+            ));
+        }
+        let ok = matches!(&status, Ok(s) if s.success());
+        if !ok {
+            let err_text = String::from_utf8_lossy(&err_text)
+                .trim()
+                .replace('\n', "; ");
+            return Err(self.fail(
+                format!("cannot read PKI dir {dir}: {err_text}"),
+                "check --ssh-pki-dir and that the user (or sudo) may read it",
+            ));
+        }
+        let entries = pki_entries(&buf).map_err(|e| {
+            self.fail(
+                format!("the tar stream of {dir} is unreadable: {e}"),
+                "check that GNU tar or busybox tar is on the node",
+            )
+        })?;
+        if entries.is_empty() {
+            return Err(self.fail(
+                format!("PKI dir {dir} holds no regular files"),
+                "check --ssh-pki-dir",
+            ));
+        }
+        Ok(entries)
+    }
+
+    /// Saves a snapshot with etcdctl on the node into a private temp dir and returns the
+    /// entry that streams it back, plus the cleanup that removes the temp dir.
+    ///
+    /// # Errors
+    /// [`SourceError::Ssh`] with etcdctl's own message when the snapshot cannot be taken.
+    pub async fn etcd_snapshot(
+        &self,
+        e: &RemoteEtcdctl,
+    ) -> Result<(SourceEntry, Cleanup), SourceError> {
+        let out = self
+            .output("taking an etcd snapshot", &etcdctl::save_script(e))
+            .await?;
+        if !out.status.success() {
+            return Err(self.fail(
+                format!(
+                    "etcdctl snapshot save failed on the node: {}",
+                    String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ")
+                ),
+                "check --node-etcdctl, --node-etcd-endpoint and the --node-etcd-* certificate paths (they are paths on the node)",
+            ));
+        }
+        let saved = etcdctl::parse_saved(&String::from_utf8_lossy(&out.stdout))
+            .map_err(|m| self.fail(m, "check --node-etcdctl"))?;
+        let cleanup = self.cleanup(saved.clone());
+        let mut child = self
+            .command(&etcdctl::cat_script(&saved))
+            .stdout(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| {
+                self.fail(
+                    format!("streaming the snapshot: {e}"),
+                    "check the connection",
+                )
+            })?;
+        let stdout = child.stdout().take().expect("piped");
+        let reader = super::KeepAlive::new(stdout, Box::new(child));
+        let handle = tokio::runtime::Handle::current();
+        let entry = SourceEntry {
+            path: "etcd/snapshot.db".into(),
+            kind: EntryKind::EtcdSnapshot,
+            size: saved.size,
+            mode: 0o600,
+            mtime: chrono::Utc::now().timestamp(),
+            open: Box::new(move || Ok(bridge(reader, handle))),
+            etcd: Some(EtcdInfo::default()),
+        };
+        Ok((entry, cleanup))
+    }
+
+    fn cleanup(&self, saved: Saved) -> Cleanup {
+        let session = self.session.clone();
+        let sudo = self.sudo;
+        let dest = self.target.display();
+        Box::pin(async move {
+            let script = etcdctl::cleanup_script(&saved);
+            let mut c = if sudo {
+                let mut c = Session::to_command(session, "sudo");
+                c.args(["-n", "sh", "-c", &script]);
+                c
+            } else {
+                let mut c = Session::to_command(session, "sh");
+                c.args(["-c", &script]);
+                c
+            };
+            match c.status().await {
+                Ok(s) if s.success() => {}
+                other => tracing::warn!(
+                    "could not remove the snapshot temp dir {} on {dest} ({other:?}); remove it by hand",
+                    saved.dir
+                ),
+            }
+        })
+    }
+
+    /// Closes the connection (the control master exits).
+    pub async fn close(self) {
+        if let Ok(session) = Arc::try_unwrap(self.session) {
+            let _ = session.close().await;
+        }
+    }
+}
+
+/// Parses an in-memory tar of the PKI dir into entries; directories are implied by paths,
+/// links and special files are skipped with a warning.
+fn pki_entries(tar_bytes: &[u8]) -> std::io::Result<Vec<SourceEntry>> {
+    let mut archive = tar::Archive::new(tar_bytes);
+    let mut out = vec![];
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let rel = path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        if rel.is_empty() || rel == "." {
+            continue;
+        }
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            tracing::warn!("skipping pki/{rel} on the node: not a regular file");
+            continue;
+        }
+        let mode = entry.header().mode()? & 0o7777;
+        let mtime = entry.header().mtime()? as i64;
+        let mut data = Zeroizing::new(Vec::with_capacity(entry.size() as usize));
+        entry.read_to_end(&mut data)?;
+        let size = data.len() as u64;
+        out.push(SourceEntry {
+            path: format!("pki/{rel}"),
+            kind: EntryKind::Pki,
+            size,
+            mode,
+            mtime,
+            open: Box::new(move || {
+                Ok(Box::new(ZeroizingCursor { data, pos: 0 }) as Box<dyn Read + Send>)
+            }),
+            etcd: None,
+        });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// A reader over secret bytes that wipes them when dropped.
+struct ZeroizingCursor {
+    data: Zeroizing<Vec<u8>>,
+    pos: usize,
+}
+
+impl Read for ZeroizingCursor {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = &self.data[self.pos..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

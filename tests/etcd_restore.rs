@@ -1,5 +1,3 @@
-use std::process::Command;
-
 use crate::support::*;
 
 #[test]
@@ -34,28 +32,7 @@ fn an_extracted_snapshot_restores_with_etcdctl_and_serves_the_keys() {
 
     let out = w.extract(&reference, "out");
 
-    let restored = w.path("restored");
-    let peer = free_port();
-    let o = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args([
-            "snapshot",
-            "restore",
-            out.join("etcd/snapshot.db").to_str().unwrap(),
-            "--data-dir",
-            restored.to_str().unwrap(),
-            "--name",
-            "restored",
-            "--initial-cluster",
-            &format!("restored=http://127.0.0.1:{peer}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "snapshot restore: {}", stderr(&o));
-
-    let etcd = Etcd::start_on(&restored, "restored", Some(peer));
+    let etcd = restore_snapshot(&out.join("etcd/snapshot.db"), &w.path("restored"));
     for i in 0..50 {
         assert_eq!(
             etcd.get(&format!("/registry/configmaps/default/cm-{i}"))

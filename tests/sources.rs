@@ -28,27 +28,10 @@ fn load(etcd: &Etcd) {
 /// that exactly the keys put before the backup are there.
 fn assert_restores(w: &World, reference: &str, to: &str) -> std::path::PathBuf {
     let out = w.extract(reference, to);
-    let restored = w.path(&format!("{to}-etcd"));
-    let peer = free_port();
-    let o = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args([
-            "snapshot",
-            "restore",
-            out.join("etcd/snapshot.db").to_str().unwrap(),
-            "--data-dir",
-            restored.to_str().unwrap(),
-            "--name",
-            "restored",
-            "--initial-cluster",
-            &format!("restored=http://127.0.0.1:{peer}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "snapshot restore: {}", stderr(&o));
-    let etcd = Etcd::start_on(&restored, "restored", Some(peer));
+    let etcd = restore_snapshot(
+        &out.join("etcd/snapshot.db"),
+        &w.path(&format!("{to}-etcd")),
+    );
     for i in 0..KEYS {
         assert_eq!(
             etcd.get(&format!("/registry/configmaps/kube-system/cm-{i:03}"))

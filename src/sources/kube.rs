@@ -15,8 +15,7 @@ use tokio::io::AsyncReadExt;
 use zeroize::Zeroizing;
 
 use super::etcdctl::{self, RemoteEtcdctl, Saved};
-use super::{bridge, Cleanup, KeepAlive, SourceError};
-use crate::archive::manifest::{EntryKind, EtcdInfo};
+use super::{Cleanup, KeepAlive, SourceError};
 use crate::archive::writer::SourceEntry;
 
 /// Which kind of cluster the kubeconfig leads to.
@@ -316,17 +315,7 @@ impl Cluster {
         let cleanup = self.cleanup(pod.clone(), saved.clone());
         let mut p = self.exec(pod, &etcdctl::cat_script(&saved)).await?;
         let stdout = p.stdout().expect("stdout was requested");
-        let reader = KeepAlive::new(stdout, Box::new(p));
-        let handle = tokio::runtime::Handle::current();
-        let entry = SourceEntry {
-            path: "etcd/snapshot.db".into(),
-            kind: EntryKind::EtcdSnapshot,
-            size: saved.size,
-            mode: 0o600,
-            mtime: chrono::Utc::now().timestamp(),
-            open: Box::new(move || Ok(bridge(reader, handle))),
-            etcd: Some(EtcdInfo::default()),
-        };
+        let entry = super::remote_snapshot_entry(saved.size, KeepAlive::new(stdout, Box::new(p)));
         Ok((entry, cleanup))
     }
 

@@ -84,6 +84,24 @@ where
     ))
 }
 
+/// The entry of a snapshot that a remote command streams back (etcdctl's saved file, read
+/// with `cat` over SSH or exec), sized by what the remote side reported.
+pub fn remote_snapshot_entry<R>(size: u64, reader: R) -> SourceEntry
+where
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    SourceEntry {
+        path: "etcd/snapshot.db".into(),
+        kind: crate::archive::manifest::EntryKind::EtcdSnapshot,
+        size,
+        mode: 0o600,
+        mtime: chrono::Utc::now().timestamp(),
+        open: Box::new(move || Ok(bridge(reader, handle))),
+        etcd: Some(crate::archive::manifest::EtcdInfo::default()),
+    }
+}
+
 /// Work to do after the backup, whatever its outcome (e.g. removing a remote temp dir).
 pub type Cleanup = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 

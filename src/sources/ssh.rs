@@ -17,8 +17,8 @@ use tokio::io::AsyncReadExt;
 use zeroize::Zeroizing;
 
 use super::etcdctl::{self, RemoteEtcdctl, Saved};
-use super::{bridge, Cleanup, SourceError};
-use crate::archive::manifest::{EntryKind, EtcdInfo};
+use super::{Cleanup, SourceError};
+use crate::archive::manifest::EntryKind;
 use crate::archive::writer::SourceEntry;
 
 /// Whether remote commands run under sudo.
@@ -265,17 +265,7 @@ impl Node {
 
     /// `sh -c SCRIPT`, under sudo when needed.
     fn command(&self, script: &str) -> openssh::OwningCommand<Arc<Session>> {
-        let mut c = if self.sudo {
-            let mut c = Session::to_command(self.session.clone(), "sudo");
-            c.args(["-n", "sh", "-c", script]);
-            c
-        } else {
-            let mut c = Session::to_command(self.session.clone(), "sh");
-            c.args(["-c", script]);
-            c
-        };
-        c.stdin(Stdio::null());
-        c
+        shell(self.session.clone(), self.sudo, script)
     }
 
     async fn output(&self, what: &str, script: &str) -> Result<std::process::Output, SourceError> {
@@ -394,16 +384,7 @@ impl Node {
             })?;
         let stdout = child.stdout().take().expect("piped");
         let reader = super::KeepAlive::new(stdout, Box::new(child));
-        let handle = tokio::runtime::Handle::current();
-        let entry = SourceEntry {
-            path: "etcd/snapshot.db".into(),
-            kind: EntryKind::EtcdSnapshot,
-            size: saved.size,
-            mode: 0o600,
-            mtime: chrono::Utc::now().timestamp(),
-            open: Box::new(move || Ok(bridge(reader, handle))),
-            etcd: Some(EtcdInfo::default()),
-        };
+        let entry = super::remote_snapshot_entry(saved.size, reader);
         Ok((entry, cleanup))
     }
 
@@ -413,16 +394,7 @@ impl Node {
         let dest = self.target.display();
         Box::pin(async move {
             let script = etcdctl::cleanup_script(&saved);
-            let mut c = if sudo {
-                let mut c = Session::to_command(session, "sudo");
-                c.args(["-n", "sh", "-c", &script]);
-                c
-            } else {
-                let mut c = Session::to_command(session, "sh");
-                c.args(["-c", &script]);
-                c
-            };
-            match c.status().await {
+            match shell(session, sudo, &script).status().await {
                 Ok(s) if s.success() => {}
                 other => tracing::warn!(
                     "could not remove the snapshot temp dir {} on {dest} ({other:?}); remove it by hand",
@@ -438,6 +410,21 @@ impl Node {
             let _ = session.close().await;
         }
     }
+}
+
+/// `sh -c SCRIPT` on the node, under `sudo -n` when `sudo`, with stdin closed.
+fn shell(session: Arc<Session>, sudo: bool, script: &str) -> openssh::OwningCommand<Arc<Session>> {
+    let mut c = if sudo {
+        let mut c = Session::to_command(session, "sudo");
+        c.args(["-n", "sh", "-c", script]);
+        c
+    } else {
+        let mut c = Session::to_command(session, "sh");
+        c.args(["-c", script]);
+        c
+    };
+    c.stdin(Stdio::null());
+    c
 }
 
 /// Parses an in-memory tar of the PKI dir into entries; directories are implied by paths,

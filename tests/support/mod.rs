@@ -363,6 +363,31 @@ impl Etcd {
     }
 }
 
+/// `etcdctl snapshot restore` of `snapshot` into `data_dir`, then a real etcd started on it.
+pub fn restore_snapshot(snapshot: &Path, data_dir: &Path) -> Etcd {
+    require("etcdctl", "etcd-client");
+    let peer = free_port();
+    let o = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "snapshot",
+            "restore",
+            snapshot.to_str().unwrap(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--name",
+            "restored",
+            "--initial-cluster",
+            &format!("restored=http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "snapshot restore: {}", stderr(&o));
+    Etcd::start_on(data_dir, "restored", Some(peer))
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -176,6 +176,31 @@ fn ssh_args(sshd: &Sshd) -> Vec<String> {
     ]
 }
 
+/// SSH flags for PKI from `node_pki` and a snapshot by `etcdctl` on the node, talking to
+/// the plain-http test etcd (so no certificate flags).
+fn ssh_etcd_args(sshd: &Sshd, etcdctl: &Path, node_pki: &Path, etcd: &Etcd) -> Vec<String> {
+    let mut args = ssh_args(sshd);
+    args.extend(
+        [
+            "--ssh-etcd",
+            "--node-etcdctl",
+            etcdctl.to_str().unwrap(),
+            "--ssh-pki-dir",
+            node_pki.to_str().unwrap(),
+            "--node-etcd-endpoint",
+            &etcd.endpoint,
+            "--node-etcd-cacert",
+            "",
+            "--node-etcd-cert",
+            "",
+            "--node-etcd-key",
+            "",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
 fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -243,25 +268,7 @@ fn ssh_etcdctl_snapshot_restores_and_leaves_no_temp_dir_on_the_node() {
     let node_pki = w.path("node/pki");
     make_pki(&node_pki);
     let (etcdctl, record) = recording_etcdctl(&w);
-    let mut args = ssh_args(&sshd);
-    args.extend(
-        [
-            "--ssh-etcd",
-            "--node-etcdctl",
-            etcdctl.to_str().unwrap(),
-            "--ssh-pki-dir",
-            node_pki.to_str().unwrap(),
-            "--node-etcd-endpoint",
-            &etcd.endpoint,
-            "--node-etcd-cacert",
-            "",
-            "--node-etcd-cert",
-            "",
-            "--node-etcd-key",
-            "",
-        ]
-        .map(String::from),
-    );
+    let args = ssh_etcd_args(&sshd, &etcdctl, &node_pki, &etcd);
     let reference = w.backup(&refs(&args));
     etcd.put("/registry/late", "x");
     assert_temp_dir_removed(&record);
@@ -287,25 +294,7 @@ fn a_snapshot_with_a_bad_trailer_from_the_node_fails_the_backup_and_commits_noth
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let node_pki = w.path("node/pki");
     make_pki(&node_pki);
-    let mut args = ssh_args(&sshd);
-    args.extend(
-        [
-            "--ssh-etcd",
-            "--ssh-pki-dir",
-            node_pki.to_str().unwrap(),
-            "--node-etcdctl",
-            fake.to_str().unwrap(),
-            "--node-etcd-endpoint",
-            &etcd.endpoint,
-            "--node-etcd-cacert",
-            "",
-            "--node-etcd-cert",
-            "",
-            "--node-etcd-key",
-            "",
-        ]
-        .map(String::from),
-    );
+    let args = ssh_etcd_args(&sshd, &fake, &node_pki, &etcd);
     let out = backup(&w, &refs(&args));
     assert_fails(&w, &out, &["trailer does not match"]);
 }

@@ -88,7 +88,9 @@ fn explain(endpoint: &str, tls: bool, err: &etcd_client::Error) -> SourceError {
     let tls_dropped = tls
         && (lower.contains("broken pipe")
             || lower.contains("connection reset")
-            || lower.contains("transport error"));
+            || lower.contains("connection closed")
+            || lower.contains("canceled")
+            || lower.contains("transport"));
     let fix = if tls_dropped
         || lower.contains("certificate")
         || lower.contains("handshake")

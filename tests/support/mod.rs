@@ -497,3 +497,5 @@ pub mod kubeapi;
 pub mod tls;
 // A real sshd on a free loopback port with its own host key and authorized key.
 pub mod sshd;
+// A sandbox "node" filesystem with a test kubelet that runs its static-pod manifests.
+pub mod node;

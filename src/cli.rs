@@ -69,6 +69,9 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Remove old backups by a retention policy (restic's rules), and abandoned uploads.
     Prune(PruneArgs),
+    /// Restore a backup onto a control-plane node over SSH (planned, verified, rolled back on
+    /// failure), or into a local etcd data dir with --to-dir.
+    Restore(Box<RestoreArgs>),
 }
 
 /// Where backups live.
@@ -230,7 +233,26 @@ pub struct SourceFlags {
         help_heading = "Kubernetes"
     )]
     pub namespace: Option<String>,
-    /// The control-plane node, USER@HOST: its PKI is read with `tar` over SSH.
+    /// SSH to the node.
+    #[command(flatten)]
+    pub ssh: SshFlags,
+    /// The PKI directory on the node [default: /etc/kubernetes/pki].
+    #[arg(long, value_name = "DIR", help_heading = "SSH")]
+    pub ssh_pki_dir: Option<String>,
+    /// Take the etcd snapshot on the node over SSH with etcdctl (saved to a private temp
+    /// dir there, streamed back, removed).
+    #[arg(long, help_heading = "SSH")]
+    pub ssh_etcd: bool,
+    /// etcdctl on the node or in the pod.
+    #[command(flatten)]
+    pub node: NodeEtcdctlFlags,
+}
+
+/// How to reach the control-plane node over SSH (backup and restore).
+#[derive(Debug, Default, Clone, Args)]
+pub struct SshFlags {
+    /// The control-plane node, USER@HOST: for backup its PKI is read with `tar`
+    /// over SSH; for restore it is the node restored onto.
     #[arg(
         long,
         env = "CPVAULT_SSH",
@@ -285,13 +307,11 @@ pub struct SourceFlags {
     /// Run node commands under `sudo -n`: auto = unless the SSH user is root.
     #[arg(long, value_enum, help_heading = "SSH")]
     pub ssh_sudo: Option<crate::sources::ssh::SudoMode>,
-    /// The PKI directory on the node [default: /etc/kubernetes/pki].
-    #[arg(long, value_name = "DIR", help_heading = "SSH")]
-    pub ssh_pki_dir: Option<String>,
-    /// Take the etcd snapshot on the node over SSH with etcdctl (saved to a private temp
-    /// dir there, streamed back, removed).
-    #[arg(long, help_heading = "SSH")]
-    pub ssh_etcd: bool,
+}
+
+/// How etcdctl runs on the node or in the etcd pod, and which certificates it uses there.
+#[derive(Debug, Default, Clone, Args)]
+pub struct NodeEtcdctlFlags {
     /// How etcdctl is run on the node or in the pod [default: etcdctl].
     #[arg(
         long,
@@ -344,21 +364,21 @@ impl SourceFlags {
             context: self.context.clone(),
             profile: self.profile,
             namespace: self.namespace.clone(),
-            ssh: self.ssh.clone(),
-            ssh_user: self.ssh_user.clone(),
-            ssh_key: self.ssh_key.clone(),
-            ssh_port: self.ssh_port,
-            ssh_jump: self.ssh_jump.clone(),
-            ssh_known_hosts: self.ssh_known_hosts.clone(),
-            ssh_accept_new: self.ssh_accept_new.then_some(true),
-            ssh_sudo: self.ssh_sudo,
+            ssh: self.ssh.ssh.clone(),
+            ssh_user: self.ssh.ssh_user.clone(),
+            ssh_key: self.ssh.ssh_key.clone(),
+            ssh_port: self.ssh.ssh_port,
+            ssh_jump: self.ssh.ssh_jump.clone(),
+            ssh_known_hosts: self.ssh.ssh_known_hosts.clone(),
+            ssh_accept_new: self.ssh.ssh_accept_new.then_some(true),
+            ssh_sudo: self.ssh.ssh_sudo,
             ssh_pki_dir: self.ssh_pki_dir.clone(),
             ssh_etcd: self.ssh_etcd.then_some(true),
-            node_etcdctl: self.node_etcdctl.clone(),
-            node_etcd_endpoint: self.node_etcd_endpoint.clone(),
-            node_etcd_cacert: self.node_etcd_cacert.clone(),
-            node_etcd_cert: self.node_etcd_cert.clone(),
-            node_etcd_key: self.node_etcd_key.clone(),
+            node_etcdctl: self.node.node_etcdctl.clone(),
+            node_etcd_endpoint: self.node.node_etcd_endpoint.clone(),
+            node_etcd_cacert: self.node.node_etcd_cacert.clone(),
+            node_etcd_cert: self.node.node_etcd_cert.clone(),
+            node_etcd_key: self.node.node_etcd_key.clone(),
         }
     }
 }
@@ -423,6 +443,124 @@ pub struct ExtractArgs {
     /// New directory to write into; it must not exist yet (or be empty).
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
+}
+
+/// `restore`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Steps: preflight, verify, stage, stop-control-plane, move-aside, \
+restore-snapshot, pki, start-control-plane, wait-ready, kubeconfig, cleanup. Any failure after \
+the first change undoes the completed steps in reverse order. The old data dir and PKI are \
+kept beside the new ones (<dir>.before-<restore id>) and never deleted. --dry-run prints the \
+plan with every command it would run."
+)]
+pub struct RestoreArgs {
+    /// Store selection.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Keys.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// The backup: <cluster>/<id>, or <cluster>/latest.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Restore locally instead: an etcd data dir in DIR/etcd and the PKI in DIR/pki.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "ssh",
+        help_heading = "Local restore"
+    )]
+    pub to_dir: Option<PathBuf>,
+    /// --name for `etcdctl snapshot restore` with --to-dir.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "default",
+        help_heading = "Local restore"
+    )]
+    pub name: String,
+    /// --initial-cluster with --to-dir [default: NAME=http://localhost:2380].
+    #[arg(long, value_name = "NAME=URL", help_heading = "Local restore")]
+    pub initial_cluster: Option<String>,
+    /// --initial-advertise-peer-urls with --to-dir [default: http://localhost:2380].
+    #[arg(long, value_name = "URL", help_heading = "Local restore")]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// SSH to the node.
+    #[command(flatten)]
+    pub ssh: SshFlags,
+    /// etcdctl on the node.
+    #[command(flatten)]
+    pub node: NodeEtcdctlFlags,
+    /// Static-pod manifests dir on the node.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/etc/kubernetes/manifests",
+        help_heading = "Node layout"
+    )]
+    pub manifests_dir: String,
+    /// etcd data dir on the node.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/etcd",
+        help_heading = "Node layout"
+    )]
+    pub etcd_data_dir: String,
+    /// PKI dir on the node.
+    #[arg(
+        long = "node-pki-dir",
+        value_name = "DIR",
+        default_value = "/etc/kubernetes/pki",
+        help_heading = "Node layout"
+    )]
+    pub pki_dir: String,
+    /// Admin kubeconfig on the node, fetched at the end.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/kubernetes/admin.conf",
+        help_heading = "Node layout"
+    )]
+    pub admin_conf: String,
+    /// Where the 0700 staging dir is made on the node.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/tmp",
+        help_heading = "Node layout"
+    )]
+    pub staging_dir: String,
+    /// Shell command on the node that exits 0 once etcd and kube-apiserver have stopped
+    /// [default: no etcd or kube-apiserver container in `crictl ps`].
+    #[arg(long, value_name = "CMD", help_heading = "Node layout")]
+    pub stopped_check: Option<String>,
+    /// Shell command on the node that exits 0 once the control plane serves again
+    /// [default: etcdctl endpoint health, then kube-apiserver /readyz on 127.0.0.1:6443].
+    #[arg(long, value_name = "CMD", help_heading = "Node layout")]
+    pub ready_check: Option<String>,
+    /// Seconds to wait for the control plane to stop, and to be ready again.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 300,
+        help_heading = "Node layout"
+    )]
+    pub wait_timeout: u64,
+    /// Where to write the node's admin kubeconfig (0600; never overwritten)
+    /// [default: ./<cluster>-admin.conf].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig_out: Option<PathBuf>,
+    /// Restore even though the node's CA (pki/ca.crt) differs from the archive's.
+    #[arg(long)]
+    pub force_different_cluster: bool,
+    /// Print the plan (every step and command) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask before changing the node.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// `prune`.

@@ -22,4 +22,6 @@ mod prune;
 mod stores;
 // Sources: etcd gRPC (plain, mTLS), SSH (PKI, etcdctl), Kubernetes exec, auto discovery.
 mod sources;
+// restore: onto a sandbox node over a real sshd (plan, rollback of every step), and --to-dir.
+mod restore;
 mod support;

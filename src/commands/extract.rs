@@ -100,54 +100,7 @@ pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<()> {
         Usage("extract needs a key: pass -i IDENTITY_FILE (or set CPVAULT_PASSPHRASE for a passphrase archive)".into())
     })?;
     let m = crate::catalog::resolve(&store, &args.reference).await?;
-    prepare(&args.to)?;
-    let sink = DirSink {
-        root: args.to.clone(),
-    };
-    let bar = crate::progress::bytes(ctx.quiet, 0, &format!("extract {}", m.reference()));
-    let report =
-        crate::verify::verify(&store, &m, Some(identities), Box::new(sink), bar.clone()).await;
-    bar.finish_and_clear();
-    if !report.ok {
-        clear(&args.to);
-        let failed: Vec<&crate::verify::Check> = report.failures().collect();
-        if let [only] = failed.as_slice() {
-            if only.name == "write" {
-                // The backup is fine; this machine could not write it (disk full, permissions).
-                anyhow::bail!(
-                    "writing into {}: {}; nothing was left there — free space or fix permissions and run extract again",
-                    args.to.display(),
-                    only.detail
-                );
-            }
-        }
-        let mut text = String::new();
-        super::verify::render(&mut text, &report)?;
-        if ctx.json() {
-            super::print_json(&report)?;
-        } else {
-            eprint!("{text}");
-        }
-        return Err(VerifyFailed(format!(
-            "{} failed verification; nothing was left in {}",
-            m.reference(),
-            args.to.display()
-        ))
-        .into());
-    }
-    // Verified: now give every file the mode recorded at backup time.
-    let inner = report
-        .inner
-        .as_ref()
-        .expect("a passing deep verify read the inner manifest");
-    let mut written = vec![];
-    for e in &inner.entries {
-        let path = args.to.join(&e.path);
-        let mode = e.mode.unwrap_or(0o600) & 0o7777;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-            .with_context(|| format!("setting mode {mode:o} on '{}'", path.display()))?;
-        written.push(path.display().to_string());
-    }
+    let (report, written) = extract_verified(ctx, &store, &m, identities, &args.to).await?;
     if ctx.json() {
         return super::print_json(
             &serde_json::json!({"backup": m.reference(), "to": args.to, "files": written, "verify": report}),
@@ -162,4 +115,68 @@ pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<()> {
         );
     }
     super::print_text(&written.join("\n"))
+}
+
+/// Verifies `m` deeply while writing its files into the new dir `to`, then applies the
+/// recorded modes; on failure `to` is left empty. Returns the report and the files written.
+///
+/// # Errors
+/// [`Usage`] when `to` is not empty, [`VerifyFailed`] when a check fails, other errors when
+/// this machine cannot write.
+pub async fn extract_verified(
+    ctx: &Ctx,
+    store: &cpvault_backends::Store,
+    m: &crate::archive::manifest::Manifest,
+    identities: std::sync::Arc<crate::crypto::Identities>,
+    to: &Path,
+) -> anyhow::Result<(crate::verify::Report, Vec<String>)> {
+    prepare(to)?;
+    let sink = DirSink {
+        root: to.to_path_buf(),
+    };
+    let bar = crate::progress::bytes(ctx.quiet, 0, &format!("extract {}", m.reference()));
+    let report =
+        crate::verify::verify(store, m, Some(identities), Box::new(sink), bar.clone()).await;
+    bar.finish_and_clear();
+    if !report.ok {
+        clear(to);
+        let failed: Vec<&crate::verify::Check> = report.failures().collect();
+        if let [only] = failed.as_slice() {
+            if only.name == "write" {
+                // The backup is fine; this machine could not write it (disk full, permissions).
+                anyhow::bail!(
+                    "writing into {}: {}; nothing was left there — free space or fix permissions and run extract again",
+                    to.display(),
+                    only.detail
+                );
+            }
+        }
+        let mut text = String::new();
+        super::verify::render(&mut text, &report)?;
+        if ctx.json() {
+            super::print_json(&report)?;
+        } else {
+            eprint!("{text}");
+        }
+        return Err(VerifyFailed(format!(
+            "{} failed verification; nothing was left in {}",
+            m.reference(),
+            to.display()
+        ))
+        .into());
+    }
+    // Verified: now give every file the mode recorded at backup time.
+    let inner = report
+        .inner
+        .as_ref()
+        .expect("a passing deep verify read the inner manifest");
+    let mut written = vec![];
+    for e in &inner.entries {
+        let path = to.join(&e.path);
+        let mode = e.mode.unwrap_or(0o600) & 0o7777;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting mode {mode:o} on '{}'", path.display()))?;
+        written.push(path.display().to_string());
+    }
+    Ok((report, written))
 }

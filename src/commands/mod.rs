@@ -6,6 +6,7 @@ pub mod extract;
 pub mod keygen;
 pub mod list;
 pub mod prune;
+pub mod restore;
 pub mod show;
 pub mod verify;
 
@@ -109,5 +110,6 @@ pub async fn run(ctx: Ctx, command: Command) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(&ctx, a).await,
         Command::Extract(a) => extract::run(&ctx, a).await,
         Command::Prune(a) => prune::run(&ctx, a).await,
+        Command::Restore(a) => restore::run(&ctx, *a).await,
     }
 }

@@ -2,4 +2,5 @@
 //! printed by `--dry-run` and executed separately. Nothing in here performs I/O.
 
 pub mod prune;
+pub mod restore;
 pub mod retention;

@@ -6,7 +6,7 @@
 //! which would replace the machine's /dev/stdout.
 
 /// How etcdctl is run where the snapshot is taken, and which certificates it uses there.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RemoteEtcdctl {
     /// The command that runs etcdctl, e.g. `etcdctl` or `/usr/local/bin/etcdctl`; words are
     /// split by the remote shell, so an `env X=Y etcdctl` prefix works.

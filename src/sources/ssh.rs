@@ -277,6 +277,36 @@ impl Node {
         Ok(out)
     }
 
+    /// Runs `script` on the node (under sudo when needed) to the end.
+    ///
+    /// # Errors
+    /// [`SourceError::Ssh`] when the connection fails; a non-zero exit is in the output.
+    pub async fn run(&self, script: &str) -> Result<std::process::Output, SourceError> {
+        self.output("running a command", script).await
+    }
+
+    /// Starts `script` on the node with stdin piped (and stdout/stderr captured).
+    ///
+    /// # Errors
+    /// [`SourceError::Ssh`] when the connection fails.
+    pub async fn spawn_with_stdin(
+        &self,
+        script: &str,
+    ) -> Result<openssh::Child<Arc<Session>>, SourceError> {
+        self.command(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| self.fail(format!("starting `{script}`: {e}"), "check the connection"))
+    }
+
+    /// `user@host[:port]`.
+    pub fn destination(&self) -> String {
+        self.target.display()
+    }
+
     /// Every regular file below `dir` on the node as `pki/<relative path>` entries with their
     /// modes, read with `tar -cf - .` into memory. Nothing on the node is changed.
     ///

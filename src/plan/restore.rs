@@ -1,0 +1,361 @@
+//! The restore plan (design.md §6): named steps, each with what it changes on the node, the
+//! shell it runs there, and the shell that undoes it. Pure: the plan is a value computed from
+//! the node layout, the etcd member read from the node's own `etcd.yaml` and a restore id, so
+//! `--dry-run` prints exactly what would run and tests check it without a node. The scripts
+//! never delete what was on the node before the restore: the old data dir and PKI are moved
+//! aside under names carrying the restore id, and undo scripts only remove what the restore
+//! itself created.
+
+use serde::Serialize;
+
+use crate::sources::etcdctl::{quote, RemoteEtcdctl};
+
+/// Where things are on the node, and how to check on etcd there.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeLayout {
+    /// The kubelet's static-pod manifests dir.
+    pub manifests_dir: String,
+    /// etcd's data dir.
+    pub data_dir: String,
+    /// The PKI dir.
+    pub pki_dir: String,
+    /// The admin kubeconfig.
+    pub admin_conf: String,
+    /// Where the staging dir is created.
+    pub staging_parent: String,
+    /// etcd's manifest file name.
+    pub etcd_manifest: String,
+    /// kube-apiserver's manifest file name.
+    pub apiserver_manifest: String,
+    /// How etcdctl runs on the node (for `snapshot restore` and the default health check).
+    pub etcdctl: RemoteEtcdctl,
+    /// Exits 0 once etcd and kube-apiserver have stopped.
+    pub stopped_check: String,
+    /// Exits 0 once etcd (and kube-apiserver) serve again.
+    pub ready_check: String,
+    /// Seconds to wait for stopped/ready.
+    pub wait_seconds: u64,
+}
+
+impl NodeLayout {
+    /// kubeadm's (and GKE on VMware admin clusters') layout, with etcdctl on the node.
+    pub fn kubeadm() -> NodeLayout {
+        let etcdctl = crate::sources::kube::Profile::Kubeadm.etcdctl();
+        NodeLayout {
+            manifests_dir: "/etc/kubernetes/manifests".into(),
+            data_dir: "/var/lib/etcd".into(),
+            pki_dir: "/etc/kubernetes/pki".into(),
+            admin_conf: "/etc/kubernetes/admin.conf".into(),
+            staging_parent: "/var/tmp".into(),
+            etcd_manifest: "etcd.yaml".into(),
+            apiserver_manifest: "kube-apiserver.yaml".into(),
+            stopped_check: "test -z \"$(crictl ps -q --name '^(etcd|kube-apiserver)$')\"".into(),
+            ready_check: format!(
+                "{} && curl -fsk https://127.0.0.1:6443/readyz >/dev/null",
+                health_command(&etcdctl)
+            ),
+            etcdctl,
+            wait_seconds: 300,
+        }
+    }
+}
+
+/// `etcdctl endpoint health` with the layout's endpoint and certificates.
+pub fn health_command(e: &RemoteEtcdctl) -> String {
+    format!("ETCDCTL_API=3 {} endpoint health", etcdctl_flags(e))
+}
+
+fn etcdctl_flags(e: &RemoteEtcdctl) -> String {
+    let mut s = format!("{} --endpoints={}", e.command, quote(&e.endpoint));
+    for (flag, v) in [("cacert", &e.cacert), ("cert", &e.cert), ("key", &e.key)] {
+        if let Some(v) = v {
+            s.push_str(&format!(" --{flag}={}", quote(v)));
+        }
+    }
+    s
+}
+
+/// The member flags `snapshot restore` needs, as the node's etcd runs with them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// `--name`.
+    pub name: String,
+    /// `--initial-cluster`.
+    pub initial_cluster: String,
+    /// `--initial-advertise-peer-urls`.
+    pub initial_advertise_peer_urls: String,
+}
+
+/// Reads the member flags from a static-pod manifest's command list (`- --name=node1`).
+///
+/// # Errors
+/// Names the flag that is missing.
+pub fn parse_member(etcd_yaml: &str) -> Result<Member, String> {
+    let flag = |name: &str| -> Result<String, String> {
+        let prefix = format!("--{name}=");
+        etcd_yaml
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- ").map(str::trim))
+            .map(|v| v.trim_matches(|c| c == '"' || c == '\''))
+            .find_map(|v| v.strip_prefix(&prefix).map(str::to_string))
+            .ok_or_else(|| format!("etcd.yaml has no {prefix}… in its command"))
+    };
+    Ok(Member {
+        name: flag("name")?,
+        initial_cluster: flag("initial-cluster")?,
+        initial_advertise_peer_urls: flag("initial-advertise-peer-urls")?,
+    })
+}
+
+/// One step of the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// Short name (`stop-control-plane`); also what `--fail-at` names in tests.
+    pub name: &'static str,
+    /// What it does, for people.
+    pub does: String,
+    /// Whether it changes the node.
+    pub changes_node: bool,
+    /// Shell run on the node (empty: the step runs locally).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub script: String,
+    /// Shell that undoes it on the node (empty: nothing to undo).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub undo: String,
+}
+
+/// Paths the plan derives from the layout and the restore id.
+#[derive(Debug, Clone, Serialize)]
+pub struct Paths {
+    /// 0700 dir holding the streamed archive content.
+    pub staging: String,
+    /// Where the two manifests wait while the control plane is stopped.
+    pub manifests_aside: String,
+    /// The old data dir, kept.
+    pub data_aside: String,
+    /// The old PKI dir, kept.
+    pub pki_aside: String,
+}
+
+/// Derives the paths for `restore_id`.
+pub fn paths(l: &NodeLayout, restore_id: &str) -> Paths {
+    let parent = |p: &str| {
+        let p = p.trim_end_matches('/');
+        match p.rsplit_once('/') {
+            Some(("", _)) | None => "/".to_string(),
+            Some((d, _)) => d.to_string(),
+        }
+    };
+    Paths {
+        staging: format!("{}/{restore_id}", l.staging_parent.trim_end_matches('/')),
+        manifests_aside: format!("{}/{restore_id}.manifests", parent(&l.manifests_dir)),
+        data_aside: format!("{}.before-{restore_id}", l.data_dir.trim_end_matches('/')),
+        pki_aside: format!("{}.before-{restore_id}", l.pki_dir.trim_end_matches('/')),
+    }
+}
+
+fn wait_for(check: &str, what: &str, seconds: u64) -> String {
+    format!(
+        "i=0; until ( {check} ) >/dev/null 2>&1; do i=$((i+1)); if [ $i -ge {} ]; then echo 'timed out after {seconds}s waiting until {what} (check: {})' >&2; exit 1; fi; sleep 0.5; done",
+        seconds * 2,
+        check.replace('\'', "")
+    )
+}
+
+/// The whole plan, in order.
+pub fn plan(l: &NodeLayout, m: &Member, restore_id: &str, kubeconfig_out: &str) -> Vec<Step> {
+    let p = paths(l, restore_id);
+    let q = |s: &str| quote(s);
+    let (man, data, pki) = (q(&l.manifests_dir), q(&l.data_dir), q(&l.pki_dir));
+    let (staging, aside) = (q(&p.staging), q(&p.manifests_aside));
+    let (etcd_y, api_y) = (q(&l.etcd_manifest), q(&l.apiserver_manifest));
+    let move_out = format!(
+        "mkdir -m 0700 {aside} && for f in {etcd_y} {api_y}; do if [ -e {man}/$f ]; then mv {man}/$f {aside}/; fi; done"
+    );
+    let move_back = format!(
+        "for f in {etcd_y} {api_y}; do if [ -e {aside}/$f ]; then mv {aside}/$f {man}/; fi; done; rmdir {aside} 2>/dev/null; true"
+    );
+    vec![
+        Step {
+            name: "preflight",
+            does: "check the tools, sudo, free space for 2× the snapshot, the node's etcd member flags, and that the node's CA is the archive's".into(),
+            changes_node: false,
+            script: String::new(),
+            undo: String::new(),
+        },
+        Step {
+            name: "verify",
+            does: "verify the archive deeply (every layer) before anything on the node changes".into(),
+            changes_node: false,
+            script: String::new(),
+            undo: String::new(),
+        },
+        Step {
+            name: "stage",
+            does: format!("stream the snapshot and PKI into {} (0700) and check their sha256 there", p.staging),
+            changes_node: true,
+            script: format!("umask 077 && mkdir -m 0700 {staging}"),
+            undo: format!("rm -rf {staging}"),
+        },
+        Step {
+            name: "stop-control-plane",
+            does: format!(
+                "move {} and {} out of {} to {}, and wait until etcd and kube-apiserver stopped",
+                l.etcd_manifest, l.apiserver_manifest, l.manifests_dir, p.manifests_aside
+            ),
+            changes_node: true,
+            script: format!(
+                "{move_out} && {}",
+                wait_for(&l.stopped_check, "etcd and kube-apiserver stopped", l.wait_seconds)
+            ),
+            undo: move_back.clone(),
+        },
+        Step {
+            name: "move-aside",
+            does: format!(
+                "move the current data dir to {} and the PKI to {} (kept, never deleted)",
+                p.data_aside, p.pki_aside
+            ),
+            changes_node: true,
+            script: format!(
+                "mv {data} {} && mv {pki} {}",
+                q(&p.data_aside),
+                q(&p.pki_aside)
+            ),
+            undo: format!(
+                "if [ -e {da} ]; then rm -rf {data} && mv {da} {data}; fi; if [ -e {pa} ]; then rm -rf {pki} && mv {pa} {pki}; fi",
+                da = q(&p.data_aside),
+                pa = q(&p.pki_aside)
+            ),
+        },
+        Step {
+            name: "restore-snapshot",
+            does: format!(
+                "etcdctl snapshot restore into {} as member {} ({}), owned and moded like the old data dir",
+                l.data_dir, m.name, m.initial_advertise_peer_urls
+            ),
+            changes_node: true,
+            script: format!(
+                "cd {staging} && ETCDCTL_API=3 {} snapshot restore {staging}/etcd/snapshot.db --data-dir={data} --name={} --initial-cluster={} --initial-advertise-peer-urls={} && chown -R \"$(stat -c %u:%g {da})\" {data} && chmod \"$(stat -c %a {da})\" {data}",
+                l.etcdctl.command,
+                q(&m.name),
+                q(&m.initial_cluster),
+                q(&m.initial_advertise_peer_urls),
+                da = q(&p.data_aside),
+            ),
+            // Only ever the new dir: the old one is aside whenever this step ran.
+            undo: format!("if [ -e {da} ]; then rm -rf {data}; fi", da = q(&p.data_aside)),
+        },
+        Step {
+            name: "pki",
+            does: format!("put the archive's PKI into {} with its recorded modes", l.pki_dir),
+            changes_node: true,
+            script: format!(
+                "cp -a {staging}/pki {pki} && chown \"$(stat -c %u:%g {pa})\" {pki} && chmod \"$(stat -c %a {pa})\" {pki}",
+                pa = q(&p.pki_aside)
+            ),
+            undo: format!("if [ -e {pa} ]; then rm -rf {pki}; fi", pa = q(&p.pki_aside)),
+        },
+        Step {
+            name: "start-control-plane",
+            does: format!("move the manifests back into {}", l.manifests_dir),
+            changes_node: true,
+            script: move_back,
+            undo: format!(
+                "{move_out} && {}",
+                wait_for(&l.stopped_check, "etcd and kube-apiserver stopped", l.wait_seconds)
+            ),
+        },
+        Step {
+            name: "wait-ready",
+            does: format!("wait up to {}s for etcd health and apiserver readiness", l.wait_seconds),
+            changes_node: false,
+            script: wait_for(&l.ready_check, "etcd and kube-apiserver are ready", l.wait_seconds),
+            undo: String::new(),
+        },
+        Step {
+            name: "kubeconfig",
+            does: format!("fetch {} to {kubeconfig_out} (0600)", l.admin_conf),
+            changes_node: false,
+            script: format!("cat {}", q(&l.admin_conf)),
+            undo: String::new(),
+        },
+        Step {
+            name: "cleanup",
+            does: format!("remove the staging dir {} (it holds the CA keys in plaintext)", p.staging),
+            changes_node: true,
+            script: format!("rm -rf {staging}"),
+            undo: String::new(),
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ETCD_YAML: &str = "spec:\n  containers:\n  - command:\n    - etcd\n    - --advertise-client-urls=https://10.0.0.5:2379\n    - --name=admin-cp-1\n    - --initial-cluster=admin-cp-1=https://10.0.0.5:2380\n    - \"--initial-advertise-peer-urls=https://10.0.0.5:2380\"\n";
+
+    #[test]
+    fn member_flags_come_from_the_manifest() {
+        let m = parse_member(ETCD_YAML).unwrap();
+        assert_eq!(m.name, "admin-cp-1");
+        assert_eq!(m.initial_cluster, "admin-cp-1=https://10.0.0.5:2380");
+        assert_eq!(m.initial_advertise_peer_urls, "https://10.0.0.5:2380");
+        let e = parse_member("command:\n- etcd\n").unwrap_err();
+        assert!(e.contains("--name="), "{e}");
+    }
+
+    #[test]
+    fn the_plan_never_deletes_what_was_there_and_every_change_has_an_undo() {
+        let l = NodeLayout::kubeadm();
+        let m = parse_member(ETCD_YAML).unwrap();
+        let steps = plan(&l, &m, "cpvault-restore-X", "admin.conf");
+        let names: Vec<_> = steps.iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            [
+                "preflight",
+                "verify",
+                "stage",
+                "stop-control-plane",
+                "move-aside",
+                "restore-snapshot",
+                "pki",
+                "start-control-plane",
+                "wait-ready",
+                "kubeconfig",
+                "cleanup"
+            ]
+        );
+        for s in &steps {
+            if s.changes_node && s.name != "cleanup" {
+                assert!(!s.undo.is_empty(), "{} has no undo", s.name);
+            }
+            // The only removals: the staging dir, and what the restore itself created.
+            for part in s.script.split("rm -rf ").skip(1) {
+                let target = part.split_whitespace().next().unwrap();
+                assert!(
+                    target.contains("cpvault-restore-X"),
+                    "{} deletes {target}",
+                    s.name
+                );
+            }
+        }
+        let aside = &steps[4];
+        assert!(aside
+            .script
+            .contains("mv /var/lib/etcd /var/lib/etcd.before-cpvault-restore-X"));
+        let restore = &steps[5];
+        assert!(restore.script.contains("--name=admin-cp-1"));
+        assert!(restore.script.contains("chown -R"));
+    }
+
+    #[test]
+    fn paths_sit_beside_the_originals() {
+        let p = paths(&NodeLayout::kubeadm(), "r1");
+        assert_eq!(p.staging, "/var/tmp/r1");
+        assert_eq!(p.manifests_aside, "/etc/kubernetes/r1.manifests");
+        assert_eq!(p.pki_aside, "/etc/kubernetes/pki.before-r1");
+    }
+}

@@ -1,0 +1,395 @@
+//! restore: onto a sandbox "node" (a directory tree standing for the node's filesystem, its
+//! static-pod manifests run by the test kubelet, reached through a real sshd), and into a
+//! local dir. Checks the keys a real etcd serves afterwards, the PKI bytes and modes, what is
+//! kept aside, the rollback of every step, and that bad archives stop before any change.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use crate::support::node::SandboxNode;
+use crate::support::sshd::Sshd;
+use crate::support::*;
+
+const KEYS: usize = 25;
+
+struct Scene {
+    w: World,
+    node: SandboxNode,
+    sshd: Sshd,
+    reference: String,
+    /// The node's keys and PKI at backup time.
+    keys_at_backup: Vec<String>,
+    pki_at_backup: Vec<(String, u32, Vec<u8>)>,
+}
+
+/// A sandbox node with keys, backed up (etcd over gRPC + its PKI), then changed: more keys
+/// and a rewritten PKI file, so a restore has something to undo.
+fn scene() -> Scene {
+    let w = World::new();
+    let node = SandboxNode::start();
+    let sshd = Sshd::start();
+    for i in 0..KEYS {
+        node.put(
+            &format!("/registry/pods/default/p-{i:02}"),
+            &format!("v{i}"),
+        );
+    }
+    let keys_at_backup = node.keys();
+    let pki_at_backup = tree(&node.pki_dir());
+    let reference = w.backup(&[
+        "--etcd-endpoint",
+        &node.client_url(),
+        "--pki-dir",
+        node.pki_dir().to_str().unwrap(),
+    ]);
+    node.put("/registry/pods/default/late", "after the backup");
+    std::fs::write(
+        node.pki_dir().join("apiserver.crt"),
+        "rotated after the backup",
+    )
+    .unwrap();
+    Scene {
+        w,
+        node,
+        sshd,
+        reference,
+        keys_at_backup,
+        pki_at_backup,
+    }
+}
+
+impl Scene {
+    fn staging(&self) -> PathBuf {
+        let p = self.w.path("staging");
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn restore_args(&self) -> Vec<String> {
+        let data = self.node.data_dir();
+        [
+            "restore",
+            &self.reference,
+            "-i",
+            self.w.key.to_str().unwrap(),
+            "--ssh",
+            &self.sshd.destination(),
+            "--ssh-port",
+            &self.sshd.port().to_string(),
+            "--ssh-key",
+            self.sshd.client_key().to_str().unwrap(),
+            "--ssh-known-hosts",
+            self.sshd.known_hosts().to_str().unwrap(),
+            "--manifests-dir",
+            self.node.manifests_dir().to_str().unwrap(),
+            "--etcd-data-dir",
+            data.to_str().unwrap(),
+            "--node-pki-dir",
+            self.node.pki_dir().to_str().unwrap(),
+            "--admin-conf",
+            self.node.admin_conf().to_str().unwrap(),
+            "--staging-dir",
+            self.staging().to_str().unwrap(),
+            "--node-etcd-endpoint",
+            &self.node.client_url(),
+            "--node-etcd-cacert",
+            "",
+            "--node-etcd-cert",
+            "",
+            "--node-etcd-key",
+            "",
+            // No crictl here: "stopped" is "no etcd process on this data dir". The [/] keeps
+            // pgrep from matching the shell that runs the check, whose argv holds the pattern.
+            "--stopped-check",
+            &format!(
+                "! pgrep -f -- '--data-dir=[/]{}' >/dev/null",
+                data.display().to_string().trim_start_matches('/')
+            ),
+            "--ready-check",
+            &format!(
+                "ETCDCTL_API=3 etcdctl --endpoints={} endpoint health",
+                self.node.client_url()
+            ),
+            "--wait-timeout",
+            "60",
+            "--kubeconfig-out",
+            self.w.path("admin.conf").to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn run(&self, extra: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut args = self.restore_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push("--store".into());
+        args.push(self.w.store.display().to_string());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cpvault_cmd(self.w.dir.path())
+            .envs(env.iter().copied())
+            .args(&refs)
+            .output()
+            .unwrap()
+    }
+
+    /// Keys of the node's etcd once it serves again.
+    fn keys_when_healthy(&self) -> Vec<String> {
+        assert!(
+            self.node.wait_healthy(Duration::from_secs(60)),
+            "etcd did not come back: {}",
+            self.node.log()
+        );
+        self.node.keys()
+    }
+}
+
+fn asides(dir: &Path) -> Vec<PathBuf> {
+    let parent = dir.parent().unwrap();
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{name}.before-cpvault-restore-"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+#[ignore = "needs openssh-server, etcd-server, etcd-client (apt-get install); CI runs it"]
+fn restore_onto_the_node_serves_the_backup_and_keeps_the_old_state_aside() {
+    let s = scene();
+    let owner_before = std::fs::metadata(s.node.data_dir()).unwrap();
+    let out = s.run(&["--yes"], &[]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), s.node.log());
+    assert_no_panic(&out);
+
+    assert_eq!(
+        s.keys_when_healthy(),
+        s.keys_at_backup,
+        "etcd serves other keys"
+    );
+    assert_eq!(
+        tree(&s.node.pki_dir()),
+        s.pki_at_backup,
+        "PKI differs from the backup"
+    );
+    // The old state is kept beside, never deleted.
+    let data_aside = asides(&s.node.data_dir());
+    let pki_aside = asides(&s.node.pki_dir());
+    assert_eq!(
+        (data_aside.len(), pki_aside.len()),
+        (1, 1),
+        "{data_aside:?} {pki_aside:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(pki_aside[0].join("apiserver.crt")).unwrap(),
+        "rotated after the backup"
+    );
+    assert!(data_aside[0].join("member").is_dir());
+    // The new data dir has the old one's owner and mode.
+    let owner_after = std::fs::metadata(s.node.data_dir()).unwrap();
+    assert_eq!(
+        (
+            owner_after.uid(),
+            owner_after.gid(),
+            owner_after.mode() & 0o7777
+        ),
+        (
+            owner_before.uid(),
+            owner_before.gid(),
+            owner_before.mode() & 0o7777
+        )
+    );
+    // The kubeconfig: the node's admin.conf, 0600.
+    let kc = s.w.path("admin.conf");
+    assert_eq!(
+        std::fs::read(&kc).unwrap(),
+        std::fs::read(s.node.admin_conf()).unwrap()
+    );
+    assert_eq!(
+        std::fs::metadata(&kc).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // No staging left behind (it held the CA keys).
+    assert_eq!(std::fs::read_dir(s.staging()).unwrap().count(), 0);
+}
+
+#[test]
+#[ignore = "needs openssh-server, etcd-server, etcd-client (apt-get install); CI runs it"]
+fn dry_run_prints_every_step_and_changes_nothing() {
+    let s = scene();
+    let before = s.node.snapshot_tree();
+    let out = s.run(&["--dry-run"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for step in [
+        "preflight",
+        "verify",
+        "stage",
+        "stop-control-plane",
+        "move-aside",
+        "restore-snapshot",
+        "pki",
+        "start-control-plane",
+        "wait-ready",
+        "kubeconfig",
+        "cleanup",
+    ] {
+        assert!(text.contains(step), "{step} missing from the plan:\n{text}");
+    }
+    assert!(text.contains("snapshot restore"), "{text}");
+    assert_eq!(s.node.snapshot_tree(), before, "dry run changed the node");
+    assert!(!s.w.path("admin.conf").exists());
+    let json = s.run(&["--dry-run", "--output", "json"], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["steps"].as_array().unwrap().len(), 11);
+    assert_eq!(s.node.snapshot_tree(), before);
+    // Without --yes and with no terminal to ask on, nothing happens either.
+    let unasked = s.run(&[], &[]);
+    assert_eq!(unasked.status.code(), Some(2), "{}", stderr(&unasked));
+    assert!(stderr(&unasked).contains("--yes"), "{}", stderr(&unasked));
+    assert_eq!(s.node.snapshot_tree(), before);
+}
+
+#[test]
+#[ignore = "needs openssh-server, etcd-server, etcd-client (apt-get install); CI runs it"]
+fn a_failure_at_any_step_rolls_the_node_back_to_exactly_how_it_was() {
+    let s = scene();
+    let keys_before = s.node.keys();
+    let tree_before = s.node.snapshot_tree();
+    for step in [
+        "stage",
+        "stop-control-plane",
+        "move-aside",
+        "restore-snapshot",
+        "pki",
+        "start-control-plane",
+        "wait-ready",
+        "kubeconfig",
+    ] {
+        let out = s.run(&["--yes"], &[("CPVAULT_RESTORE_FAIL_AT", step)]);
+        assert_no_panic(&out);
+        assert_eq!(out.status.code(), Some(1), "{step}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("restore step {step} failed")) && err.contains("rolled back"),
+            "{step}: {err}"
+        );
+        assert_eq!(
+            s.keys_when_healthy(),
+            keys_before,
+            "{step}: etcd keys changed"
+        );
+        assert_eq!(
+            s.node.snapshot_tree(),
+            tree_before,
+            "{step}: node tree changed"
+        );
+        assert!(!s.w.path("admin.conf").exists(), "{step}: kubeconfig left");
+        assert_eq!(
+            std::fs::read_dir(s.staging()).unwrap().count(),
+            0,
+            "{step}: staging left"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs openssh-server, etcd-server, etcd-client (apt-get install); CI runs it"]
+fn a_bad_archive_a_wrong_key_or_another_clusters_ca_stops_before_any_change() {
+    let s = scene();
+    let before = s.node.snapshot_tree();
+
+    // Wrong identity.
+    let other = s.w.path("other-key.txt");
+    let o = cpvault_in(s.w.dir.path(), &["keygen", "-o", other.to_str().unwrap()]);
+    assert!(o.status.success());
+    let mut args = s.restore_args();
+    let i = args.iter().position(|a| a == "-i").unwrap();
+    args[i + 1] = other.display().to_string();
+    args.extend(["--yes", "--store", s.w.store.to_str().unwrap()].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = cpvault_in(s.w.dir.path(), &refs);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing on"), "{}", stderr(&out));
+    assert_eq!(s.node.snapshot_tree(), before);
+
+    // Another cluster's CA on the node.
+    std::fs::write(s.node.pki_dir().join("ca.crt"), "another cluster's CA").unwrap();
+    let before_ca = s.node.snapshot_tree();
+    let out = s.run(&["--yes"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--force-different-cluster"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(s.node.snapshot_tree(), before_ca);
+
+    // A corrupted archive.
+    let archive = s.w.archive(&s.reference);
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&archive, bytes).unwrap();
+    let out = s.run(&["--yes", "--force-different-cluster"], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(s.node.snapshot_tree(), before_ca);
+}
+
+#[test]
+#[ignore = "needs etcd-server, etcd-client (apt-get install); CI runs it"]
+fn to_dir_gives_a_data_dir_a_real_etcd_starts_on() {
+    let w = World::new();
+    let etcd = Etcd::start();
+    for i in 0..KEYS {
+        etcd.put(&format!("/registry/k{i:02}"), &format!("v{i}"));
+    }
+    make_pki(&w.path("pki"));
+    let reference = w.backup(&["--etcd-endpoint", &etcd.endpoint, "--pki-dir", "pki"]);
+    etcd.put("/registry/late", "x");
+    let peer = free_port();
+    let out = w.run(&[
+        "restore",
+        &reference,
+        "-i",
+        w.key.to_str().unwrap(),
+        "--to-dir",
+        w.path("restored").to_str().unwrap(),
+        "--name",
+        "restored",
+        "--initial-cluster",
+        &format!("restored=http://127.0.0.1:{peer}"),
+        "--initial-advertise-peer-urls",
+        &format!("http://127.0.0.1:{peer}"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(tree(&w.path("restored/pki")), tree(&w.path("pki")));
+    let restored = Etcd::start_on(&w.path("restored/etcd"), "restored", Some(peer));
+    for i in 0..KEYS {
+        assert_eq!(
+            restored.get(&format!("/registry/k{i:02}")).as_deref(),
+            Some(format!("v{i}").as_str())
+        );
+    }
+    assert_eq!(restored.get("/registry/late"), None);
+    // Never into a non-empty dir.
+    let again = w.run(&[
+        "restore",
+        &reference,
+        "-i",
+        w.key.to_str().unwrap(),
+        "--to-dir",
+        w.path("restored").to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+}

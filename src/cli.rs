@@ -489,6 +489,21 @@ pub struct RestoreArgs {
     /// SSH to the node.
     #[command(flatten)]
     pub ssh: SshFlags,
+    /// Find the node (and its key in kube-system/sshkeys) through this cluster's API, as
+    /// backup does, when --ssh is not given; its [clusters.NAME] section supplies settings.
+    #[arg(
+        long,
+        env = "CPVAULT_CLUSTER",
+        value_name = "NAME",
+        help_heading = "Finding the node"
+    )]
+    pub cluster: Option<String>,
+    /// kubeconfig of the admin cluster, to find the node while its API server still answers.
+    #[arg(long, value_name = "FILE", help_heading = "Finding the node")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context.
+    #[arg(long, value_name = "NAME", help_heading = "Finding the node")]
+    pub context: Option<String>,
     /// etcdctl on the node.
     #[command(flatten)]
     pub node: NodeEtcdctlFlags,

@@ -393,3 +393,47 @@ fn to_dir_gives_a_data_dir_a_real_etcd_starts_on() {
     ]);
     assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
 }
+
+#[test]
+#[ignore = "needs openssh-server, etcd-server, etcd-client (apt-get install); CI runs it"]
+fn restore_finds_the_node_and_its_key_through_the_admin_cluster() {
+    let s = scene();
+    let api = crate::support::kubeapi::KubeApi::start();
+    api.add_node(
+        "admin-cp-1",
+        &[("node-role.kubernetes.io/master", "")],
+        &[("InternalIP", "127.0.0.1")],
+    );
+    let key = std::fs::read(s.sshd.client_key()).unwrap();
+    api.add_secret("kube-system", "sshkeys", &[("vsphere_tmp", &key)]);
+    let kubeconfig = s.w.path("admin.kubeconfig");
+    api.write_kubeconfig(&kubeconfig, "admin");
+    let mut args = s.restore_args();
+    for flag in ["--ssh", "--ssh-key"] {
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args.drain(i..i + 2);
+    }
+    args.extend(
+        [
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--ssh-user",
+            &s.sshd.user(),
+            "--dry-run",
+            "--store",
+            s.w.store.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let before = s.node.snapshot_tree();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = cpvault_in(s.w.dir.path(), &refs);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("control-plane node admin-cp-1 at 127.0.0.1"));
+    assert!(stdout(&out).contains("restore-snapshot"));
+    assert!(api
+        .requests()
+        .iter()
+        .any(|r| r.contains("/secrets/sshkeys")));
+    assert_eq!(s.node.snapshot_tree(), before);
+}

@@ -20,7 +20,9 @@ use crate::cli::RestoreArgs;
 use crate::error::{Usage, VerifyFailed};
 use crate::plan::restore::{self as rplan, NodeLayout, Step};
 use crate::sources::etcdctl::quote;
-use crate::sources::ssh::{Node, SshTarget};
+use crate::sources::gather;
+use crate::sources::kube::{Cluster, KubeTarget, Profile};
+use crate::sources::ssh::Node;
 
 /// Test hook: makes the named step fail after it ran, to exercise the rollback.
 const FAIL_AT_ENV: &str = "CPVAULT_RESTORE_FAIL_AT";
@@ -32,9 +34,10 @@ const FAIL_AT_ENV: &str = "CPVAULT_RESTORE_FAIL_AT";
 /// rollback's result.
 pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
     crate::catalog::parse_ref(&args.reference)?;
-    if args.to_dir.is_none() && args.ssh.ssh.is_none() {
+    let node_settings = node_settings(ctx, &args);
+    if args.to_dir.is_none() && node_settings.ssh.is_none() && node_settings.kubeconfig.is_none() {
         return Err(Usage(
-            "restore needs a target: --ssh USER@HOST (the control-plane node) or --to-dir DIR (a local etcd data dir)".into(),
+            "restore needs a target: --ssh USER@HOST (the control-plane node), --kubeconfig FILE or --cluster NAME (to find it), or --to-dir DIR (a local etcd data dir)".into(),
         )
         .into());
     }
@@ -53,7 +56,37 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.to_dir {
         return to_dir(ctx, &args, &store, &m, identities, dir).await;
     }
-    onto_node(ctx, &args, &store, &m, identities).await
+    onto_node(ctx, &args, &node_settings, &store, &m, identities).await
+}
+
+/// SSH and kubeconfig settings: flags over `[clusters.NAME]` (of `--cluster`, else of the
+/// backup's cluster) over `[sources]`.
+fn node_settings(ctx: &Ctx, args: &RestoreArgs) -> crate::config::Sources {
+    let cfg = &ctx.config;
+    let cluster = args
+        .cluster
+        .clone()
+        .or_else(|| args.reference.split('/').next().map(str::to_string));
+    let configured = cluster
+        .and_then(|c| cfg.clusters.get(&c))
+        .map(|c| c.sources.clone())
+        .unwrap_or_default()
+        .or(&cfg.sources);
+    let s = &args.ssh;
+    crate::config::Sources {
+        ssh: s.ssh.clone(),
+        ssh_user: s.ssh_user.clone(),
+        ssh_key: s.ssh_key.clone(),
+        ssh_port: s.ssh_port,
+        ssh_jump: s.ssh_jump.clone(),
+        ssh_known_hosts: s.ssh_known_hosts.clone(),
+        ssh_accept_new: s.ssh_accept_new.then_some(true),
+        ssh_sudo: s.ssh_sudo,
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+        ..Default::default()
+    }
+    .or(&configured)
 }
 
 async fn to_dir(
@@ -162,21 +195,6 @@ fn layout(args: &RestoreArgs) -> NodeLayout {
     l
 }
 
-fn target(args: &RestoreArgs) -> SshTarget {
-    let s = &args.ssh;
-    let mut t = SshTarget::from_destination(s.ssh.as_deref().expect("checked"));
-    if t.user.is_none() {
-        t.user = s.ssh_user.clone();
-    }
-    t.port = s.ssh_port;
-    t.key = s.ssh_key.clone();
-    t.jump = s.ssh_jump.clone();
-    t.known_hosts = s.ssh_known_hosts.clone();
-    t.accept_new = s.ssh_accept_new;
-    t.sudo = s.ssh_sudo.unwrap_or_default();
-    t
-}
-
 fn node_err(what: &str, out: &std::process::Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr)
         .trim()
@@ -190,12 +208,35 @@ fn node_err(what: &str, out: &std::process::Output) -> String {
 async fn onto_node(
     ctx: &Ctx,
     args: &RestoreArgs,
+    settings: &crate::config::Sources,
     store: &cpvault_backends::Store,
     m: &Manifest,
     identities: Arc<crate::crypto::Identities>,
 ) -> anyhow::Result<()> {
     let l = layout(args);
-    let node = Node::connect(&target(args)).await?;
+    // The node: given, or found through the cluster's API (with its key from the secret,
+    // held in a 0600 temp file that `_key_file` removes when the restore ends).
+    let (target, _key_file) = match &settings.ssh {
+        Some(dest) => (gather::ssh_target(settings, dest), None),
+        None => {
+            let cluster = Cluster::connect(&KubeTarget {
+                kubeconfig: settings.kubeconfig.clone().expect("checked"),
+                context: settings.context.clone(),
+                profile: settings.profile.unwrap_or(Profile::GkeAdmin),
+                namespace: None,
+            })
+            .await?;
+            let found = gather::discover_node(&cluster, settings).await?;
+            if !ctx.quiet {
+                eprintln!(
+                    "control-plane node {} at {} (found through the cluster's API)",
+                    found.name, found.address
+                );
+            }
+            (found.target, found.key_file)
+        }
+    };
+    let node = Node::connect(&target).await?;
     let result = restore_on(ctx, args, store, m, identities, &l, &node).await;
     node.close().await;
     result

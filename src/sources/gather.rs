@@ -171,7 +171,8 @@ fn none_if_empty(v: Option<String>) -> Option<Option<String>> {
     v.map(|p| (!p.is_empty()).then_some(p))
 }
 
-fn ssh_target(s: &Sources, dest: &str) -> SshTarget {
+/// The SSH settings of `s` for the node `dest` (`USER@HOST`).
+pub fn ssh_target(s: &Sources, dest: &str) -> SshTarget {
     let mut t = SshTarget::from_destination(dest);
     if t.user.is_none() {
         t.user = s.ssh_user.clone();
@@ -183,6 +184,51 @@ fn ssh_target(s: &Sources, dest: &str) -> SshTarget {
     t.accept_new = s.ssh_accept_new == Some(true);
     t.sudo = s.ssh_sudo.unwrap_or_default();
     t
+}
+
+/// The control-plane node found through the cluster's API.
+pub struct DiscoveredNode {
+    /// How to reach it (user `ubuntu` unless `ssh_user` says otherwise).
+    pub target: SshTarget,
+    /// Node name.
+    pub name: String,
+    /// The address used.
+    pub address: String,
+    /// The node key from `kube-system/sshkeys`, in a 0600 temp file removed on drop; `None`
+    /// when the settings give `ssh_key`.
+    pub key_file: Option<tempfile::NamedTempFile>,
+}
+
+/// Finds the control-plane node and, unless a key is given, its SSH key in the cluster.
+///
+/// # Errors
+/// The API calls' errors ([`super::SourceError::Kube`]) or a temp file that cannot be written.
+pub async fn discover_node(c: &Cluster, s: &Sources) -> anyhow::Result<DiscoveredNode> {
+    let (name, address) = c.control_plane_address().await?;
+    let mut target = ssh_target(s, &address);
+    target.user = Some(s.ssh_user.clone().unwrap_or_else(|| "ubuntu".into()));
+    let mut key_file = None;
+    if target.key.is_none() {
+        let key = c.ssh_key().await?;
+        let mut f = tempfile::Builder::new()
+            .prefix("cpvault-node-key.")
+            .tempfile()?;
+        f.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(&key)?;
+        if !key.ends_with(b"\n") {
+            f.write_all(b"\n")?;
+        }
+        f.flush()?;
+        target.key = Some(f.path().to_path_buf());
+        key_file = Some(f);
+    }
+    Ok(DiscoveredNode {
+        target,
+        name,
+        address,
+        key_file,
+    })
 }
 
 /// Opens every source of the plan and returns its entries; `warn` prints the plan's warning
@@ -233,24 +279,9 @@ async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered) -> anyhow::Result<()> 
         }
         (PkiFrom::DiscoveredNode, _) => {
             let c = cluster.as_ref().expect("plan checked");
-            let (name, addr) = c.control_plane_address().await?;
-            let mut t = ssh_target(s, &addr);
-            t.user = Some(s.ssh_user.clone().unwrap_or_else(|| "ubuntu".into()));
-            if t.key.is_none() {
-                let key = c.ssh_key().await?;
-                let mut f = tempfile::Builder::new()
-                    .prefix("cpvault-node-key.")
-                    .tempfile()?;
-                f.as_file()
-                    .set_permissions(std::fs::Permissions::from_mode(0o600))?;
-                f.write_all(&key)?;
-                if !key.ends_with(b"\n") {
-                    f.write_all(b"\n")?;
-                }
-                f.flush()?;
-                t.key = Some(f.path().to_path_buf());
-                g._key_file = Some(f);
-            }
+            let found = discover_node(c, s).await?;
+            let (t, name, addr) = (found.target, found.name, found.address);
+            g._key_file = found.key_file;
             tracing::info!("control-plane node {name} at {addr}");
             g.described.push(format!("node:{name}"));
             Some(Node::connect(&t).await?)

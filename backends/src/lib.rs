@@ -4,11 +4,13 @@
 //! point, and streaming reads. It holds no business logic: it never decides what a key means,
 //! and it never prints or logs credentials (a store is displayed by its redacted URL).
 
+pub mod azure;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod create_check;
 #[cfg(any(test, feature = "testing"))]
 pub mod fault;
+pub mod gcs;
 mod local;
 pub mod s3;
 
@@ -150,6 +152,14 @@ impl Store {
         }
         if url.starts_with("s3://") {
             let (store, display) = s3::open(url)?;
+            return Ok(Store::from_object_store(store, display));
+        }
+        if url.starts_with("gs://") {
+            let (store, display) = gcs::open(url)?;
+            return Ok(Store::from_object_store(store, display));
+        }
+        if url.starts_with("az://") {
+            let (store, display) = azure::open(url)?;
             return Ok(Store::from_object_store(store, display));
         }
         let dir = if url.starts_with("file://") {

@@ -72,6 +72,8 @@ pub enum Command {
     /// Restore a backup onto a control-plane node over SSH (planned, verified, rolled back on
     /// failure), or into a local etcd data dir with --to-dir.
     Restore(Box<RestoreArgs>),
+    /// Copy backups to another store, checking every byte's sha256 on the way.
+    Copy(CopyArgs),
 }
 
 /// Where backups live.
@@ -443,6 +445,31 @@ pub struct ExtractArgs {
     /// New directory to write into; it must not exist yet (or be empty).
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
+}
+
+/// `copy`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The archive streams from --store to --to; its size and sha256 must match \
+the manifest before the upload completes, and the manifest is created last, so a failed copy \
+leaves nothing listed at the target. Backups already at the target are skipped."
+)]
+pub struct CopyArgs {
+    /// The source store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The target store URL (same forms as --store).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Backups to copy: <cluster>/<id> or <cluster>/latest.
+    #[arg(value_name = "REF")]
+    pub references: Vec<String>,
+    /// Every committed backup (of --cluster, if given).
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: only this cluster.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
 }
 
 /// `restore`.

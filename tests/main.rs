@@ -22,6 +22,8 @@ mod prune;
 mod stores;
 // Sources: etcd gRPC (plain, mTLS), SSH (PKI, etcdctl), Kubernetes exec, auto discovery.
 mod sources;
+// copy: local ⇄ moto S3, verified both sides, corrupted sources refused.
+mod copy;
 // restore: onto a sandbox node over a real sshd (plan, rollback of every step), and --to-dir.
 mod restore;
 mod support;

@@ -2,6 +2,7 @@
 //! the core, and renders text or JSON. None holds format or pipeline logic of its own.
 
 pub mod backup;
+pub mod copy;
 pub mod extract;
 pub mod keygen;
 pub mod list;
@@ -111,5 +112,6 @@ pub async fn run(ctx: Ctx, command: Command) -> anyhow::Result<()> {
         Command::Extract(a) => extract::run(&ctx, a).await,
         Command::Prune(a) => prune::run(&ctx, a).await,
         Command::Restore(a) => restore::run(&ctx, *a).await,
+        Command::Copy(a) => copy::run(&ctx, a).await,
     }
 }

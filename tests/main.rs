@@ -24,6 +24,8 @@ mod stores;
 mod sources;
 // copy: local ⇄ moto S3, verified both sides, corrupted sources refused.
 mod copy;
+// The store failing on the wire (a proxy): killed mid-upload, connections cut and retried.
+mod store_faults;
 // restore: onto a sandbox node over a real sshd (plan, rollback of every step), and --to-dir.
 mod restore;
 mod support;

@@ -499,3 +499,5 @@ pub mod tls;
 pub mod sshd;
 // A sandbox "node" filesystem with a test kubelet that runs its static-pod manifests.
 pub mod node;
+// A TCP proxy that can die mid-upload or cut chosen connections.
+pub mod proxy;

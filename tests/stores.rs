@@ -223,3 +223,46 @@ async fn a_flipped_bit_on_read_fails_verify() {
     assert!(!rep.ok, "{rep:?}");
     assert!(rep.failures().any(|c| c.name == "ciphertext"), "{rep:?}");
 }
+
+// The documented opt-in: on a store that ignores If-None-Match, weak commit mode still
+// refuses a key that exists (checked before writing) and lets a new one through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weak_commit_mode_checks_before_writing_on_a_store_that_ignores_create() {
+    let mem: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let faulty = Arc::new(FaultStore::new(mem.clone()).ignore_create());
+    let checked =
+        Arc::new(cpvault_backends::create_check::CreateCheck::with_weak_commit(faulty, true));
+    let store = Store::from_object_store(checked, "s3://sloppy/server".into());
+    store
+        .put_create("admin/x.manifest.json", "{\"a\":1}".into())
+        .await
+        .unwrap();
+    let e = store
+        .put_create("admin/x.manifest.json", "{\"a\":2}".into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, cpvault_backends::StoreError::AlreadyExists { .. }),
+        "{e}"
+    );
+    assert_eq!(
+        &store.get_bytes("admin/x.manifest.json").await.unwrap()[..],
+        b"{\"a\":1}"
+    );
+    // And without the opt-in, the refusal names the variable that opts in.
+    let strict = Store::from_object_store(
+        Arc::new(
+            cpvault_backends::create_check::CreateCheck::with_weak_commit(
+                Arc::new(FaultStore::new(mem).ignore_create()),
+                false,
+            ),
+        ),
+        "s3://sloppy/server".into(),
+    );
+    let e = strict
+        .put_create("admin/y.manifest.json", "{}".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("CPVAULT_STORE_WEAK_COMMIT"), "{e}");
+}

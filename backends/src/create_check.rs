@@ -29,23 +29,55 @@ type Verdict = std::result::Result<(), String>;
 pub struct CreateCheck {
     inner: Arc<dyn ObjectStore>,
     verdict: OnceCell<Verdict>,
+    weak: bool,
 }
 
+/// The variable that opts in to committing on a store without conditional create.
+pub const WEAK_COMMIT_ENV: &str = "CPVAULT_STORE_WEAK_COMMIT";
+
 impl CreateCheck {
-    /// Wraps `inner`; nothing is probed until the first write.
+    /// Wraps `inner`; nothing is probed until the first write. The weak mode is on when
+    /// `CPVAULT_STORE_WEAK_COMMIT` is `1` or `true`.
     pub fn new(inner: Arc<dyn ObjectStore>) -> CreateCheck {
+        let weak = matches!(
+            std::env::var(WEAK_COMMIT_ENV).as_deref(),
+            Ok("1") | Ok("true")
+        );
+        CreateCheck::with_weak_commit(inner, weak)
+    }
+
+    /// Wraps `inner`. With `weak`, a store that fails the probe is still written to, and a
+    /// create-if-absent becomes check-then-write: it refuses an existing key, but two writers
+    /// racing for the same key can both succeed and the later one wins. Backup ids are
+    /// random, so that needs two commits of the same backup at once (two copies of it, say).
+    pub fn with_weak_commit(inner: Arc<dyn ObjectStore>, weak: bool) -> CreateCheck {
         CreateCheck {
             inner,
             verdict: OnceCell::new(),
+            weak,
         }
     }
 
     /// Runs the probe once (a transient error is returned and the probe retried next time).
-    async fn ensure(&self) -> Result<()> {
+    /// `Ok(true)` means the store failed the probe and the weak mode carries on.
+    async fn ensure(&self) -> Result<bool> {
         let verdict = self.verdict.get_or_try_init(|| self.probe()).await?;
-        verdict
-            .clone()
-            .map_err(|why| object_store::Error::NotSupported { source: why.into() })
+        match verdict {
+            Ok(()) => Ok(false),
+            Err(why) if self.weak => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!("{WEAK_COMMIT_ENV} is set: committing with check-then-write ({why})");
+                });
+                Ok(true)
+            }
+            Err(why) => Err(object_store::Error::NotSupported {
+                source: format!(
+                    "{why} (or set {WEAK_COMMIT_ENV}=1 to commit with check-then-write, accepting that two writers of the same key at once could overwrite each other)"
+                )
+                .into(),
+            }),
+        }
     }
 
     async fn probe(&self) -> Result<Verdict> {
@@ -109,7 +141,24 @@ impl ObjectStore for CreateCheck {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        self.ensure().await?;
+        let degraded = self.ensure().await?;
+        if degraded && matches!(opts.mode, PutMode::Create) {
+            match self.inner.head(location).await {
+                Ok(_) => {
+                    return Err(object_store::Error::AlreadyExists {
+                        path: location.to_string(),
+                        source: "exists (checked before writing: weak commit mode)".into(),
+                    })
+                }
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let opts = PutOptions {
+                mode: PutMode::Overwrite,
+                ..opts
+            };
+            return self.inner.put_opts(location, payload, opts).await;
+        }
         self.inner.put_opts(location, payload, opts).await
     }
 

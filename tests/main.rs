@@ -29,3 +29,10 @@ mod store_faults;
 // restore: onto a sandbox node over a real sshd (plan, rollback of every step), and --to-dir.
 mod restore;
 mod support;
+// Azure store on Azurite: conformance suite, key/SAS/emulator settings, commit refusal, CLI.
+mod stores_azure;
+// S3 store on s3s-fs (SigV4-checking): conformance suite, commit refusal, CLI round trip.
+mod stores_s3sfs;
+// GCS store: conformance suite on a GCS test server, generation preconditions, credentials,
+// CLI round trip, and reads/list/delete on fake-gcs-server.
+mod stores_gcs;

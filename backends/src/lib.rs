@@ -13,6 +13,7 @@ pub mod fault;
 pub mod gcs;
 mod local;
 pub mod s3;
+mod settings;
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 pub enum StoreError {
     /// The URL could not be understood.
     #[error(
-        "store URL '{url}': {reason}; use file:///abs/path, a plain directory path, s3://bucket/prefix, or memory://"
+        "store URL '{url}': {reason}; use file:///abs/path, a plain directory path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, or memory://"
     )]
     BadUrl {
         /// The URL as given.

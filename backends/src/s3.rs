@@ -6,20 +6,19 @@
 //! a commit (see [`crate::create_check`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::path::Path;
-use object_store::prefix::PrefixStore;
-use object_store::{BackoffConfig, Certificate, ClientOptions, ObjectStore, RetryConfig};
+use object_store::{Certificate, ClientOptions, ObjectStore};
 
-use crate::create_check::CreateCheck;
+use crate::settings::{self, UrlRules};
 use crate::StoreError;
 
-/// Total time one request may spend being retried before its error is final. Bounded so a
-/// dead endpoint fails a backup in about a minute instead of hanging it.
-const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
-const DEFAULT_MAX_RETRIES: usize = 8;
+const URL_RULES: UrlRules = UrlRules {
+    scheme: "s3",
+    service: "S3",
+    credentials_hint: "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    endpoint_hint: "put the endpoint in AWS_ENDPOINT_URL",
+};
 
 /// Opens `url` (`s3://bucket[/prefix]`) with settings from this process's environment.
 ///
@@ -42,11 +41,7 @@ pub fn open_with_vars(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(Arc<dyn ObjectStore>, String), StoreError> {
     let (bucket, prefix) = parse_url(url)?;
-    let display = if prefix.is_empty() {
-        format!("s3://{bucket}")
-    } else {
-        format!("s3://{bucket}/{prefix}")
-    };
+    let display = settings::display("s3", &bucket, &prefix);
     let bad = |reason: String| StoreError::BadUrl {
         url: display.clone(),
         reason,
@@ -54,46 +49,25 @@ pub fn open_with_vars(
 
     let mut builder = AmazonS3Builder::new();
     let mut client = ClientOptions::new();
-    let mut retry = RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(8),
-            base: 2.0,
-        },
-        max_retries: DEFAULT_MAX_RETRIES,
-        retry_timeout: DEFAULT_RETRY_TIMEOUT,
-    };
+    let mut retry = settings::default_retry();
     let mut endpoint: Option<String> = None;
     let mut allow_http = false;
     for (name, value) in vars {
-        match name.as_str() {
-            "AWS_CA_BUNDLE" => {
-                let pem = std::fs::read(&value)
-                    .map_err(|e| bad(format!("AWS_CA_BUNDLE file '{value}': {e}")))?;
-                let certs = Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    bad(format!(
-                        "AWS_CA_BUNDLE file '{value}' is not PEM certificates: {e}"
-                    ))
-                })?;
-                for c in certs {
-                    client = client.with_root_certificate(c);
-                }
-                continue;
+        if settings::apply_retry_setting(&mut retry, &name, &value).map_err(&bad)? {
+            continue;
+        }
+        if name == "AWS_CA_BUNDLE" {
+            let pem = std::fs::read(&value)
+                .map_err(|e| bad(format!("AWS_CA_BUNDLE file '{value}': {e}")))?;
+            let certs = Certificate::from_pem_bundle(&pem).map_err(|e| {
+                bad(format!(
+                    "AWS_CA_BUNDLE file '{value}' is not PEM certificates: {e}"
+                ))
+            })?;
+            for c in certs {
+                client = client.with_root_certificate(c);
             }
-            "CPVAULT_STORE_RETRY_TIMEOUT" => {
-                let secs: u64 = value
-                    .parse()
-                    .map_err(|_| bad("CPVAULT_STORE_RETRY_TIMEOUT must be whole seconds".into()))?;
-                retry.retry_timeout = Duration::from_secs(secs);
-                continue;
-            }
-            "CPVAULT_STORE_MAX_RETRIES" => {
-                retry.max_retries = value
-                    .parse()
-                    .map_err(|_| bad("CPVAULT_STORE_MAX_RETRIES must be a number".into()))?;
-                continue;
-            }
-            _ => {}
+            continue;
         }
         if !name.starts_with("AWS_") {
             continue;
@@ -106,7 +80,7 @@ pub fn open_with_vars(
             AmazonS3ConfigKey::Bucket => {}
             AmazonS3ConfigKey::Client(k) => {
                 if name == "AWS_ALLOW_HTTP" {
-                    allow_http = matches!(value.to_ascii_lowercase().as_str(), "true" | "1");
+                    allow_http = settings::is_true(&value);
                 }
                 client = client.with_config(k, value);
             }
@@ -132,50 +106,12 @@ pub fn open_with_vars(
         .with_retry(retry)
         .build()
         .map_err(|e| bad(format!("S3 settings: {e}")))?;
-    let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
-        Arc::new(s3)
-    } else {
-        Arc::new(PrefixStore::new(s3, Path::from(prefix.as_str())))
-    };
-    Ok((Arc::new(CreateCheck::new(inner)), display))
+    Ok((settings::wrap(s3, &prefix), display))
 }
 
 /// Splits `s3://bucket/prefix` into the bucket and the prefix (no leading/trailing `/`).
 fn parse_url(url: &str) -> Result<(String, String), StoreError> {
-    // Never echo a URL that carries credentials back to the user.
-    let bad = |reason: &str| StoreError::BadUrl {
-        url: if url.contains('@') {
-            "s3://<redacted>".into()
-        } else {
-            url.to_string()
-        },
-        reason: reason.to_string(),
-    };
-    let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-    if parsed.scheme() != "s3" {
-        return Err(bad("not an s3:// URL"));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(bad(
-            "credentials do not belong in the store URL; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-        ));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() || parsed.port().is_some() {
-        return Err(bad(
-            "an s3:// URL is s3://bucket/prefix; put the endpoint in AWS_ENDPOINT_URL",
-        ));
-    }
-    let bucket = parsed.host_str().unwrap_or_default().to_string();
-    if bucket.is_empty() {
-        return Err(bad("no bucket: use s3://bucket/prefix"));
-    }
-    let prefix = parsed.path().trim_matches('/').to_string();
-    if !prefix.is_empty() && Path::parse(&prefix).is_err() {
-        return Err(bad(
-            "the prefix has an empty, '.' or '..' segment or a character S3 keys cannot carry",
-        ));
-    }
-    Ok((bucket, prefix))
+    settings::parse_bucket_url(url, &URL_RULES)
 }
 
 #[cfg(test)]

@@ -501,3 +501,9 @@ pub mod sshd;
 pub mod node;
 // A TCP proxy that can die mid-upload or cut chosen connections.
 pub mod proxy;
+// Azurite, the Azure Storage emulator, from a local npm install (or PATH).
+pub mod azurite;
+// s3s-fs, an S3 server that checks SigV4 signatures.
+pub mod s3sfs;
+// A GCS XML-API test server (in process, credential-checking) and the real fake-gcs-server.
+pub mod gcs;

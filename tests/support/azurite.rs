@@ -1,0 +1,284 @@
+//! Azurite's blob service (the Azure Storage emulator, from npm) on a free loopback port,
+//! in memory, with one container, killed on drop. It uses Azurite's published development
+//! account, whose key is no secret, and never sends telemetry or any traffic off loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::{cpvault_cmd, free_port};
+
+/// Azurite's well-known development account and key.
+pub const ACCOUNT: &str = "devstoreaccount1";
+pub const KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Where [`INSTALL`], run in the repository root, puts the blob service.
+const LOCAL_BIN: &str = ".ci/node/node_modules/.bin/azurite-blob";
+pub const INSTALL: &str = "npm install --no-save --prefix .ci/node azurite@3.35.0";
+
+/// A real Azurite blob service on loopback with one container, killed on drop.
+pub struct Azurite {
+    child: Child,
+    /// The service root, `http://127.0.0.1:PORT` (blobs are below `/devstoreaccount1/`).
+    pub endpoint: String,
+    pub container: String,
+    dir: tempfile::TempDir,
+}
+
+/// The repository's local install, else `azurite-blob` on PATH; panics with the install
+/// command when neither is there.
+fn binary() -> PathBuf {
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(LOCAL_BIN);
+    if local.is_file() {
+        return local;
+    }
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("azurite-blob"))
+            .find(|b| b.is_file())
+    });
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "this test needs Azurite's `azurite-blob` (in the repository root: {INSTALL}); .ci/run installs it{}",
+            if std::env::var("CI").as_deref() == Ok("true") {
+                " — CI=true, so a missing tool is a failure"
+            } else {
+                ""
+            }
+        )
+    })
+}
+
+impl Azurite {
+    /// Starts `azurite-blob` on a free port and creates a container.
+    pub fn start() -> Azurite {
+        let bin = binary();
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("azurite.log")).unwrap();
+        let child = Command::new(&bin)
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--loose"])
+            .arg("--disableTelemetry")
+            .current_dir(dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let mut a = Azurite {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            container: "cpvault-test".into(),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match a.create_container() {
+                Some(status) if status.contains(" 201") => return a,
+                Some(status) => panic!("Azurite refused to create the container: {status}"),
+                None => {}
+            }
+            if let Ok(Some(exit)) = a.child.try_wait() {
+                panic!("azurite-blob exited ({exit}): {}", a.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "azurite-blob did not start: {}",
+                a.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("azurite.log")).unwrap_or_default()
+    }
+
+    /// One Shared Key signed `Create Container`; the status line, or `None` while the
+    /// service does not answer yet.
+    fn create_container(&self) -> Option<String> {
+        use std::io::{Read, Write};
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).ok()?;
+        let date = chrono::Utc::now()
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let version = "2021-08-06";
+        let c = &self.container;
+        // Path-style addressing: the account is the first path segment, and signs twice.
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{ACCOUNT}/{ACCOUNT}/{c}\nrestype:container"
+        );
+        let sig = base64(&hmac_sha256(&unbase64(KEY), to_sign.as_bytes()));
+        write!(
+            s,
+            "PUT /{ACCOUNT}/{c}?restype=container HTTP/1.1\r\nHost: {addr}\r\nx-ms-date: {date}\r\nx-ms-version: {version}\r\nAuthorization: SharedKey {ACCOUNT}:{sig}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out.lines().next()?.to_string()).filter(|l| !l.is_empty())
+    }
+
+    /// Settings for the emulator mode: only the flag and where the service listens (the
+    /// development account and key are the store's defaults).
+    pub fn vars(&self) -> Vec<(String, String)> {
+        pairs(&[
+            ("AZURE_STORAGE_USE_EMULATOR", "true"),
+            ("AZURITE_BLOB_STORAGE_URL", &self.endpoint),
+        ])
+    }
+
+    /// Settings as for a real storage account: name, key and an explicit endpoint.
+    pub fn account_vars(&self) -> Vec<(String, String)> {
+        pairs(&[
+            ("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT),
+            ("AZURE_STORAGE_ACCOUNT_KEY", KEY),
+            (
+                "AZURE_STORAGE_ENDPOINT",
+                &format!("{}/{ACCOUNT}", self.endpoint),
+            ),
+            ("AZURE_ALLOW_HTTP", "true"),
+        ])
+    }
+
+    /// Settings with a container SAS token (read, add, create, write, delete, list on this
+    /// container only, valid for an hour) instead of the key: the least a backup needs.
+    pub fn sas_vars(&self) -> Vec<(String, String)> {
+        let now = chrono::Utc::now();
+        let fmt = "%Y-%m-%dT%H:%M:%SZ";
+        let start = (now - chrono::Duration::minutes(5)).format(fmt).to_string();
+        let expiry = (now + chrono::Duration::hours(1)).format(fmt).to_string();
+        let (version, perms, protocol) = ("2021-08-06", "racwdl", "https,http");
+        let resource = format!("/blob/{ACCOUNT}/{}", self.container);
+        // Service SAS, version 2020-12-06 and later: identifier, IP, snapshot time,
+        // encryption scope and the five response-header overrides are empty.
+        let to_sign = format!(
+            "{perms}\n{start}\n{expiry}\n{resource}\n\n\n{protocol}\n{version}\nc\n\n\n\n\n\n\n"
+        );
+        let sig = base64(&hmac_sha256(&unbase64(KEY), to_sign.as_bytes()));
+        let sas = format!(
+            "sv={version}&sr=c&sp={perms}&st={start}&se={expiry}&spr={protocol}&sig={}",
+            percent(&sig)
+        );
+        pairs(&[
+            ("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT),
+            ("AZURE_STORAGE_SAS_KEY", &sas),
+            (
+                "AZURE_STORAGE_ENDPOINT",
+                &format!("{}/{ACCOUNT}", self.endpoint),
+            ),
+            ("AZURE_ALLOW_HTTP", "true"),
+        ])
+    }
+
+    /// `cpvault` with only this server's settings (no AZURE_* inherited from the caller).
+    pub fn cpvault(&self, cwd: &Path, args: &[&str]) -> Output {
+        let mut c = cpvault_cmd(cwd);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AZURE_") || k.starts_with("AZURITE_") {
+                c.env_remove(k);
+            }
+        }
+        c.envs(self.vars()).args(args).output().unwrap()
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+// Shared Key signing needs HMAC-SHA256 and base64; the test crate has sha2 but neither of
+// those, and a few lines here beat a dev-dependency.
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .to_vec()
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64(data: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn unbase64(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = B64.iter().position(|b| *b == c).expect("base64") as u32;
+        acc = acc << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn hmac_and_base64_match_known_answers() {
+    // RFC 4231 test case 2.
+    let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+    assert_eq!(
+        hex::encode(&mac),
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
+    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    assert_eq!(base64(b"fooba"), "Zm9vYmE=");
+    assert_eq!(base64(b"foob"), "Zm9vYg==");
+    assert_eq!(unbase64("Zm9vYg=="), b"foob");
+    assert_eq!(unbase64(&base64(&unbase64(KEY))), unbase64(KEY));
+}

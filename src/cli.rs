@@ -79,7 +79,8 @@ pub enum Command {
 /// Where backups live.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// Store URL: a directory path, file:///abs/path, s3://bucket/prefix (AWS_* settings), or
+    /// Store URL: a directory path, file:///abs/path, s3://bucket/prefix (AWS_* settings),
+    /// gs://bucket/prefix (GOOGLE_*), az://container/prefix (AZURE_*), or
     /// memory:// (for tests).
     #[arg(long, env = "CPVAULT_STORE", value_name = "URL")]
     pub store: Option<String>,

@@ -29,6 +29,10 @@ pub struct Config {
     pub identities: Vec<PathBuf>,
     /// zstd level.
     pub zstd_level: Option<i32>,
+    /// Store settings by variable name (`AWS_ENDPOINT_URL`, `GOOGLE_BASE_URL`, …); a set
+    /// environment variable wins. Secrets are refused here: they belong in the environment.
+    #[serde(default)]
+    pub store_settings: BTreeMap<String, String>,
     /// Tags added to every backup.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -216,10 +220,32 @@ impl Config {
             path: path.clone(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path,
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
             message: e.to_string().replace('\n', " "),
-        })
+        })?;
+        for name in config.store_settings.keys() {
+            let upper = name.to_ascii_uppercase();
+            let secret = [
+                "SECRET",
+                "TOKEN",
+                "PASSWORD",
+                "SAS",
+                "ACCOUNT_KEY",
+                "SERVICE_ACCOUNT_KEY",
+            ]
+            .iter()
+            .any(|s| upper.contains(s));
+            if secret {
+                return Err(ConfigError::Parse {
+                    path,
+                    message: format!(
+                        "[store_settings] {name} is a secret, and the config file holds none: set it in the environment instead"
+                    ),
+                });
+            }
+        }
+        Ok(config)
     }
 }
 

@@ -266,3 +266,59 @@ async fn weak_commit_mode_checks_before_writing_on_a_store_that_ignores_create()
         .to_string();
     assert!(e.contains("CPVAULT_STORE_WEAK_COMMIT"), "{e}");
 }
+
+// S3 settings from the config file ([store_settings]); the secret stays in the environment.
+#[test]
+#[ignore = "needs moto_server (pip install 'moto[server]')"]
+fn s3_settings_come_from_the_config_file_and_secrets_from_the_environment() {
+    let w = World::new();
+    let m = Moto::start();
+    let config = w.path("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"s3://{}/from-config\"\n[store_settings]\nAWS_ENDPOINT_URL = \"{}\"\nAWS_REGION = \"us-east-1\"\nAWS_ALLOW_HTTP = \"true\"\nAWS_ACCESS_KEY_ID = \"testing\"\n",
+            m.bucket, m.endpoint
+        ),
+    )
+    .unwrap();
+    fake_snapshot(&w.path("snap.db"), 10);
+    let cfg = config.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut c = cpvault_cmd(w.dir.path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("AWS_SECRET_ACCESS_KEY", "testing-secret")
+            .arg("--config")
+            .arg(cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let b = run(&[
+        "backup",
+        "--cluster",
+        "admin",
+        "-r",
+        &w.recipient,
+        "--etcd-snapshot-file",
+        "snap.db",
+    ]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    let list = run(&["list", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{}", stderr(&list));
+
+    // A secret in the file is refused, naming the fix.
+    std::fs::write(&config, "[store_settings]\nAWS_SECRET_ACCESS_KEY = \"x\"\n").unwrap();
+    let refused = run(&["list"]);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        stderr(&refused).contains("environment"),
+        "{}",
+        stderr(&refused)
+    );
+}

@@ -135,6 +135,24 @@ impl Store {
     /// [`StoreError::BadUrl`] for an unknown scheme or malformed URL,
     /// [`StoreError::MissingDirectory`] for an absent local directory without `create`.
     pub fn open(url: &str, create: bool) -> Result<Store, StoreError> {
+        Store::open_with(url, create, &std::collections::BTreeMap::new())
+    }
+
+    /// Like [`Store::open`], with `settings` (`AWS_*`, `GOOGLE_*`, `AZURE_*` names, e.g. from
+    /// a config file) under the environment: a variable that is set wins over a setting.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with(
+        url: &str,
+        create: bool,
+        settings: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Store, StoreError> {
+        let vars = || {
+            let mut v: std::collections::BTreeMap<String, String> = settings.clone();
+            v.extend(std::env::vars());
+            v.into_iter()
+        };
         let bad = |reason: &str| StoreError::BadUrl {
             url: url.to_string(),
             reason: reason.to_string(),
@@ -152,15 +170,15 @@ impl Store {
             ));
         }
         if url.starts_with("s3://") {
-            let (store, display) = s3::open(url)?;
+            let (store, display) = s3::open_with_vars(url, vars())?;
             return Ok(Store::from_object_store(store, display));
         }
         if url.starts_with("gs://") {
-            let (store, display) = gcs::open(url)?;
+            let (store, display) = gcs::open_with_vars(url, vars())?;
             return Ok(Store::from_object_store(store, display));
         }
         if url.starts_with("az://") {
-            let (store, display) = azure::open(url)?;
+            let (store, display) = azure::open_with_vars(url, vars())?;
             return Ok(Store::from_object_store(store, display));
         }
         let dir = if url.starts_with("file://") {

@@ -41,7 +41,8 @@ pub async fn run(ctx: &Ctx, args: CopyArgs) -> anyhow::Result<()> {
         crate::catalog::parse_ref(r)?;
     }
     let from = ctx.store(&args.store, false)?;
-    let to = Store::open(&args.to, true).map_err(|e| Usage(format!("--to: {e}")))?;
+    let to = Store::open_with(&args.to, true, &ctx.config.store_settings)
+        .map_err(|e| Usage(format!("--to: {e}")))?;
     if from.to_string() == to.to_string() {
         return Err(Usage(format!(
             "--to is the source store ({from}); copy to another store"

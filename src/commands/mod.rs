@@ -46,7 +46,7 @@ impl Ctx {
         let url = args.store.clone().or_else(|| self.config.store.clone()).ok_or_else(|| {
             Usage("no store given: pass --store URL (a directory or file:///path), set CPVAULT_STORE, or put `store = …` in the config file".into())
         })?;
-        Ok(Store::open(&url, create)?)
+        Ok(Store::open_with(&url, create, &self.config.store_settings)?)
     }
 
     /// Loads identities from `-i`, the config and CPVAULT_PASSPHRASE; `None` when there are

@@ -50,49 +50,8 @@ async fn store_ignoring_conditional_create_is_refused() {
 #[ignore = "needs moto_server (pip install 'moto[server]')"]
 fn cli_round_trip_on_moto() {
     let m = Moto::start();
-    let w = World::new();
-    make_pki(&w.path("pki"));
-    fake_snapshot(&w.path("snapshot.db"), 300);
     let store = format!("s3://{}/backups", m.bucket);
-    let run = |args: &[&str]| {
-        let mut a = args.to_vec();
-        a.extend(["--store", &store]);
-        m.cpvault(w.dir.path(), &a)
-    };
-    let b = run(&[
-        "backup",
-        "--cluster",
-        "admin",
-        "-r",
-        &w.recipient,
-        "--etcd-snapshot-file",
-        "snapshot.db",
-        "--pki-dir",
-        "pki",
-    ]);
-    assert!(b.status.success(), "backup: {}", stderr(&b));
-    let reference = stdout(&b).trim().to_string();
-    let l = run(&["list"]);
-    assert!(
-        l.status.success() && stdout(&l).contains(&reference),
-        "{}{}",
-        stdout(&l),
-        stderr(&l)
-    );
-    let key = w.key.to_str().unwrap().to_string();
-    let v = run(&["verify", &reference, "-i", &key]);
-    assert!(v.status.success(), "verify: {}{}", stdout(&v), stderr(&v));
-    let to = w.path("out");
-    let x = run(&[
-        "extract",
-        &reference,
-        "-i",
-        &key,
-        "--to",
-        to.to_str().unwrap(),
-    ]);
-    assert!(x.status.success(), "extract: {}", stderr(&x));
-    assert_eq!(tree(&to.join("pki")), tree(&w.path("pki")));
+    cli_round_trip(&store, |cwd, args| m.cpvault(cwd, args));
 }
 
 fn keys() -> (

@@ -3,8 +3,6 @@
 //! a second create at the commit point, a wrong key or SAS refused without quoting it, and a CLI
 //! round trip through `--store az://…`.
 
-use std::process::Output;
-
 use bytes::Bytes;
 use cpvault_backends::{azure, conformance, Store, StoreError};
 
@@ -100,51 +98,4 @@ fn cli_round_trip_on_azurite() {
     let a = Azurite::start();
     let url = format!("az://{}/backups", a.container);
     cli_round_trip(&url, |cwd, args| a.cpvault(cwd, args));
-}
-
-/// backup → list → verify -i → extract through the real binary on `store`; `run` supplies
-/// the server's settings.
-pub(crate) fn cli_round_trip(store: &str, run: impl Fn(&std::path::Path, &[&str]) -> Output) {
-    let w = World::new();
-    make_pki(&w.path("pki"));
-    fake_snapshot(&w.path("snapshot.db"), 300);
-    let run = |args: &[&str]| {
-        let mut a = args.to_vec();
-        a.extend(["--store", store]);
-        run(w.dir.path(), &a)
-    };
-    let b = run(&[
-        "backup",
-        "--cluster",
-        "admin",
-        "-r",
-        &w.recipient,
-        "--etcd-snapshot-file",
-        "snapshot.db",
-        "--pki-dir",
-        "pki",
-    ]);
-    assert!(b.status.success(), "backup: {}", stderr(&b));
-    let reference = stdout(&b).trim().to_string();
-    let l = run(&["list"]);
-    assert!(
-        l.status.success() && stdout(&l).contains(&reference),
-        "{}{}",
-        stdout(&l),
-        stderr(&l)
-    );
-    let key = w.key.to_str().unwrap().to_string();
-    let v = run(&["verify", &reference, "-i", &key]);
-    assert!(v.status.success(), "verify: {}{}", stdout(&v), stderr(&v));
-    let to = w.path("out");
-    let x = run(&[
-        "extract",
-        &reference,
-        "-i",
-        &key,
-        "--to",
-        to.to_str().unwrap(),
-    ]);
-    assert!(x.status.success(), "extract: {}", stderr(&x));
-    assert_eq!(tree(&to.join("pki")), tree(&w.path("pki")));
 }

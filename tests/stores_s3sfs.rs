@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use cpvault_backends::{conformance, s3, Store, StoreError};
 
-use crate::stores_azure::cli_round_trip;
+use crate::support::cli_round_trip;
 use crate::support::s3sfs::S3sFs;
 
 fn store(vars: Vec<(String, String)>, url: &str) -> Store {

@@ -163,6 +163,54 @@ pub fn assert_schema_valid(json: &serde_json::Value) {
     );
 }
 
+/// backup → list → verify -i → extract through the real binary on `store`; `run` supplies
+/// the server's settings. Returns the world and the backup for further checks.
+pub fn cli_round_trip(store: &str, run: impl Fn(&Path, &[&str]) -> Output) -> (World, String) {
+    let w = World::new();
+    make_pki(&w.path("pki"));
+    fake_snapshot(&w.path("snapshot.db"), 300);
+    let run = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--store", store]);
+        run(w.dir.path(), &a)
+    };
+    let b = run(&[
+        "backup",
+        "--cluster",
+        "admin",
+        "-r",
+        &w.recipient,
+        "--etcd-snapshot-file",
+        "snapshot.db",
+        "--pki-dir",
+        "pki",
+    ]);
+    assert!(b.status.success(), "backup: {}", stderr(&b));
+    let reference = stdout(&b).trim().to_string();
+    let l = run(&["list"]);
+    assert!(
+        l.status.success() && stdout(&l).contains(&reference),
+        "{}{}",
+        stdout(&l),
+        stderr(&l)
+    );
+    let key = w.key.to_str().unwrap().to_string();
+    let v = run(&["verify", &reference, "-i", &key]);
+    assert!(v.status.success(), "verify: {}{}", stdout(&v), stderr(&v));
+    let to = w.path("out");
+    let x = run(&[
+        "extract",
+        &reference,
+        "-i",
+        &key,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert!(x.status.success(), "extract: {}", stderr(&x));
+    assert_eq!(tree(&to.join("pki")), tree(&w.path("pki")));
+    (w, reference)
+}
+
 /// A PKI tree like kubeadm's: nested directories, keys 0600, certificates 0644.
 pub fn make_pki(dir: &Path) {
     let files: &[(&str, u32, usize)] = &[

@@ -162,6 +162,24 @@ fn wait_for(check: &str, what: &str, seconds: u64) -> String {
     )
 }
 
+/// `snapshot restore` on the node. etcd 3.5 deprecated `etcdctl snapshot restore` in favour
+/// of `etcdutl`, and 3.6 removed it, so with the default etcdctl the script prefers etcdutl
+/// where the node has it; a configured etcdctl command is used as given.
+fn restore_command(l: &NodeLayout, m: &Member, snapshot: &str, data: &str) -> String {
+    let args = format!(
+        "snapshot restore {snapshot} --data-dir={data} --name={} --initial-cluster={} --initial-advertise-peer-urls={}",
+        quote(&m.name),
+        quote(&m.initial_cluster),
+        quote(&m.initial_advertise_peer_urls),
+    );
+    let etcdctl = format!("ETCDCTL_API=3 {} {args}", l.etcdctl.command);
+    if l.etcdctl.command == "etcdctl" {
+        format!("if command -v etcdutl >/dev/null 2>&1; then etcdutl {args}; else {etcdctl}; fi")
+    } else {
+        etcdctl
+    }
+}
+
 /// The whole plan, in order.
 pub fn plan(l: &NodeLayout, m: &Member, restore_id: &str, kubeconfig_out: &str) -> Vec<Step> {
     let p = paths(l, restore_id);
@@ -236,11 +254,8 @@ pub fn plan(l: &NodeLayout, m: &Member, restore_id: &str, kubeconfig_out: &str) 
             ),
             changes_node: true,
             script: format!(
-                "cd {staging} && ETCDCTL_API=3 {} snapshot restore {staging}/etcd/snapshot.db --data-dir={data} --name={} --initial-cluster={} --initial-advertise-peer-urls={} && chown -R \"$(stat -c %u:%g {da})\" {data} && chmod \"$(stat -c %a {da})\" {data}",
-                l.etcdctl.command,
-                q(&m.name),
-                q(&m.initial_cluster),
-                q(&m.initial_advertise_peer_urls),
+                "cd {staging} && {} && chown -R \"$(stat -c %u:%g {da})\" {data} && chmod \"$(stat -c %a {da})\" {data}",
+                restore_command(l, m, &format!("{staging}/etcd/snapshot.db"), &data),
                 da = q(&p.data_aside),
             ),
             // Only ever the new dir: the old one is aside whenever this step ran.
@@ -349,6 +364,11 @@ mod tests {
         let restore = &steps[5];
         assert!(restore.script.contains("--name=admin-cp-1"));
         assert!(restore.script.contains("chown -R"));
+        assert!(restore.script.contains("then etcdutl snapshot restore"));
+        let mut custom = l.clone();
+        custom.etcdctl.command = "/opt/etcd/etcdctl".into();
+        let s = plan(&custom, &m, "cpvault-restore-X", "admin.conf");
+        assert!(!s[5].script.contains("etcdutl") && s[5].script.contains("/opt/etcd/etcdctl"));
     }
 
     #[test]

@@ -245,3 +245,43 @@ fn extract_of_an_archive_corrupt_in_a_late_chunk_leaves_nothing_behind() {
     assert!(failed_check(&stderr(&out), "decrypt"), "{}", stderr(&out));
     assert_eq!(std::fs::read_dir(&to).map(|d| d.count()).unwrap_or(0), 0);
 }
+
+// extract writes into a hidden work dir and moves it into --to only after every byte
+// verified: a corrupted archive leaves --to empty and no work dir behind.
+#[test]
+fn a_failed_extract_leaves_neither_files_nor_its_work_dir() {
+    let w = World::new();
+    make_pki(&w.path("pki"));
+    fake_snapshot(&w.path("snap.db"), 600);
+    let r = w.backup(&["--etcd-snapshot-file", "snap.db", "--pki-dir", "pki"]);
+    let archive = w.archive(&r);
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = bytes.len() * 3 / 4;
+    bytes[at] ^= 0x01;
+    std::fs::write(&archive, bytes).unwrap();
+    let to = w.path("out");
+    let out = w.run(&[
+        "extract",
+        &r,
+        "-i",
+        w.key.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let left: Vec<_> = std::fs::read_dir(&to)
+        .map(|d| d.count())
+        .into_iter()
+        .collect();
+    assert!(left.iter().all(|n| *n == 0), "files left in --to");
+    let work: Vec<_> = std::fs::read_dir(w.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".cpvault-extract-")
+        })
+        .collect();
+    assert!(work.is_empty(), "work dir left: {work:?}");
+}

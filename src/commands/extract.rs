@@ -80,14 +80,6 @@ fn prepare(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn clear(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
-        }
-    }
-}
-
 /// Runs the command.
 ///
 /// # Errors
@@ -131,15 +123,24 @@ pub async fn extract_verified(
     to: &Path,
 ) -> anyhow::Result<(crate::verify::Report, Vec<String>)> {
     prepare(to)?;
+    // Files are written into a hidden 0700 sibling and moved into `to` only once every byte
+    // verified, so `to` never holds unverified plaintext, even if cpvault is killed midway.
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let partial = tempfile::Builder::new()
+        .prefix(".cpvault-extract-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a work dir beside '{}'", to.display()))?;
     let sink = DirSink {
-        root: to.to_path_buf(),
+        root: partial.path().to_path_buf(),
     };
     let bar = crate::progress::bytes(ctx.quiet, 0, &format!("extract {}", m.reference()));
     let report =
         crate::verify::verify(store, m, Some(identities), Box::new(sink), bar.clone()).await;
     bar.finish_and_clear();
     if !report.ok {
-        clear(to);
         let failed: Vec<&crate::verify::Check> = report.failures().collect();
         if let [only] = failed.as_slice() {
             if only.name == "write" {
@@ -172,11 +173,18 @@ pub async fn extract_verified(
         .expect("a passing deep verify read the inner manifest");
     let mut written = vec![];
     for e in &inner.entries {
-        let path = to.join(&e.path);
+        let path = partial.path().join(&e.path);
         let mode = e.mode.unwrap_or(0o600) & 0o7777;
         fs::set_permissions(&path, fs::Permissions::from_mode(mode))
             .with_context(|| format!("setting mode {mode:o} on '{}'", path.display()))?;
-        written.push(path.display().to_string());
+        written.push(to.join(&e.path).display().to_string());
+    }
+    // `to` is empty (checked by prepare), and rename(2) may replace an empty directory.
+    let partial = partial.keep();
+    if let Err(e) = fs::rename(&partial, to) {
+        let _ = fs::remove_dir_all(&partial);
+        return Err(e)
+            .with_context(|| format!("moving the extracted files into '{}'", to.display()));
     }
     Ok((report, written))
 }

@@ -36,6 +36,13 @@ fn scene() -> Scene {
             &format!("v{i}"),
         );
     }
+    // A name past tar's 100-byte header field: staging must carry it too.
+    let long = node
+        .pki_dir()
+        .join("front-proxy")
+        .join(format!("{}.crt", "x".repeat(110)));
+    std::fs::create_dir_all(long.parent().unwrap()).unwrap();
+    std::fs::write(&long, "long-named certificate").unwrap();
     let keys_at_backup = node.keys();
     let pki_at_backup = tree(&node.pki_dir());
     let reference = w.backup(&[
@@ -168,6 +175,15 @@ fn asides(dir: &Path) -> Vec<PathBuf> {
 fn restore_onto_the_node_serves_the_backup_and_keeps_the_old_state_aside() {
     let s = scene();
     let owner_before = std::fs::metadata(s.node.data_dir()).unwrap();
+    // etcd's own key belongs to the etcd user on GKE nodes; the restored one must too.
+    let etcd_key = s.node.pki_dir().join("etcd/ca.key");
+    let running_as_root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    if running_as_root {
+        std::process::Command::new("chown")
+            .args(["2001:2001", etcd_key.to_str().unwrap()])
+            .status()
+            .unwrap();
+    }
     let out = s.run(&["--yes"], &[]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), s.node.log());
     assert_no_panic(&out);
@@ -209,6 +225,14 @@ fn restore_onto_the_node_serves_the_backup_and_keeps_the_old_state_aside() {
             owner_before.mode() & 0o7777
         )
     );
+    if running_as_root {
+        let m = std::fs::metadata(&etcd_key).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (2001, 2001),
+            "the restored key lost its owner"
+        );
+    }
     // The kubeconfig: the node's admin.conf, 0600.
     let kc = s.w.path("admin.conf");
     assert_eq!(

@@ -188,7 +188,7 @@ fn layout(args: &RestoreArgs) -> NodeLayout {
     l.ready_check = match &args.ready_check {
         Some(c) => c.clone(),
         None => format!(
-            "{} && curl -fsk https://127.0.0.1:6443/readyz >/dev/null",
+            "{} && curl -fsk -m 5 https://127.0.0.1:6443/readyz >/dev/null",
             rplan::health_command(&l.etcdctl)
         ),
     };
@@ -295,13 +295,23 @@ async fn restore_on(
         );
     }
     let out = node
-        .run(&format!(
-            "sha256sum {}/ca.crt | cut -d' ' -f1",
-            quote(&l.pki_dir)
-        ))
+        .run(&format!("sha256sum {}/ca.crt", quote(&l.pki_dir)))
         .await?;
-    let node_ca = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let restore_id = format!("cpvault-restore-{}", Utc::now().format("%Y%m%dT%H%M%SZ"));
+    // Empty when the node has no readable CA: then there is nothing to compare with.
+    let node_ca = if out.status.success() {
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    } else {
+        String::new()
+    };
+    let restore_id = format!(
+        "cpvault-restore-{}-{:04x}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    );
     let kubeconfig_out = args
         .kubeconfig_out
         .clone()
@@ -314,6 +324,18 @@ async fn restore_on(
     );
     if args.dry_run {
         return print_plan(ctx, m, &dest, &restore_id, &steps);
+    }
+    let out_dir = match kubeconfig_out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !out_dir.is_dir() {
+        return Err(Usage(format!(
+            "--kubeconfig-out '{}': directory {} does not exist",
+            kubeconfig_out.display(),
+            out_dir.display()
+        ))
+        .into());
     }
     if kubeconfig_out.exists() {
         return Err(Usage(format!(
@@ -355,6 +377,12 @@ async fn restore_on(
         .find(|e| e.path == "pki/ca.crt")
         .and_then(|e| e.sha256.clone());
     match (&archive_ca, node_ca.is_empty()) {
+        (Some(_), true) if !args.force_different_cluster => {
+            anyhow::bail!(
+                "preflight on {dest}: the node has no readable {}/ca.crt to compare with the archive's CA, so it cannot be told that this backup is of this cluster; nothing was changed — check --node-pki-dir, or pass --force-different-cluster",
+                l.pki_dir
+            );
+        }
         (Some(a), false) if *a != node_ca && !args.force_different_cluster => {
             anyhow::bail!(
                 "preflight on {dest}: the node's {}/ca.crt differs from the archive's pki/ca.crt, so this backup is from another cluster (or the CA was rotated); nothing was changed — pass --force-different-cluster if that is intended",
@@ -376,6 +404,18 @@ async fn restore_on(
 
     // ---- execute, with rollback ----
     let fail_at = std::env::var(FAIL_AT_ENV).ok();
+    // Ctrl-C from here on finishes the step in flight, then rolls back like any failure:
+    // stopping halfway would leave the control plane down and the CA keys staged.
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: finishing the current step, then rolling back");
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
     let runnable: Vec<&Step> = steps
         .iter()
         .filter(|s| !matches!(s.name, "preflight" | "verify"))
@@ -405,6 +445,12 @@ async fn restore_on(
         .await;
         if r.is_ok() && fail_at.as_deref() == Some(step.name) {
             r = Err(format!("injected failure ({FAIL_AT_ENV})"));
+        }
+        if r.is_ok()
+            && step.name != "cleanup"
+            && interrupted.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            r = Err("interrupted (Ctrl-C)".into());
         }
         match r {
             Ok(()) => done.push(step),
@@ -564,23 +610,26 @@ async fn stage(
         indicatif::ProgressBar::hidden(),
     )
     .await;
-    if let Some(f) = seen.failure {
-        return Err(format!("streaming the archive to the node: {}", f.message));
-    }
-    // End the tar stream and close tar's stdin. The bridge blocks, so not on a runtime thread.
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let bridge = Arc::try_unwrap(writer)
+    let stream_failure = seen.failure.map(|f| f.message);
+    // End the tar stream (unless the read failed) and close tar's stdin either way, then
+    // wait for tar: nothing may still be writing into the staging dir when this returns (a
+    // rollback removes it next). The bridge blocks, so not on a runtime thread.
+    let complete = stream_failure.is_none();
+    let closed = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let mut bridge = Arc::try_unwrap(writer)
             .map_err(|_| "stream writer still shared".to_string())?
             .into_inner()
             .map_err(|_| "stream writer poisoned".to_string())?;
-        let mut bridge = bridge;
-        bridge
-            .write_all(&[0u8; 1024])
-            .and_then(|_| bridge.flush())
-            .map_err(|e| format!("streaming to the node: {e}"))
+        if complete {
+            bridge
+                .write_all(&[0u8; 1024])
+                .and_then(|_| bridge.flush())
+                .map_err(|e| format!("streaming to the node: {e}"))?;
+        }
+        Ok(())
     })
     .await
-    .map_err(|e| e.to_string())??;
+    .map_err(|e| e.to_string())?;
     let mut stderr = child.stderr().take();
     let mut err_text = String::new();
     if let Some(s) = stderr.as_mut() {
@@ -588,8 +637,15 @@ async fn stage(
         let _ = s.read_to_string(&mut err_text).await;
     }
     let status = child.wait().await.map_err(|e| e.to_string())?;
+    let tar_said = err_text.trim().replace('\n', "; ");
+    if let Some(f) = stream_failure {
+        return Err(format!(
+            "streaming the archive to the node: {f}; tar there said: {tar_said}"
+        ));
+    }
+    closed?;
     if !status.success() {
-        return Err(format!("tar on the node: {}", err_text.trim()));
+        return Err(format!("tar on the node: {tar_said}"));
     }
     // Every file, checked where it landed.
     let mut list = String::new();
@@ -631,8 +687,26 @@ impl Sink for TarSink {
             .lock()
             .map_err(|_| io::Error::other("stream writer poisoned"))?;
         w.write_all(&vec![0u8; self.pad])?;
+        // Names over 100 bytes go first in a GNU long-name entry, as GNU tar reads them.
+        if path.len() > 100 {
+            let mut long = tar::Header::new_gnu();
+            long.as_gnu_mut().expect("gnu header").name[..13].copy_from_slice(b"././@LongLink");
+            long.set_mode(0o644);
+            long.set_size(path.len() as u64 + 1);
+            long.set_entry_type(tar::EntryType::GNULongName);
+            long.set_mtime(0);
+            long.set_cksum();
+            w.write_all(long.as_bytes())?;
+            w.write_all(path.as_bytes())?;
+            let n = path.len() + 1;
+            w.write_all(&vec![0u8; 1 + (512 - n % 512) % 512])?;
+        }
         let mut h = tar::Header::new_gnu();
-        h.set_path(path)?;
+        let cut = (0..=path.len().min(100))
+            .rev()
+            .find(|&i| path.is_char_boundary(i))
+            .unwrap_or(0);
+        h.set_path(&path[..cut])?;
         h.set_size(size);
         h.set_mode(mode & 0o7777);
         h.set_entry_type(tar::EntryType::Regular);
@@ -666,26 +740,27 @@ impl Write for Through {
     }
 }
 
-/// Undoes `done` in reverse; says what happened.
+/// Undoes `done` in reverse, stopping at the first undo that fails (later undos assume the
+/// earlier ones worked: moving the old data dir back while etcd still runs on the new one
+/// would be worse than stopping); says what happened and what is left to do by hand.
 async fn roll_back(node: &Node, done: &[&Step]) -> String {
-    let mut failures = vec![];
-    for step in done.iter().rev() {
-        if step.undo.is_empty() {
-            continue;
-        }
+    let pending: Vec<&&Step> = done.iter().rev().filter(|s| !s.undo.is_empty()).collect();
+    for (i, step) in pending.iter().enumerate() {
         eprintln!("rolling back {}", step.name);
-        match node.run(&step.undo).await {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => failures.push(format!("{}: {}", step.name, node_err("undo failed", &out))),
-            Err(e) => failures.push(format!("{}: {e}", step.name)),
-        }
+        let failure = match node.run(&step.undo).await {
+            Ok(out) if out.status.success() => continue,
+            Ok(out) => node_err("undo failed", &out),
+            Err(e) => e.to_string(),
+        };
+        let left: Vec<String> = pending[i..]
+            .iter()
+            .map(|s| format!("[{}] {}", s.name, s.undo))
+            .collect();
+        return format!(
+            "ROLLBACK STOPPED at {} ({failure}); nothing after it was undone — run these on the node by hand, in order: {}",
+            step.name,
+            left.join(" ; ")
+        );
     }
-    if failures.is_empty() {
-        "rolled back: the node is as it was before the restore".into()
-    } else {
-        format!(
-            "ROLLBACK INCOMPLETE ({}); fix these by hand",
-            failures.join("; ")
-        )
-    }
+    "rolled back: the node is as it was before the restore".into()
 }

@@ -49,9 +49,11 @@ impl NodeLayout {
             staging_parent: "/var/tmp".into(),
             etcd_manifest: "etcd.yaml".into(),
             apiserver_manifest: "kube-apiserver.yaml".into(),
-            stopped_check: "test -z \"$(crictl ps -q --name '^(etcd|kube-apiserver)$')\"".into(),
+            // A failing crictl must not read as "stopped".
+            stopped_check: "o=$(crictl ps -q --name '^(etcd|kube-apiserver)$') && test -z \"$o\""
+                .into(),
             ready_check: format!(
-                "{} && curl -fsk https://127.0.0.1:6443/readyz >/dev/null",
+                "{} && curl -fsk -m 5 https://127.0.0.1:6443/readyz >/dev/null",
                 health_command(&etcdctl)
             ),
             etcdctl,
@@ -156,8 +158,7 @@ pub fn paths(l: &NodeLayout, restore_id: &str) -> Paths {
 
 fn wait_for(check: &str, what: &str, seconds: u64) -> String {
     format!(
-        "i=0; until ( {check} ) >/dev/null 2>&1; do i=$((i+1)); if [ $i -ge {} ]; then echo 'timed out after {seconds}s waiting until {what} (check: {})' >&2; exit 1; fi; sleep 0.5; done",
-        seconds * 2,
+        "end=$(( $(date +%s) + {seconds} )); until ( {check} ) >/dev/null 2>&1; do if [ $(date +%s) -ge $end ]; then echo 'timed out after {seconds}s waiting until {what} (check: {})' >&2; exit 1; fi; sleep 0.5; done",
         check.replace('\'', "")
     )
 }
@@ -265,8 +266,10 @@ pub fn plan(l: &NodeLayout, m: &Member, restore_id: &str, kubeconfig_out: &str) 
             name: "pki",
             does: format!("put the archive's PKI into {} with its recorded modes", l.pki_dir),
             changes_node: true,
+            // Staged files are root's (tar --no-same-owner); a file that existed before gets
+            // its old owner back, so an etcd running as its own user can still read its keys.
             script: format!(
-                "cp -a {staging}/pki {pki} && chown \"$(stat -c %u:%g {pa})\" {pki} && chmod \"$(stat -c %a {pa})\" {pki}",
+                "cp -a {staging}/pki {pki} && chown \"$(stat -c %u:%g {pa})\" {pki} && chmod \"$(stat -c %a {pa})\" {pki} && (cd {pki} && find . -mindepth 1 | while IFS= read -r f; do if [ -e {pa}/\"$f\" ]; then chown \"$(stat -c %u:%g {pa}/\"$f\")\" \"$f\"; fi; done)",
                 pa = q(&p.pki_aside)
             ),
             undo: format!("if [ -e {pa} ]; then rm -rf {pki}; fi", pa = q(&p.pki_aside)),

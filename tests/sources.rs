@@ -787,3 +787,26 @@ fn a_typo_in_a_cluster_section_is_refused() {
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("kubeconfg"), "{}", stderr(&out));
 }
+
+// Regression: with TLS settings, a refused connection was blamed on the certificates
+// (every TLS error chain mentions "transport").
+#[test]
+fn etcd_down_with_tls_settings_still_says_etcd_is_down() {
+    let w = World::new();
+    let certs = EtcdCerts::generate(&w.path("certs"));
+    let endpoint = format!("https://127.0.0.1:{}", free_port());
+    let out = backup(
+        &w,
+        &[
+            "--etcd-endpoint",
+            &endpoint,
+            "--etcd-cacert",
+            certs.ca.to_str().unwrap(),
+            "--etcd-cert",
+            certs.client_cert.to_str().unwrap(),
+            "--etcd-key",
+            certs.client_key.to_str().unwrap(),
+        ],
+    );
+    assert_fails(&w, &out, &[&endpoint, "etcd is running"]);
+}

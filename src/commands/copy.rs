@@ -173,10 +173,20 @@ async fn copy_one(
         anyhow::bail!(msg);
     }
     upload.finish().await?;
-    match to.put_create(&mkey, manifest_bytes).await {
+    match to.put_create(&mkey, manifest_bytes.clone()).await {
         Ok(()) => Ok(("copied", n)),
-        // Another copy committed it meanwhile; the archive we wrote is byte-identical.
-        Err(StoreError::AlreadyExists { .. }) => Ok(("skipped", 0)),
+        // Another copy committed it meanwhile: fine if it is this very backup (the archive
+        // we wrote is then byte-identical), an error otherwise.
+        Err(StoreError::AlreadyExists { .. }) => {
+            if to.get_bytes(&mkey).await? == manifest_bytes {
+                Ok(("skipped", 0))
+            } else {
+                anyhow::bail!(
+                    "{to} got a different backup named {} while this copy ran; its archive may have been replaced — verify it there",
+                    m.reference()
+                )
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }

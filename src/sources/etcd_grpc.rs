@@ -91,7 +91,14 @@ fn explain(endpoint: &str, tls: bool, err: &etcd_client::Error) -> SourceError {
             || lower.contains("connection closed")
             || lower.contains("canceled")
             || lower.contains("transport"));
-    let fix = if tls_dropped
+    let unreachable = lower.contains("refused")
+        || lower.contains("timed out")
+        || lower.contains("timeout")
+        || lower.contains("dns")
+        || lower.contains("unreachable");
+    let fix = if unreachable {
+        "check that etcd is running and that --etcd-endpoint names its client URL"
+    } else if tls_dropped
         || lower.contains("certificate")
         || lower.contains("handshake")
         || lower.contains("tls")
@@ -99,13 +106,6 @@ fn explain(endpoint: &str, tls: bool, err: &etcd_client::Error) -> SourceError {
         || lower.contains("bad certificate")
     {
         "check --etcd-cacert (the CA that signed etcd's server certificate) and --etcd-cert/--etcd-key (a client certificate etcd trusts, e.g. healthcheck-client)"
-    } else if lower.contains("refused")
-        || lower.contains("timed out")
-        || lower.contains("timeout")
-        || lower.contains("dns")
-        || lower.contains("unreachable")
-    {
-        "check that etcd is running and that --etcd-endpoint names its client URL"
     } else if !tls && endpoint.starts_with("https") {
         "an https endpoint needs --etcd-cacert (and usually --etcd-cert/--etcd-key)"
     } else if lower.contains("permission denied") || lower.contains("authentication") {

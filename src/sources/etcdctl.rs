@@ -100,9 +100,7 @@ pub fn parse_saved(stdout: &str) -> Result<Saved, String> {
     if !safe {
         return Err(format!("unexpected temp dir in '{line}'"));
     }
-    if size == 0 {
-        return Err("etcdctl saved an empty snapshot".into());
-    }
+    // An empty snapshot still has a temp dir to remove: the caller checks the size.
     Ok(Saved {
         size,
         dir: dir.to_string(),
@@ -175,7 +173,6 @@ mod tests {
             "10 /tmp/../etc/cpvault-snapshot.A",
             "10 tmp/cpvault-snapshot.A",
             "10 /tmp/cpvault-snapshot.A;rm",
-            "0 /tmp/cpvault-snapshot.A",
             "1 /tmp/cpvault-snapshot.A extra",
         ] {
             assert!(parse_saved(bad).is_err(), "{bad:?} accepted");

@@ -312,8 +312,22 @@ impl Cluster {
         })?;
         let saved = etcdctl::parse_saved(&out)
             .map_err(|m| fail(format!("{where_}: {m}"), "check --node-etcdctl"))?;
+        // From here on every error path removes the temp dir: it holds the whole database.
         let cleanup = self.cleanup(pod.clone(), saved.clone());
-        let mut p = self.exec(pod, &etcdctl::cat_script(&saved)).await?;
+        if saved.size == 0 {
+            cleanup.await;
+            return Err(fail(
+                format!("{where_}: etcdctl saved an empty snapshot"),
+                "check etcd's health",
+            ));
+        }
+        let mut p = match self.exec(pod, &etcdctl::cat_script(&saved)).await {
+            Ok(p) => p,
+            Err(e) => {
+                cleanup.await;
+                return Err(e);
+            }
+        };
         let stdout = p.stdout().expect("stdout was requested");
         let entry = super::remote_snapshot_entry(saved.size, KeepAlive::new(stdout, Box::new(p)));
         Ok((entry, cleanup))

@@ -331,15 +331,28 @@ impl Node {
         let mut buf = Zeroizing::new(Vec::new());
         let mut stdout = child.stdout().take().expect("piped");
         let mut stderr = child.stderr().take().expect("piped");
-        let mut err_text = Vec::new();
+        // stderr drains on its own task: waiting for it while a too-large stdout is no
+        // longer read would block tar on the node forever.
+        let err_task = tokio::spawn(async move {
+            let mut err_text = Vec::new();
+            let _ = stderr.read_to_end(&mut err_text).await;
+            err_text
+        });
         let mut limited = (&mut stdout).take(LIMIT + 1);
-        let (read, _) = tokio::join!(
-            limited.read_to_end(&mut buf),
-            stderr.read_to_end(&mut err_text)
-        );
+        let read = limited.read_to_end(&mut buf).await;
         drop(limited);
         drop(stdout);
+        if buf.len() as u64 > LIMIT {
+            // Dropping the child ends the remote tar (its stdout is gone).
+            drop(child);
+            err_task.abort();
+            return Err(self.fail(
+                format!("PKI dir {dir} holds more than 64 MiB"),
+                "point --ssh-pki-dir at the PKI directory itself (e.g. /etc/kubernetes/pki)",
+            ));
+        }
         let status = child.wait().await;
+        let err_text = err_task.await.unwrap_or_default();
         read.map_err(|e| {
             self.fail(
                 format!("reading PKI dir {dir}: {e}"),
@@ -400,18 +413,30 @@ impl Node {
         }
         let saved = etcdctl::parse_saved(&String::from_utf8_lossy(&out.stdout))
             .map_err(|m| self.fail(m, "check --node-etcdctl"))?;
+        // From here on every error path removes the temp dir: it holds the whole database.
         let cleanup = self.cleanup(saved.clone());
-        let mut child = self
+        if saved.size == 0 {
+            cleanup.await;
+            return Err(self.fail(
+                "etcdctl saved an empty snapshot".into(),
+                "check etcd's health on the node",
+            ));
+        }
+        let spawned = self
             .command(&etcdctl::cat_script(&saved))
             .stdout(Stdio::piped())
             .spawn()
-            .await
-            .map_err(|e| {
-                self.fail(
+            .await;
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                cleanup.await;
+                return Err(self.fail(
                     format!("streaming the snapshot: {e}"),
                     "check the connection",
-                )
-            })?;
+                ));
+            }
+        };
         let stdout = child.stdout().take().expect("piped");
         let reader = super::KeepAlive::new(stdout, Box::new(child));
         let entry = super::remote_snapshot_entry(saved.size, reader);

@@ -175,7 +175,12 @@ impl Node {
         })
         .connect_timeout(Duration::from_secs(15))
         .server_alive_interval(Duration::from_secs(15))
-        .control_directory(std::env::temp_dir());
+        .control_directory(std::env::temp_dir())
+        // If cpvault dies without closing it, the master must not stay around as an open
+        // door to the node for other local processes of this user.
+        .control_persist(openssh::ControlPersist::IdleFor(
+            std::num::NonZeroUsize::new(30).expect("non-zero"),
+        ));
         if let Some(u) = &t.user {
             b.user(u.clone());
         }

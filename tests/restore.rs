@@ -333,6 +333,17 @@ fn a_bad_archive_a_wrong_key_or_another_clusters_ca_stops_before_any_change() {
     let s = scene();
     let before = s.node.snapshot_tree();
 
+    // A data dir that is not the one etcd.yaml runs etcd on.
+    let mut args = s.restore_args();
+    let i = args.iter().position(|a| a == "--etcd-data-dir").unwrap();
+    args[i + 1] = s.node.root().join("var/lib").display().to_string();
+    args.extend(["--yes", "--store", s.w.store.to_str().unwrap()].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = cpvault_in(s.w.dir.path(), &refs);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--data-dir="), "{}", stderr(&out));
+    assert_eq!(s.node.snapshot_tree(), before);
+
     // Wrong identity.
     let other = s.w.path("other-key.txt");
     let o = cpvault_in(s.w.dir.path(), &["keygen", "-o", other.to_str().unwrap()]);

@@ -264,6 +264,24 @@ async fn restore_on(
     }
     let member = rplan::parse_member(&String::from_utf8_lossy(&out.stdout))
         .map_err(|e| anyhow::anyhow!("preflight on {dest}: {e}"))?;
+    // The data dir the restore replaces must be the one this etcd runs on.
+    if let Some(d) = &member.data_dir {
+        if d.trim_end_matches('/') != l.data_dir.trim_end_matches('/') {
+            anyhow::bail!(
+                "preflight on {dest}: {etcd_yaml_path} runs etcd with --data-dir={d}, but --etcd-data-dir is {}; nothing was changed — pass --etcd-data-dir {d}",
+                l.data_dir
+            );
+        }
+    }
+    let out = node
+        .run(&format!("test -d {}/member", quote(&l.data_dir)))
+        .await?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "preflight on {dest}: {} has no member/ directory, so it is not an etcd data dir; nothing was changed — check --etcd-data-dir",
+            l.data_dir
+        );
+    }
     let tools = format!(
         "for t in tar sha256sum df stat mv cp chown; do command -v $t >/dev/null || {{ echo \"$t is missing\" >&2; exit 1; }}; done; ETCDCTL_API=3 {} version >/dev/null || {{ echo 'etcdctl does not run' >&2; exit 1; }}",
         l.etcdctl.command

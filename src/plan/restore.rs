@@ -86,6 +86,8 @@ pub struct Member {
     pub initial_cluster: String,
     /// `--initial-advertise-peer-urls`.
     pub initial_advertise_peer_urls: String,
+    /// `--data-dir`, when the manifest sets it.
+    pub data_dir: Option<String>,
 }
 
 /// Reads the member flags from a static-pod manifest's command list (`- --name=node1`).
@@ -106,6 +108,7 @@ pub fn parse_member(etcd_yaml: &str) -> Result<Member, String> {
         name: flag("name")?,
         initial_cluster: flag("initial-cluster")?,
         initial_advertise_peer_urls: flag("initial-advertise-peer-urls")?,
+        data_dir: flag("data-dir").ok(),
     })
 }
 

@@ -240,6 +240,23 @@ fn passphrase_encryption_round_trips_and_records_scrypt() {
     assert!(stdout(&good).contains("(deep)"));
     let bad = verify("wrong");
     assert_eq!(bad.status.code(), Some(3));
+    // Regression: CPVAULT_PASSPHRASE in the environment failed every X25519 archive at
+    // decrypt; without a key file, those are now verified shallowly and pass.
+    let x25519 = w.backup(&["--pki-dir", "pki"]);
+    let shallow = cpvault_cmd(w.dir.path())
+        .args(["verify", "--store", w.store.to_str().unwrap(), "--all"])
+        .env("CPVAULT_PASSPHRASE", "correct horse battery staple")
+        .output()
+        .unwrap();
+    assert!(
+        shallow.status.success(),
+        "{}{}",
+        stdout(&shallow),
+        stderr(&shallow)
+    );
+    let text = stdout(&shallow);
+    let line = text.lines().find(|l| l.contains(&x25519)).expect(&text);
+    assert!(!line.contains("(deep)"), "{text}");
     // A passphrase cannot be mixed with recipients.
     let mixed = cpvault_cmd(w.dir.path())
         .args([

@@ -810,3 +810,54 @@ fn etcd_down_with_tls_settings_still_says_etcd_is_down() {
     );
     assert_fails(&w, &out, &[&endpoint, "etcd is running"]);
 }
+
+#[test]
+#[ignore = "needs openssh-server, etcd-server, etcd-client (apt-get install); CI runs it"]
+fn ctrl_c_while_the_node_saves_the_snapshot_removes_it_and_commits_nothing() {
+    let w = World::new();
+    let sshd = Sshd::start();
+    let etcd = Etcd::start();
+    load(&etcd);
+    let node_pki = w.path("node/pki");
+    make_pki(&node_pki);
+    // An etcdctl that records where it saves, then takes its time.
+    let (recording, record) = recording_etcdctl(&w);
+    let slow = w.path("slow-etcdctl");
+    std::fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\n'{}' \"$@\" || exit 1\nsleep 3\n",
+            recording.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let args = ssh_etcd_args(&sshd, &slow, &node_pki, &etcd);
+    let mut full = vec!["backup", "--cluster", "admin", "-r", &w.recipient];
+    full.extend(refs(&args));
+    let store = w.store.display().to_string();
+    full.extend(["--store", &store]);
+    let child = cpvault_cmd(w.dir.path())
+        .args(&full)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once etcdctl has saved, interrupt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !record.exists() {
+        assert!(std::time::Instant::now() < deadline, "etcdctl never ran");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(o.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert_temp_dir_removed(&record);
+    let list = w.run(&["list", "--output", "json"]);
+    assert_eq!(stdout(&list).trim(), "[]");
+}

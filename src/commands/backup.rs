@@ -110,7 +110,26 @@ async fn backup_one(
     check_cluster(cluster)?;
     let tags = parse_tags(&args.tags, &ctx.config.tags)?;
     let sources = merged_sources(ctx, args, cluster);
-    let mut gathered = gather::gather(&sources, report).await?;
+    // Opening remote sources can take a while (etcdctl saving a big snapshot on the node).
+    // Ctrl-C then waits for them to open, and removes what they left on the node, instead
+    // of dying with a plaintext snapshot in the node's temp dir.
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = {
+        let flag = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: cleaning up the sources, then stopping");
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    let gathered = gather::gather(&sources, report).await;
+    listener.abort();
+    let mut gathered = gathered?;
+    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        gathered.finish().await;
+        anyhow::bail!("interrupted before the upload started; nothing was committed");
+    }
     let result = write(
         ctx,
         args,

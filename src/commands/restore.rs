@@ -294,23 +294,40 @@ async fn restore_on(
         );
     }
     let snapshot_size = m.etcd.as_ref().map(|e| e.db_size).unwrap_or(0);
+    // The staged snapshot (plus the rest of the archive) and the restored data dir both
+    // need room; on one filesystem they add up.
+    let data_parent = match l.data_dir.trim_end_matches('/').rsplit_once('/') {
+        Some(("", _)) | None => "/".to_string(),
+        Some((d, _)) => d.to_string(),
+    };
     let out = node
         .run(&format!(
-            "df -Pk {} | awk 'NR==2 {{print $4}}'",
-            quote(&l.staging_parent)
+            "df -Pk {s} {d} | awk 'NR>1 {{print $4}}'; stat -c %d {s} {d}",
+            s = quote(&l.staging_parent),
+            d = quote(&data_parent)
         ))
         .await?;
-    let free_kib: u64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("preflight on {dest}: {}", node_err("df", &out)))?;
-    if free_kib * 1024 < 2 * snapshot_size {
-        anyhow::bail!(
-            "preflight on {dest}: {} has {} free, the restore needs {} (2× the snapshot); free space or choose --staging-dir",
-            l.staging_parent,
-            crate::progress::human(free_kib * 1024),
-            crate::progress::human(2 * snapshot_size)
-        );
+    let nums: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [staging_kib, data_kib, staging_dev, data_dev] = nums[..] else {
+        anyhow::bail!("preflight on {dest}: {}", node_err("df/stat", &out));
+    };
+    let mut needs = vec![(l.staging_parent.clone(), staging_kib, 2 * snapshot_size)];
+    if staging_dev == data_dev {
+        needs[0].2 += snapshot_size;
+    } else {
+        needs.push((data_parent, data_kib, snapshot_size));
+    }
+    for (dir, free_kib, need) in needs {
+        if free_kib * 1024 < need {
+            anyhow::bail!(
+                "preflight on {dest}: {dir} has {} free, the restore needs {} there (staging takes 2× the snapshot, the new data dir 1×); free space or choose --staging-dir",
+                crate::progress::human(free_kib * 1024),
+                crate::progress::human(need)
+            );
+        }
     }
     let out = node
         .run(&format!("sha256sum {}/ca.crt", quote(&l.pki_dir)))

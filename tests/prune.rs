@@ -256,3 +256,38 @@ fn prune_on_moto_s3_removes_manifest_and_archive_and_keeps_the_rest() {
     let v = run(&["verify", "--all", "-i", w.key.to_str().unwrap()]);
     assert!(v.status.success(), "{}", stdout(&v));
 }
+
+// A backup killed midway (SIGKILL) leaves object_store's `<key>#<n>` staging file in a local
+// store, which object_store's listing hides: prune removes it after the grace period, and
+// leaves a young one alone (an upload may be running).
+#[test]
+fn prune_removes_staging_files_of_killed_uploads_after_the_grace_period() {
+    let w = World::new();
+    backups(&w, 1);
+    let dir = w.store.join("admin");
+    let old = dir.join("20200101T000000Z-deadbeef.tar.zst.age#3");
+    let young = dir.join("20200102T000000Z-cafef00d.tar.zst.age#1");
+    std::fs::write(&old, vec![7u8; 4096]).unwrap();
+    std::fs::write(&young, vec![7u8; 4096]).unwrap();
+    let st = Command::new("touch")
+        .args(["-d", "3 days ago", old.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dry = w.run(&["prune", "--keep-last", "1", "--dry-run", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(
+        v["remove_orphans"][0]["key"], "admin/20200101T000000Z-deadbeef.tar.zst.age#3",
+        "{v:#}"
+    );
+    assert_eq!(
+        v["young_orphans"][0]["key"],
+        "admin/20200102T000000Z-cafef00d.tar.zst.age#1"
+    );
+    assert!(old.exists(), "dry run removed something");
+    let out = w.run(&["prune", "--keep-last", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!old.exists(), "the stale staging file is still there");
+    assert!(young.exists(), "a young staging file was removed");
+    assert_eq!(listed(&w).len(), 1);
+}

@@ -112,6 +112,8 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     display: String,
     upload: UploadOptions,
+    /// The directory of a local store, for what object_store does not show (staging files).
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for Store {
@@ -194,12 +196,80 @@ impl Store {
             std::path::PathBuf::from(url)
         };
         let (store, display) = local::open(&dir, create, url)?;
-        Ok(Store::from_object_store(store, display))
+        let mut store = Store::from_object_store(store, display);
+        store.local_root = std::path::absolute(&dir).ok();
+        Ok(store)
+    }
+
+    /// Staging files an interrupted upload left in a local store (object_store writes
+    /// `<key>#<n>` and renames it on completion; a killed process leaves it behind, and
+    /// object_store's own listing hides it). Empty for other stores, whose servers expire
+    /// abandoned multipart uploads themselves (set a lifecycle rule on S3).
+    pub fn upload_leftovers(&self) -> Vec<ObjectInfo> {
+        let Some(root) = &self.local_root else {
+            return vec![];
+        };
+        let mut out = vec![];
+        let mut dirs = vec![root.clone()];
+        while let Some(d) = dirs.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                let Ok(meta) = e.metadata() else { continue };
+                if meta.is_dir() {
+                    dirs.push(p);
+                    continue;
+                }
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.contains('#') {
+                    continue;
+                }
+                let (Ok(rel), Ok(modified)) = (p.strip_prefix(root), meta.modified()) else {
+                    continue;
+                };
+                out.push(ObjectInfo {
+                    key: rel.to_string_lossy().into_owned(),
+                    size: meta.len(),
+                    last_modified: modified.into(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Removes a staging file found by [`Store::upload_leftovers`].
+    ///
+    /// # Errors
+    /// [`StoreError::BadUrl`] when `key` is not a staging file of a local store; the I/O
+    /// error otherwise.
+    pub fn remove_upload_leftover(&self, key: &str) -> Result<(), StoreError> {
+        let root = self
+            .local_root
+            .as_ref()
+            .filter(|_| key.contains('#') && !key.contains(".."));
+        let Some(root) = root else {
+            return Err(StoreError::BadUrl {
+                url: self.display.clone(),
+                reason: format!("'{key}' is not an upload leftover of a local store"),
+            });
+        };
+        match std::fs::remove_file(root.join(key)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::BadUrl {
+                url: self.display.clone(),
+                reason: format!("removing '{key}': {e}"),
+            }),
+        }
     }
 
     /// Wraps an existing object store (a test's fault injector, for instance).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, display: String) -> Store {
         Store {
+            local_root: None,
             inner,
             display,
             upload: UploadOptions::default(),

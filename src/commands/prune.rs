@@ -72,9 +72,13 @@ pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
             tags: m.tags.clone(),
         })
         .collect();
+    // Staging files of uploads killed midway (local stores) are orphans too, under the same
+    // grace period.
+    let leftovers = store.upload_leftovers();
     let orphans: Vec<Orphan> = cat
         .incomplete
         .iter()
+        .chain(leftovers.iter())
         .map(|o| Orphan {
             key: o.key.clone(),
             last_modified: o.last_modified,
@@ -106,7 +110,11 @@ pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
         store.delete(&archive_key(&d.cluster, &d.id)).await?;
     }
     for o in &plan.remove_orphans {
-        store.delete(&o.key).await?;
+        if o.key.contains('#') {
+            store.remove_upload_leftover(&o.key)?;
+        } else {
+            store.delete(&o.key).await?;
+        }
     }
     if args.remove_broken {
         for r in &plan.broken {

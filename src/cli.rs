@@ -479,7 +479,7 @@ pub struct CopyArgs {
     after_help = "Steps: preflight, verify, stage, stop-control-plane, move-aside, \
 restore-snapshot, pki, start-control-plane, wait-ready, kubeconfig, cleanup. Any failure after \
 the first change undoes the completed steps in reverse order. The old data dir and PKI are \
-kept beside the new ones (<dir>.before-<restore id>) and never deleted. --dry-run prints the \
+kept (<data dir>/member.before-<restore id>, <pki dir>.before-<restore id>) and never deleted. --dry-run prints the \
 plan with every command it would run."
 )]
 pub struct RestoreArgs {

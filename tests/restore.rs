@@ -199,7 +199,7 @@ fn restore_onto_the_node_serves_the_backup_and_keeps_the_old_state_aside() {
         "PKI differs from the backup"
     );
     // The old state is kept beside, never deleted.
-    let data_aside = asides(&s.node.data_dir());
+    let data_aside = asides(&s.node.data_dir().join("member"));
     let pki_aside = asides(&s.node.pki_dir());
     assert_eq!(
         (data_aside.len(), pki_aside.len()),
@@ -210,21 +210,15 @@ fn restore_onto_the_node_serves_the_backup_and_keeps_the_old_state_aside() {
         std::fs::read_to_string(pki_aside[0].join("apiserver.crt")).unwrap(),
         "rotated after the backup"
     );
-    assert!(data_aside[0].join("member").is_dir());
-    // The new data dir has the old one's owner and mode.
+    assert!(data_aside[0].join("snap").is_dir(), "{data_aside:?}");
+    // The data dir itself (possibly a mount point) stays, with its owner and mode; the new
+    // member/ is owned and moded like the old one.
     let owner_after = std::fs::metadata(s.node.data_dir()).unwrap();
-    assert_eq!(
-        (
-            owner_after.uid(),
-            owner_after.gid(),
-            owner_after.mode() & 0o7777
-        ),
-        (
-            owner_before.uid(),
-            owner_before.gid(),
-            owner_before.mode() & 0o7777
-        )
-    );
+    let mode_owner = |m: &std::fs::Metadata| (m.uid(), m.gid(), m.mode() & 0o7777);
+    assert_eq!(mode_owner(&owner_after), mode_owner(&owner_before));
+    let new_member = std::fs::metadata(s.node.data_dir().join("member")).unwrap();
+    let old_member = std::fs::metadata(&data_aside[0]).unwrap();
+    assert_eq!(mode_owner(&new_member), mode_owner(&old_member));
     if running_as_root {
         let m = std::fs::metadata(&etcd_key).unwrap();
         assert_eq!(

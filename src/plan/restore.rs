@@ -136,8 +136,11 @@ pub struct Paths {
     pub staging: String,
     /// Where the two manifests wait while the control plane is stopped.
     pub manifests_aside: String,
-    /// The old data dir, kept.
+    /// The old `member/` dir, kept inside the data dir (same filesystem, so the move is a
+    /// rename even when the data dir is a mount point; etcd only warns about the extra name).
     pub data_aside: String,
+    /// Where `snapshot restore` writes before its `member/` is moved into place.
+    pub data_new: String,
     /// The old PKI dir, kept.
     pub pki_aside: String,
 }
@@ -154,7 +157,11 @@ pub fn paths(l: &NodeLayout, restore_id: &str) -> Paths {
     Paths {
         staging: format!("{}/{restore_id}", l.staging_parent.trim_end_matches('/')),
         manifests_aside: format!("{}/{restore_id}.manifests", parent(&l.manifests_dir)),
-        data_aside: format!("{}.before-{restore_id}", l.data_dir.trim_end_matches('/')),
+        data_aside: format!(
+            "{}/member.before-{restore_id}",
+            l.data_dir.trim_end_matches('/')
+        ),
+        data_new: format!("{}/.{restore_id}", l.data_dir.trim_end_matches('/')),
         pki_aside: format!("{}.before-{restore_id}", l.pki_dir.trim_end_matches('/')),
     }
 }
@@ -190,6 +197,7 @@ pub fn plan(l: &NodeLayout, m: &Member, restore_id: &str, kubeconfig_out: &str) 
     let q = |s: &str| quote(s);
     let (man, data, pki) = (q(&l.manifests_dir), q(&l.data_dir), q(&l.pki_dir));
     let (staging, aside) = (q(&p.staging), q(&p.manifests_aside));
+    let (da, dn, pa) = (q(&p.data_aside), q(&p.data_new), q(&p.pki_aside));
     let (etcd_y, api_y) = (q(&l.etcd_manifest), q(&l.apiserver_manifest));
     let move_out = format!(
         "mkdir -m 0700 {aside} && for f in {etcd_y} {api_y}; do if [ -e {man}/$f ]; then mv {man}/$f {aside}/; fi; done"
@@ -235,35 +243,28 @@ pub fn plan(l: &NodeLayout, m: &Member, restore_id: &str, kubeconfig_out: &str) 
         Step {
             name: "move-aside",
             does: format!(
-                "move the current data dir to {} and the PKI to {} (kept, never deleted)",
-                p.data_aside, p.pki_aside
+                "move the current etcd data ({}/member) to {} and the PKI to {} (kept, never deleted)",
+                l.data_dir, p.data_aside, p.pki_aside
             ),
             changes_node: true,
-            script: format!(
-                "mv {data} {} && mv {pki} {}",
-                q(&p.data_aside),
-                q(&p.pki_aside)
-            ),
+            script: format!("mv {data}/member {da} && mv {pki} {pa}"),
             undo: format!(
-                "if [ -e {da} ]; then rm -rf {data} && mv {da} {data}; fi; if [ -e {pa} ]; then rm -rf {pki} && mv {pa} {pki}; fi",
-                da = q(&p.data_aside),
-                pa = q(&p.pki_aside)
+                "if [ -e {da} ]; then rm -rf {data}/member && mv {da} {data}/member; fi; if [ -e {pa} ]; then rm -rf {pki} && mv {pa} {pki}; fi"
             ),
         },
         Step {
             name: "restore-snapshot",
             does: format!(
-                "etcdctl snapshot restore into {} as member {} ({}), owned and moded like the old data dir",
-                l.data_dir, m.name, m.initial_advertise_peer_urls
+                "etcdctl snapshot restore as member {} ({}), its member/ moved into {} and owned like the old one",
+                m.name, m.initial_advertise_peer_urls, l.data_dir
             ),
             changes_node: true,
             script: format!(
-                "cd {staging} && {} && chown -R \"$(stat -c %u:%g {da})\" {data} && chmod \"$(stat -c %a {da})\" {data}",
-                restore_command(l, m, &format!("{staging}/etcd/snapshot.db"), &data),
-                da = q(&p.data_aside),
+                "cd {staging} && {} && mv {dn}/member {data}/member && rmdir {dn} && chown -R \"$(stat -c %u:%g {da})\" {data}/member && chmod \"$(stat -c %a {da})\" {data}/member",
+                restore_command(l, m, &format!("{staging}/etcd/snapshot.db"), &dn),
             ),
-            // Only ever the new dir: the old one is aside whenever this step ran.
-            undo: format!("if [ -e {da} ]; then rm -rf {data}; fi", da = q(&p.data_aside)),
+            // Only ever what this step made: the old member/ is aside whenever it ran.
+            undo: format!("rm -rf {dn}; if [ -e {da} ]; then rm -rf {data}/member; fi"),
         },
         Step {
             name: "pki",
@@ -364,9 +365,11 @@ mod tests {
             }
         }
         let aside = &steps[4];
+        // member/ moves within the data dir, which may be a mount point and is never moved.
         assert!(aside
             .script
-            .contains("mv /var/lib/etcd /var/lib/etcd.before-cpvault-restore-X"));
+            .contains("mv /var/lib/etcd/member /var/lib/etcd/member.before-cpvault-restore-X"));
+        assert!(!aside.script.contains("mv /var/lib/etcd "));
         let restore = &steps[5];
         assert!(restore.script.contains("--name=admin-cp-1"));
         assert!(restore.script.contains("chown -R"));

@@ -102,8 +102,9 @@ fn killing_the_store_mid_upload_fails_naming_the_store_and_commits_nothing() {
 fn cut_connections_are_retried_and_the_backup_commits() {
     let w = World::new();
     let moto = Moto::start();
-    // The 2nd and 4th connections are cut on accept: the client must retry them.
-    let proxy = Proxy::start(moto.endpoint.trim_start_matches("http://"), &[1, 3]);
+    // The 1st, 2nd, 4th and 6th connections are cut on accept: whichever requests they carry
+    // (the create-if-absent probe, parts, the manifest commit), the client must retry them.
+    let proxy = Proxy::start(moto.endpoint.trim_start_matches("http://"), &[0, 1, 3, 5]);
     make_pki(&w.path("pki"));
     fake_snapshot(&w.path("snap.db"), 2_000);
     let store = format!("s3://{}/flaky", moto.bucket);

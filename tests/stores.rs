@@ -281,3 +281,30 @@ fn s3_settings_come_from_the_config_file_and_secrets_from_the_environment() {
         stderr(&refused)
     );
 }
+
+// Regression: object_store does not retry a conditional PUT whose connection broke, so one
+// reset connection failed the commit. The facade retries, and a retry that finds its own
+// bytes already there (the lost response's put did land) counts as committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_response_is_lost_is_retried_and_recognised() {
+    let mem: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let lossy = Arc::new(FaultStore::new(mem.clone()).lose_put_response(".manifest.json", 2));
+    let store = Store::from_object_store(lossy, "s3://lossy/server".into());
+    store
+        .put_create("admin/x.manifest.json", "{\"a\":1}".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        &store.get_bytes("admin/x.manifest.json").await.unwrap()[..],
+        b"{\"a\":1}"
+    );
+    // Someone else's object under the same key is still a conflict.
+    let e = store
+        .put_create("admin/x.manifest.json", "{\"a\":2}".into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, cpvault_backends::StoreError::AlreadyExists { .. }),
+        "{e}"
+    );
+}

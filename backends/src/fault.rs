@@ -31,12 +31,16 @@ struct Plan {
     /// Key suffix and length at which GET bodies end early.
     truncate: Option<(String, u64)>,
     ignore_create: bool,
+    /// Puts of keys with this suffix are carried out, then reported as a broken connection
+    /// (the first `usize` of them).
+    lose_put_response: Option<(String, usize)>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     plan: Plan,
     requests: AtomicU64,
+    lost: AtomicU64,
 }
 
 impl State {
@@ -88,6 +92,13 @@ impl FaultStore {
     /// Lets the first `n` requests through and fails every one after them.
     pub fn fail_after(self, n: u64) -> FaultStore {
         self.plan(|p| p.fail_after = Some(n))
+    }
+
+    /// Carries out the first `times` puts of keys ending in `suffix`, then reports each as a
+    /// connection reset, as when a response is lost on the way back.
+    pub fn lose_put_response(self, suffix: &str, times: usize) -> FaultStore {
+        let suffix = suffix.to_string();
+        self.plan(|p| p.lose_put_response = Some((suffix, times)))
     }
 
     /// Delays every request.
@@ -198,7 +209,18 @@ impl ObjectStore for FaultStore {
         if self.state.plan.ignore_create && opts.mode == PutMode::Create {
             opts.mode = PutMode::Overwrite;
         }
-        self.inner.put_opts(location, payload, opts).await
+        let r = self.inner.put_opts(location, payload, opts).await?;
+        if let Some((suffix, times)) = &self.state.plan.lose_put_response {
+            if location.as_ref().ends_with(suffix.as_str())
+                && self.state.lost.fetch_add(1, Ordering::SeqCst) < *times as u64
+            {
+                return Err(object_store::Error::Generic {
+                    store: "fault",
+                    source: "error sending request: connection error: Connection reset by peer (injected after the put landed)".into(),
+                });
+            }
+        }
+        Ok(r)
     }
 
     async fn put_multipart_opts(

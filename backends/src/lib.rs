@@ -128,6 +128,23 @@ impl fmt::Display for Store {
     }
 }
 
+/// Whether `e` is a connection that broke off (worth retrying), not a server's answer.
+pub(crate) fn is_transient(e: &object_store::Error) -> bool {
+    if !matches!(e, object_store::Error::Generic { .. }) {
+        return false;
+    }
+    let text = e.to_string();
+    [
+        "error sending request",
+        "connection reset",
+        "Connection reset",
+        "connection closed",
+        "broken pipe",
+    ]
+    .iter()
+    .any(|t| text.contains(t))
+}
+
 impl Store {
     /// Opens the store named by `url`. With `create`, a missing local directory is created
     /// (mode 0700); without it, a missing directory is an error, so a typo in `--store` on a
@@ -338,11 +355,44 @@ impl Store {
             mode: PutMode::Create,
             ..Default::default()
         };
-        self.inner
-            .put_opts(&Path::from(key), PutPayload::from(bytes), opts)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.err("create", key, e))
+        // object_store never retries a conditional PUT whose connection broke (it is not
+        // idempotent), so the commit would fail on one reset connection. Retry it here: if
+        // an earlier attempt did land, the retry sees AlreadyExists, and the object is ours
+        // exactly when its bytes are ours.
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let r = self
+                .inner
+                .put_opts(
+                    &Path::from(key),
+                    PutPayload::from(bytes.clone()),
+                    opts.clone(),
+                )
+                .await;
+            match r {
+                Ok(_) => return Ok(()),
+                Err(object_store::Error::AlreadyExists { .. }) if attempt > 1 => {
+                    return if self.get_bytes(key).await? == bytes {
+                        Ok(())
+                    } else {
+                        Err(StoreError::AlreadyExists {
+                            store: self.display.clone(),
+                            key: key.to_string(),
+                        })
+                    };
+                }
+                Err(e) if attempt < 4 && is_transient(&e) => {
+                    tracing::warn!(
+                        "store '{}': create of '{key}' broke off, retrying: {e}",
+                        self
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
+                        .await;
+                }
+                Err(e) => return Err(self.err("create", key, e)),
+            }
+        }
     }
 
     /// Puts `bytes` at `key`, replacing what is there.

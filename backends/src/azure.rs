@@ -27,14 +27,6 @@ const URL_RULES: UrlRules = UrlRules {
     endpoint_hint: "put the endpoint in AZURE_STORAGE_ENDPOINT (AZURITE_BLOB_STORAGE_URL for Azurite)",
 };
 
-/// Opens `url` (`az://container[/prefix]`) with settings from this process's environment.
-///
-/// # Errors
-/// [`StoreError::BadUrl`] for a malformed URL or unusable settings.
-pub fn open(url: &str) -> Result<(Arc<dyn ObjectStore>, String), StoreError> {
-    open_with_vars(url, std::env::vars())
-}
-
 /// Opens `url` with settings from `vars` (name, value) instead of the environment: the
 /// `AZURE_*` names object_store understands, `AZURE_STORAGE_USE_EMULATOR=true` with an
 /// optional `AZURITE_BLOB_STORAGE_URL` (the emulator's base URL, default

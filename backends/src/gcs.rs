@@ -40,14 +40,6 @@ const URL_RULES: UrlRules = UrlRules {
     endpoint_hint: "put another server's URL in GOOGLE_BASE_URL",
 };
 
-/// Opens `url` (`gs://bucket[/prefix]`) with settings from this process's environment.
-///
-/// # Errors
-/// [`StoreError::BadUrl`] for a malformed URL or unusable settings.
-pub fn open(url: &str) -> Result<(Arc<dyn ObjectStore>, String), StoreError> {
-    open_with_vars(url, std::env::vars())
-}
-
 /// Opens `url` with settings from `vars` (name, value) instead of the environment: the
 /// `GOOGLE_*` names object_store understands (credentials as in the module docs,
 /// `GOOGLE_BASE_URL`, client options such as `GOOGLE_ALLOW_HTTP` or `GOOGLE_TIMEOUT`), and

@@ -20,14 +20,6 @@ const URL_RULES: UrlRules = UrlRules {
     endpoint_hint: "put the endpoint in AWS_ENDPOINT_URL",
 };
 
-/// Opens `url` (`s3://bucket[/prefix]`) with settings from this process's environment.
-///
-/// # Errors
-/// [`StoreError::BadUrl`] for a malformed URL or unusable settings.
-pub fn open(url: &str) -> Result<(Arc<dyn ObjectStore>, String), StoreError> {
-    open_with_vars(url, std::env::vars())
-}
-
 /// Opens `url` with settings from `vars` (name, value) instead of the environment: the
 /// `AWS_*` names object_store understands, `AWS_CA_BUNDLE`, and `CPVAULT_STORE_RETRY_TIMEOUT`
 /// (seconds) / `CPVAULT_STORE_MAX_RETRIES`. Tests use it to point a store at their own

@@ -166,16 +166,13 @@ fn restore_locally(args: &RestoreArgs, dir: &Path, work: &Path) -> anyhow::Resul
 fn layout(args: &RestoreArgs) -> NodeLayout {
     let mut l = NodeLayout::kubeadm();
     let n = &args.node;
-    let keep = |v: &Option<String>, d: Option<String>| match v {
-        Some(p) if p.is_empty() => None,
-        Some(p) => Some(p.clone()),
-        None => d,
-    };
-    l.etcdctl.command = n.node_etcdctl.clone().unwrap_or(l.etcdctl.command);
-    l.etcdctl.endpoint = n.node_etcd_endpoint.clone().unwrap_or(l.etcdctl.endpoint);
-    l.etcdctl.cacert = keep(&n.node_etcd_cacert, l.etcdctl.cacert);
-    l.etcdctl.cert = keep(&n.node_etcd_cert, l.etcdctl.cert);
-    l.etcdctl.key = keep(&n.node_etcd_key, l.etcdctl.key);
+    l.etcdctl = l.etcdctl.with_overrides(
+        n.node_etcdctl.as_ref(),
+        n.node_etcd_endpoint.as_ref(),
+        n.node_etcd_cacert.as_ref(),
+        n.node_etcd_cert.as_ref(),
+        n.node_etcd_key.as_ref(),
+    );
     l.manifests_dir = args.manifests_dir.clone();
     l.data_dir = args.etcd_data_dir.clone();
     l.pki_dir = args.pki_dir.clone();
@@ -185,13 +182,7 @@ fn layout(args: &RestoreArgs) -> NodeLayout {
     if let Some(c) = &args.stopped_check {
         l.stopped_check = c.clone();
     }
-    l.ready_check = match &args.ready_check {
-        Some(c) => c.clone(),
-        None => format!(
-            "{} && curl -fsk -m 5 https://127.0.0.1:6443/readyz >/dev/null",
-            rplan::health_command(&l.etcdctl)
-        ),
-    };
+    l.ready_check = args.ready_check.clone();
     l
 }
 

@@ -31,13 +31,24 @@ pub struct NodeLayout {
     pub etcdctl: RemoteEtcdctl,
     /// Exits 0 once etcd and kube-apiserver have stopped.
     pub stopped_check: String,
-    /// Exits 0 once etcd (and kube-apiserver) serve again.
-    pub ready_check: String,
+    /// Exits 0 once etcd (and kube-apiserver) serve again; `None`: etcdctl's endpoint health
+    /// with [`NodeLayout::etcdctl`]'s settings, then kube-apiserver's `/readyz`.
+    pub ready_check: Option<String>,
     /// Seconds to wait for stopped/ready.
     pub wait_seconds: u64,
 }
 
 impl NodeLayout {
+    /// The readiness check in effect.
+    pub fn ready_check(&self) -> String {
+        self.ready_check.clone().unwrap_or_else(|| {
+            format!(
+                "{} && curl -fsk -m 5 https://127.0.0.1:6443/readyz >/dev/null",
+                health_command(&self.etcdctl)
+            )
+        })
+    }
+
     /// kubeadm's (and GKE on VMware admin clusters') layout, with etcdctl on the node.
     pub fn kubeadm() -> NodeLayout {
         let etcdctl = crate::sources::kube::Profile::Kubeadm.etcdctl();
@@ -52,10 +63,7 @@ impl NodeLayout {
             // A failing crictl must not read as "stopped".
             stopped_check: "o=$(crictl ps -q --name '^(etcd|kube-apiserver)$') && test -z \"$o\""
                 .into(),
-            ready_check: format!(
-                "{} && curl -fsk -m 5 https://127.0.0.1:6443/readyz >/dev/null",
-                health_command(&etcdctl)
-            ),
+            ready_check: None,
             etcdctl,
             wait_seconds: 300,
         }
@@ -64,17 +72,7 @@ impl NodeLayout {
 
 /// `etcdctl endpoint health` with the layout's endpoint and certificates.
 pub fn health_command(e: &RemoteEtcdctl) -> String {
-    format!("ETCDCTL_API=3 {} endpoint health", etcdctl_flags(e))
-}
-
-fn etcdctl_flags(e: &RemoteEtcdctl) -> String {
-    let mut s = format!("{} --endpoints={}", e.command, quote(&e.endpoint));
-    for (flag, v) in [("cacert", &e.cacert), ("cert", &e.cert), ("key", &e.key)] {
-        if let Some(v) = v {
-            s.push_str(&format!(" --{flag}={}", quote(v)));
-        }
-    }
-    s
+    format!("{} endpoint health", e.invocation())
 }
 
 /// The member flags `snapshot restore` needs, as the node's etcd runs with them.
@@ -292,7 +290,7 @@ pub fn plan(l: &NodeLayout, m: &Member, restore_id: &str, kubeconfig_out: &str) 
             name: "wait-ready",
             does: format!("wait up to {}s for etcd health and apiserver readiness", l.wait_seconds),
             changes_node: false,
-            script: wait_for(&l.ready_check, "etcd and kube-apiserver are ready", l.wait_seconds),
+            script: wait_for(&l.ready_check(), "etcd and kube-apiserver are ready", l.wait_seconds),
             undo: String::new(),
         },
         Step {

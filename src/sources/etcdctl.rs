@@ -21,6 +21,51 @@ pub struct RemoteEtcdctl {
     pub key: Option<String>,
 }
 
+impl RemoteEtcdctl {
+    /// The settings' overrides on top of these defaults: a set value replaces the default,
+    /// and an empty certificate path drops that flag (a plain-http etcd needs none).
+    pub fn with_overrides(
+        self,
+        command: Option<&String>,
+        endpoint: Option<&String>,
+        cacert: Option<&String>,
+        cert: Option<&String>,
+        key: Option<&String>,
+    ) -> RemoteEtcdctl {
+        let path = |v: Option<&String>, default: Option<String>| match v {
+            Some(p) => (!p.is_empty()).then(|| p.clone()),
+            None => default,
+        };
+        RemoteEtcdctl {
+            command: command.cloned().unwrap_or(self.command),
+            endpoint: endpoint.cloned().unwrap_or(self.endpoint),
+            cacert: path(cacert, self.cacert),
+            cert: path(cert, self.cert),
+            key: path(key, self.key),
+        }
+    }
+
+    /// `ETCDCTL_API=3 <command> --endpoints=… [--cacert=… --cert=… --key=…]`, quoted for a
+    /// POSIX shell; a subcommand follows.
+    pub fn invocation(&self) -> String {
+        let mut ctl = format!(
+            "ETCDCTL_API=3 {} --endpoints={}",
+            self.command,
+            quote(&self.endpoint)
+        );
+        for (flag, v) in [
+            ("cacert", &self.cacert),
+            ("cert", &self.cert),
+            ("key", &self.key),
+        ] {
+            if let Some(v) = v {
+                ctl.push_str(&format!(" --{flag}={}", quote(v)));
+            }
+        }
+        ctl
+    }
+}
+
 /// Quotes one word for a POSIX shell.
 pub fn quote(word: &str) -> String {
     if !word.is_empty()
@@ -40,16 +85,7 @@ const TEMP_PREFIX: &str = "cpvault-snapshot.";
 /// The script that saves a snapshot and prints `SIZE DIR` on its last line of stdout. On
 /// failure it prints etcdctl's output to stderr, removes the dir, and exits non-zero.
 pub fn save_script(e: &RemoteEtcdctl) -> String {
-    let mut ctl = format!(
-        "ETCDCTL_API=3 {} --endpoints={}",
-        e.command,
-        quote(&e.endpoint)
-    );
-    for (flag, v) in [("cacert", &e.cacert), ("cert", &e.cert), ("key", &e.key)] {
-        if let Some(v) = v {
-            ctl.push_str(&format!(" --{flag}={}", quote(v)));
-        }
-    }
+    let ctl = e.invocation();
     format!(
         r#"set -u
 umask 077

@@ -157,18 +157,13 @@ impl Gathered {
 }
 
 fn remote_etcdctl(s: &Sources, base: RemoteEtcdctl) -> RemoteEtcdctl {
-    RemoteEtcdctl {
-        command: s.node_etcdctl.clone().unwrap_or(base.command),
-        endpoint: s.node_etcd_endpoint.clone().unwrap_or(base.endpoint),
-        cacert: none_if_empty(s.node_etcd_cacert.clone()).unwrap_or(base.cacert),
-        cert: none_if_empty(s.node_etcd_cert.clone()).unwrap_or(base.cert),
-        key: none_if_empty(s.node_etcd_key.clone()).unwrap_or(base.key),
-    }
-}
-
-// An empty path setting means "no such flag" (a plain-http etcd needs no certificates).
-fn none_if_empty(v: Option<String>) -> Option<Option<String>> {
-    v.map(|p| (!p.is_empty()).then_some(p))
+    base.with_overrides(
+        s.node_etcdctl.as_ref(),
+        s.node_etcd_endpoint.as_ref(),
+        s.node_etcd_cacert.as_ref(),
+        s.node_etcd_cert.as_ref(),
+        s.node_etcd_key.as_ref(),
+    )
 }
 
 /// The SSH settings of `s` for the node `dest` (`USER@HOST`).

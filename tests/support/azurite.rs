@@ -177,13 +177,11 @@ impl Azurite {
 
     /// `cpvault` with only this server's settings (no AZURE_* inherited from the caller).
     pub fn cpvault(&self, cwd: &Path, args: &[&str]) -> Output {
-        let mut c = cpvault_cmd(cwd);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AZURE_") || k.starts_with("AZURITE_") {
-                c.env_remove(k);
-            }
-        }
-        c.envs(self.vars()).args(args).output().unwrap()
+        cpvault_cmd(cwd)
+            .envs(self.vars())
+            .args(args)
+            .output()
+            .unwrap()
     }
 }
 

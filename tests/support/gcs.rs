@@ -16,7 +16,6 @@ use std::convert::Infallible;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -25,7 +24,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 use bucket::{abort, complete, delete, get, initiate, list, put_object, put_part};
@@ -110,16 +108,13 @@ pub struct GcsServer {
     bucket: String,
     token: String,
     state: Shared,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    // Last: dropping it stops the server.
+    _server: super::http::HttpServer,
 }
 
 impl GcsServer {
     /// Binds a free loopback port and serves on a thread with its own runtime.
     pub fn start() -> GcsServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let token = format!("ya29.test-{:032x}", rand::random::<u128>());
         let bucket = "cpvault-gcs-test".to_string();
         let state: Shared = Arc::new(Mutex::new(State {
@@ -127,28 +122,15 @@ impl GcsServer {
             token: token.clone(),
             ..State::default()
         }));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("gcs-server")
-            .enable_all()
-            .build()
-            .unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel();
         let shared = state.clone();
-        let thread = std::thread::Builder::new()
-            .name("gcs-server".into())
-            .spawn(move || {
-                rt.block_on(serve(listener, shared, stopped));
-                rt.shutdown_timeout(Duration::from_secs(2));
-            })
-            .unwrap();
+        let server =
+            super::http::HttpServer::start("gcs-server", move |req| handle(shared.clone(), req));
         GcsServer {
-            url: format!("http://127.0.0.1:{port}"),
+            url: server.url(),
             bucket,
             token,
             state,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -237,49 +219,9 @@ impl GcsServer {
     }
 }
 
-impl Drop for GcsServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 // A panicking test thread must not turn every later assertion into a poison error.
 fn lock(state: &Shared) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-async fn serve(
-    listener: std::net::TcpListener,
-    state: Shared,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) {
-    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-        return;
-    };
-    loop {
-        let tcp = tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
-    }
 }
 
 /// The parsed parts of a request that the handlers need, its body aside.

@@ -81,43 +81,26 @@ pub struct KubeApi {
     url: String,
     token: String,
     state: Shared,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    // Last: dropping it stops the server.
+    _server: super::http::HttpServer,
 }
 
 impl KubeApi {
     /// Binds a free loopback port and serves on a thread with its own runtime.
     pub fn start() -> KubeApi {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let token = format!("{:032x}", rand::random::<u128>());
         let state: Shared = Arc::new(Mutex::new(State {
             token: token.clone(),
             ..State::default()
         }));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("kubeapi")
-            .enable_all()
-            .build()
-            .unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel();
         let shared = state.clone();
-        let thread = std::thread::Builder::new()
-            .name("kubeapi".into())
-            .spawn(move || {
-                rt.block_on(serve(listener, shared, stopped));
-                // Cancels sessions still running; their children are killed on drop.
-                rt.shutdown_timeout(Duration::from_secs(2));
-            })
-            .unwrap();
+        let server =
+            super::http::HttpServer::start("kubeapi", move |req| handle(shared.clone(), req));
         KubeApi {
-            url: format!("http://127.0.0.1:{port}"),
+            url: server.url(),
             token,
             state,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -249,17 +232,6 @@ impl KubeApi {
     }
 }
 
-impl Drop for KubeApi {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 impl State {
     fn metadata(&mut self, namespace: Option<&str>, name: &str, labels: &[(&str, &str)]) -> Value {
         self.resource_version += 1;
@@ -327,36 +299,6 @@ fn base64(data: &[u8]) -> String {
         }
     }
     out
-}
-
-async fn serve(
-    listener: std::net::TcpListener,
-    state: Shared,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) {
-    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-        return;
-    };
-    loop {
-        let tcp = tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades()
-                .await;
-        });
-    }
 }
 
 async fn handle(state: Shared, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {

@@ -109,8 +109,9 @@ impl World {
     }
 }
 
-/// Runs the binary in `cwd` with a clean environment: no CPVAULT_* from the caller, and a
-/// config home with no config file.
+/// Runs the binary in `cwd` with a clean environment: no CPVAULT_* and no store settings
+/// (AWS_*, GOOGLE_*, AZURE_*, AZURITE_*) from the caller, and a config home with no config
+/// file.
 pub fn cpvault_in(cwd: &Path, args: &[&str]) -> Output {
     cpvault_cmd(cwd).args(args).output().unwrap()
 }
@@ -120,8 +121,9 @@ pub fn cpvault_cmd(cwd: &Path) -> Command {
     c.current_dir(cwd)
         .env("XDG_CONFIG_HOME", cwd.join(".no-config"))
         .stdin(Stdio::null());
+    const SCRUBBED: [&str; 5] = ["CPVAULT_", "AWS_", "GOOGLE_", "AZURE_", "AZURITE_"];
     for (k, _) in std::env::vars() {
-        if k.starts_with("CPVAULT_") {
+        if SCRUBBED.iter().any(|p| k.starts_with(p)) {
             c.env_remove(k);
         }
     }
@@ -522,13 +524,11 @@ impl Moto {
 
     /// `cpvault` with only this server's AWS_* settings (none inherited from the caller).
     pub fn cpvault(&self, cwd: &Path, args: &[&str]) -> Output {
-        let mut c = cpvault_cmd(cwd);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AWS_") {
-                c.env_remove(k);
-            }
-        }
-        c.envs(self.env()).args(args).output().unwrap()
+        cpvault_cmd(cwd)
+            .envs(self.env())
+            .args(args)
+            .output()
+            .unwrap()
     }
 }
 
@@ -539,6 +539,8 @@ impl Drop for Moto {
     }
 }
 
+// The loopback HTTP server under the in-process test servers.
+pub mod http;
 // A Kubernetes test API server (REST + exec websocket) that runs exec'd commands for real.
 pub mod kubeapi;
 // Test certificates for etcd's mutual TLS.

@@ -105,13 +105,11 @@ impl S3sFs {
 
     /// `cpvault` with only this server's AWS_* settings (none inherited from the caller).
     pub fn cpvault(&self, cwd: &Path, args: &[&str]) -> Output {
-        let mut c = cpvault_cmd(cwd);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AWS_") {
-                c.env_remove(k);
-            }
-        }
-        c.envs(self.env()).args(args).output().unwrap()
+        cpvault_cmd(cwd)
+            .envs(self.env())
+            .args(args)
+            .output()
+            .unwrap()
     }
 }
 

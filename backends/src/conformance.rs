@@ -20,6 +20,30 @@ pub async fn run_all(store: &Store) {
     list_prefix_and_pagination(store, 1_050).await;
 }
 
+/// A store opened with a wrong credential: writes and lists are refused with an error that
+/// names the store and the server's 403, and never quotes `secret`.
+pub async fn bad_credentials_refused(store: &Store, secret: &str) {
+    let put = store
+        .put_create("conformance/denied.json", Bytes::from_static(b"{}"))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{store}: a write with a wrong credential succeeded"))
+        .to_string();
+    let list = store
+        .list(None)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{store}: a list with a wrong credential succeeded"))
+        .to_string();
+    for e in [put, list] {
+        assert!(
+            e.contains(&store.to_string()) && e.contains("403"),
+            "{store}: {e}"
+        );
+        assert!(!e.contains(secret), "{store}: the secret leaked: {e}");
+    }
+}
+
 /// Put, overwrite, get, head, list and delete of small objects.
 pub async fn put_get_list_delete(store: &Store) {
     let k = "conformance/basic/a.bin";

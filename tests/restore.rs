@@ -14,6 +14,21 @@ use crate::support::*;
 
 const KEYS: usize = 25;
 
+/// The plan's steps in order; the ones between `verify` and `cleanup` change the node.
+const STEPS: [&str; 11] = [
+    "preflight",
+    "verify",
+    "stage",
+    "stop-control-plane",
+    "move-aside",
+    "restore-snapshot",
+    "pki",
+    "start-control-plane",
+    "wait-ready",
+    "kubeconfig",
+    "cleanup",
+];
+
 struct Scene {
     w: World,
     node: SandboxNode,
@@ -129,7 +144,11 @@ impl Scene {
     }
 
     fn run(&self, extra: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut args = self.restore_args();
+        self.run_args(self.restore_args(), extra, env)
+    }
+
+    /// Runs restore with `args` (usually [`Scene::restore_args`], edited) plus `extra`.
+    fn run_args(&self, mut args: Vec<String>, extra: &[&str], env: &[(&str, &str)]) -> Output {
         args.extend(extra.iter().map(|s| s.to_string()));
         args.push("--store".into());
         args.push(self.w.store.display().to_string());
@@ -249,19 +268,7 @@ fn dry_run_prints_every_step_and_changes_nothing() {
     let out = s.run(&["--dry-run"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    for step in [
-        "preflight",
-        "verify",
-        "stage",
-        "stop-control-plane",
-        "move-aside",
-        "restore-snapshot",
-        "pki",
-        "start-control-plane",
-        "wait-ready",
-        "kubeconfig",
-        "cleanup",
-    ] {
+    for step in STEPS {
         assert!(text.contains(step), "{step} missing from the plan:\n{text}");
     }
     assert!(text.contains("snapshot restore"), "{text}");
@@ -269,7 +276,7 @@ fn dry_run_prints_every_step_and_changes_nothing() {
     assert!(!s.w.path("admin.conf").exists());
     let json = s.run(&["--dry-run", "--output", "json"], &[]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(v["steps"].as_array().unwrap().len(), 11);
+    assert_eq!(v["steps"].as_array().unwrap().len(), STEPS.len());
     assert_eq!(s.node.snapshot_tree(), before);
     // Without --yes and with no terminal to ask on, nothing happens either.
     let unasked = s.run(&[], &[]);
@@ -284,16 +291,7 @@ fn a_failure_at_any_step_rolls_the_node_back_to_exactly_how_it_was() {
     let s = scene();
     let keys_before = s.node.keys();
     let tree_before = s.node.snapshot_tree();
-    for step in [
-        "stage",
-        "stop-control-plane",
-        "move-aside",
-        "restore-snapshot",
-        "pki",
-        "start-control-plane",
-        "wait-ready",
-        "kubeconfig",
-    ] {
+    for step in &STEPS[2..10] {
         let out = s.run(&["--yes"], &[("CPVAULT_RESTORE_FAIL_AT", step)]);
         assert_no_panic(&out);
         assert_eq!(out.status.code(), Some(1), "{step}: {}", stderr(&out));
@@ -331,9 +329,7 @@ fn a_bad_archive_a_wrong_key_or_another_clusters_ca_stops_before_any_change() {
     let mut args = s.restore_args();
     let i = args.iter().position(|a| a == "--etcd-data-dir").unwrap();
     args[i + 1] = s.node.root().join("var/lib").display().to_string();
-    args.extend(["--yes", "--store", s.w.store.to_str().unwrap()].map(String::from));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = cpvault_in(s.w.dir.path(), &refs);
+    let out = s.run_args(args, &["--yes"], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("--data-dir="), "{}", stderr(&out));
     assert_eq!(s.node.snapshot_tree(), before);
@@ -345,9 +341,7 @@ fn a_bad_archive_a_wrong_key_or_another_clusters_ca_stops_before_any_change() {
     let mut args = s.restore_args();
     let i = args.iter().position(|a| a == "-i").unwrap();
     args[i + 1] = other.display().to_string();
-    args.extend(["--yes", "--store", s.w.store.to_str().unwrap()].map(String::from));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = cpvault_in(s.w.dir.path(), &refs);
+    let out = s.run_args(args, &["--yes"], &[]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("nothing on"), "{}", stderr(&out));
     assert_eq!(s.node.snapshot_tree(), before);
@@ -448,15 +442,11 @@ fn restore_finds_the_node_and_its_key_through_the_admin_cluster() {
             kubeconfig.to_str().unwrap(),
             "--ssh-user",
             &s.sshd.user(),
-            "--dry-run",
-            "--store",
-            s.w.store.to_str().unwrap(),
         ]
         .map(String::from),
     );
     let before = s.node.snapshot_tree();
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = cpvault_in(s.w.dir.path(), &refs);
+    let out = s.run_args(args, &["--dry-run"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("control-plane node admin-cp-1 at 127.0.0.1"));
     assert!(stdout(&out).contains("restore-snapshot"));

@@ -110,6 +110,32 @@ impl<W: Write> TarWriter<W> {
         self.pad(header.size)
     }
 
+    /// Starts an entry whose data the caller then writes with [`TarWriter::write_data`]
+    /// (exactly `header.size` bytes) and ends with [`TarWriter::end_entry`]: for data that
+    /// arrives as writes rather than from a reader.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn start_entry(&mut self, header: &EntryHeader<'_>) -> io::Result<()> {
+        self.write_header(header)
+    }
+
+    /// Writes entry data started with [`TarWriter::start_entry`].
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn write_data(&mut self, data: &[u8]) -> io::Result<()> {
+        self.out.write_all(data)
+    }
+
+    /// Pads the entry of `size` bytes to the block boundary.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn end_entry(&mut self, size: u64) -> io::Result<()> {
+        self.pad(size)
+    }
+
     /// Writes the end-of-archive marker and returns the inner writer.
     ///
     /// # Errors

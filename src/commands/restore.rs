@@ -16,6 +16,7 @@ use chrono::Utc;
 use super::Ctx;
 use crate::archive::manifest::Manifest;
 use crate::archive::reader::Sink;
+use crate::archive::tarfmt::{EntryHeader, TarWriter};
 use crate::cli::RestoreArgs;
 use crate::error::{Usage, VerifyFailed};
 use crate::plan::restore::{self as rplan, NodeLayout, Step};
@@ -620,12 +621,12 @@ async fn stage(
         .map_err(|e| e.to_string())?;
     let stdin = child.stdin().take().expect("piped");
     let handle = tokio::runtime::Handle::current();
-    let writer: Arc<Mutex<Box<dyn Write + Send>>> = Arc::new(Mutex::new(Box::new(
-        tokio_util::io::SyncIoBridge::new_with_handle(stdin, handle),
-    )));
+    let bridge: Box<dyn Write + Send> =
+        Box::new(tokio_util::io::SyncIoBridge::new_with_handle(stdin, handle));
+    let writer = Arc::new(Mutex::new(TarWriter::new(bridge)));
     let sink = TarSink {
         out: writer.clone(),
-        pad: 0,
+        open: None,
     };
     let key = &m.archive.as_ref().expect("committed backup").key;
     let seen = crate::archive::reader::read_archive(
@@ -642,14 +643,13 @@ async fn stage(
     // rollback removes it next). The bridge blocks, so not on a runtime thread.
     let complete = stream_failure.is_none();
     let closed = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let mut bridge = Arc::try_unwrap(writer)
+        let tar = Arc::try_unwrap(writer)
             .map_err(|_| "stream writer still shared".to_string())?
             .into_inner()
             .map_err(|_| "stream writer poisoned".to_string())?;
         if complete {
-            bridge
-                .write_all(&[0u8; 1024])
-                .and_then(|_| bridge.flush())
+            tar.finish()
+                .and_then(|mut w| w.flush())
                 .map_err(|e| format!("streaming to the node: {e}"))?;
         }
         Ok(())
@@ -695,10 +695,21 @@ async fn stage(
     Ok(())
 }
 
-/// Re-frames the payload entries as a tar stream (ustar headers, recorded modes).
+type SharedTar = Arc<Mutex<TarWriter<Box<dyn Write + Send>>>>;
+
+/// Re-frames the payload entries as a tar stream with the archive's own tar writer (ustar,
+/// PAX for long paths; recorded modes).
 struct TarSink {
-    out: Arc<Mutex<Box<dyn Write + Send>>>,
-    pad: usize,
+    out: SharedTar,
+    /// Size of the entry in progress, padded when the next one starts or the sink drops.
+    open: Option<u64>,
+}
+
+fn locked(
+    out: &SharedTar,
+) -> io::Result<std::sync::MutexGuard<'_, TarWriter<Box<dyn Write + Send>>>> {
+    out.lock()
+        .map_err(|_| io::Error::other("stream writer poisoned"))
 }
 
 impl Sink for TarSink {
@@ -708,58 +719,35 @@ impl Sink for TarSink {
         size: u64,
         mode: u32,
     ) -> io::Result<Option<Box<dyn Write + Send>>> {
-        let mut w = self
-            .out
-            .lock()
-            .map_err(|_| io::Error::other("stream writer poisoned"))?;
-        w.write_all(&vec![0u8; self.pad])?;
-        // Names over 100 bytes go first in a GNU long-name entry, as GNU tar reads them.
-        if path.len() > 100 {
-            let mut long = tar::Header::new_gnu();
-            long.as_gnu_mut().expect("gnu header").name[..13].copy_from_slice(b"././@LongLink");
-            long.set_mode(0o644);
-            long.set_size(path.len() as u64 + 1);
-            long.set_entry_type(tar::EntryType::GNULongName);
-            long.set_mtime(0);
-            long.set_cksum();
-            w.write_all(long.as_bytes())?;
-            w.write_all(path.as_bytes())?;
-            let n = path.len() + 1;
-            w.write_all(&vec![0u8; 1 + (512 - n % 512) % 512])?;
+        let mut tar = locked(&self.out)?;
+        if let Some(prev) = self.open.take() {
+            tar.end_entry(prev)?;
         }
-        let mut h = tar::Header::new_gnu();
-        let cut = (0..=path.len().min(100))
-            .rev()
-            .find(|&i| path.is_char_boundary(i))
-            .unwrap_or(0);
-        h.set_path(&path[..cut])?;
-        h.set_size(size);
-        h.set_mode(mode & 0o7777);
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mtime(0);
-        h.set_cksum();
-        w.write_all(h.as_bytes())?;
-        self.pad = ((512 - size % 512) % 512) as usize;
+        tar.start_entry(&EntryHeader {
+            path,
+            size,
+            mode,
+            mtime: 0,
+        })?;
+        self.open = Some(size);
         Ok(Some(Box::new(Through(self.out.clone()))))
     }
 }
 
 impl Drop for TarSink {
     fn drop(&mut self) {
-        if let Ok(mut w) = self.out.lock() {
-            let _ = w.write_all(&vec![0u8; self.pad]);
+        if let (Some(size), Ok(mut tar)) = (self.open.take(), self.out.lock()) {
+            let _ = tar.end_entry(size);
         }
     }
 }
 
-struct Through(Arc<Mutex<Box<dyn Write + Send>>>);
+struct Through(SharedTar);
 
 impl Write for Through {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| io::Error::other("stream writer poisoned"))?
-            .write(b)
+        locked(&self.0)?.write_data(b)?;
+        Ok(b.len())
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{cpvault_cmd, free_port};
+use super::{cpvault_cmd, free_port, missing};
 
 /// Azurite's well-known development account and key.
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -41,13 +41,9 @@ fn binary() -> PathBuf {
             .find(|b| b.is_file())
     });
     on_path.unwrap_or_else(|| {
-        panic!(
-            "this test needs Azurite's `azurite-blob` (in the repository root: {INSTALL}); .ci/run installs it{}",
-            if std::env::var("CI").as_deref() == Ok("true") {
-                " — CI=true, so a missing tool is a failure"
-            } else {
-                ""
-            }
+        missing(
+            "Azurite's `azurite-blob`",
+            &format!("in the repository root: {INSTALL}"),
         )
     })
 }

@@ -16,18 +16,28 @@ use sha2::{Digest, Sha256};
 
 /// Panics unless `tool` is on PATH, naming the Debian package that provides it.
 pub fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
+    if !on_path(tool) {
+        missing(&format!("`{tool}`"), &format!("apt-get install {package}"));
+    }
+}
+
+/// Whether `tool` is an executable file in a PATH directory.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "this test needs `{tool}` (apt-get install {package}); .ci/run installs it{}",
+        .unwrap_or(false)
+}
+
+/// Fails the test: `what` is not installed; `install` says how to get it.
+pub fn missing(what: &str, install: &str) -> ! {
+    panic!(
+        "this test needs {what} ({install}); .ci/run installs it{}",
         if std::env::var("CI").as_deref() == Ok("true") {
             " — CI=true, so a missing tool is a failure"
         } else {
             ""
         }
-    );
+    )
 }
 
 /// A scratch world: a temp dir, a store in it, and a fresh age key.
@@ -458,13 +468,9 @@ pub struct Moto {
 impl Moto {
     /// Starts `moto_server` on a free port and creates a bucket.
     pub fn start() -> Moto {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join("moto_server").is_file()))
-            .unwrap_or(false);
-        assert!(
-            found,
-            "this test needs `moto_server` (pip install 'moto[server]'); .ci/run installs it"
-        );
+        if !on_path("moto_server") {
+            missing("`moto_server`", "pip install 'moto[server]'");
+        }
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();

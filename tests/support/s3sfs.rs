@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use super::{cpvault_cmd, free_port};
+use super::{cpvault_cmd, free_port, missing, on_path};
 
 pub const INSTALL: &str = "cargo install s3s-fs@0.14.1 --locked --features binary";
 const ACCESS_KEY: &str = "cpvault-test-access";
@@ -23,18 +23,9 @@ pub struct S3sFs {
 impl S3sFs {
     /// Starts `s3s-fs` on a free port over a fresh root with a bucket in it.
     pub fn start() -> S3sFs {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join("s3s-fs").is_file()))
-            .unwrap_or(false);
-        assert!(
-            found,
-            "this test needs `s3s-fs` ({INSTALL}); .ci/run installs it{}",
-            if std::env::var("CI").as_deref() == Ok("true") {
-                " — CI=true, so a missing tool is a failure"
-            } else {
-                ""
-            }
-        );
+        if !on_path("s3s-fs") {
+            missing("`s3s-fs`", INSTALL);
+        }
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         let bucket = "cpvault-test";

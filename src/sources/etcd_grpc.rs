@@ -72,16 +72,7 @@ fn options(ep: &EtcdEndpoint) -> Result<ConnectOptions, SourceError> {
 
 /// Turns a gRPC/transport failure into one line naming the endpoint, the cause and the fix.
 fn explain(endpoint: &str, tls: bool, err: &etcd_client::Error) -> SourceError {
-    let mut chain = err.to_string();
-    let mut src = std::error::Error::source(err);
-    while let Some(s) = src {
-        let s_text = s.to_string();
-        if !chain.contains(&s_text) {
-            chain.push_str(": ");
-            chain.push_str(&s_text);
-        }
-        src = s.source();
-    }
+    let chain = super::error_chain(err);
     let lower = chain.to_lowercase();
     // etcd drops the TLS connection of a client without an accepted certificate, which
     // reaches us only as a transport error.

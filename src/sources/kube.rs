@@ -104,13 +104,7 @@ fn kube_err(what: &str, e: &kube::Error, fix: &str) -> SourceError {
         ),
         kube::Error::Api(s) => (format!("{what}: {} ({} {})", s.message, s.code, s.reason), fix.to_string()),
         other => {
-            let mut text = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(s) = src {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                src = s.source();
-            }
+            let text = super::error_chain(other);
             (
                 format!("{what}: cannot reach the API server ({text})"),
                 "check --kubeconfig, --context and that the API server is reachable from here".to_string(),

@@ -73,6 +73,22 @@ pub enum SourceError {
     },
 }
 
+/// `err` and its sources as one line, each cause once (transport errors often repeat their
+/// source in their own text).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut src = err.source();
+    while let Some(s) = src {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        src = s.source();
+    }
+    text.trim().replace('\n', " ")
+}
+
 /// Wraps an async byte stream as a blocking reader for the writer's producer thread (which
 /// is not a runtime thread, so blocking there is allowed).
 pub fn bridge<R>(reader: R, handle: tokio::runtime::Handle) -> Box<dyn io::Read + Send>

@@ -99,14 +99,7 @@ pub struct Node {
 }
 
 fn connect_error(t: &SshTarget, err: &openssh::Error) -> SourceError {
-    let mut text = err.to_string();
-    let mut src = std::error::Error::source(err);
-    while let Some(s) = src {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        src = s.source();
-    }
-    let text = text.trim().replace('\n', " ");
+    let text = super::error_chain(err);
     let kh_file = t
         .known_hosts
         .as_ref()

@@ -2,7 +2,7 @@
 # The main job end to end on a fresh machine, with nothing of yours touched: installs etcd if
 # needed, builds cpvault, starts a throwaway local etcd with sample keys, backs it up (a live
 # snapshot over etcd's gRPC API) and a sample PKI directory with a fresh key into a local directory store,
-# lists, verifies (without and with the key), extracts, and proves the extracted snapshot
+# lists, signs and verifies (without and with the key, and who wrote it), extracts, and proves the extracted snapshot
 # restores into an etcd that serves the sample keys. Everything lives in one temp dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,19 +49,27 @@ for f in ca apiserver etcd/ca; do
   head -c 1600 /dev/urandom | base64 > "pki/$f.key"; chmod 600 "pki/$f.key"
 done
 
-echo "== cpvault keygen"
+echo "== cpvault keygen (age identity) and keygen --signing (who wrote a backup)"
 recipient=$("$cpvault" keygen -o key.txt)
-echo "== cpvault backup"
+signer=$("$cpvault" keygen --signing -o signing.key)
+echo "demo@workstation $signer" > allowed_signers
+export CPVAULT_ALLOWED_SIGNERS="$work/allowed_signers"
+echo "== cpvault backup (signed)"
 ref=$("$cpvault" backup --store "$work/store" --cluster demo -r "$recipient" \
-  --etcd-endpoint "http://127.0.0.1:$c1" --pki-dir pki --tag origin=demo)
+  --etcd-endpoint "http://127.0.0.1:$c1" --pki-dir pki --tag origin=demo --signing-key signing.key)
 echo "== cpvault show (etcd facts recorded from the live server)"
 "$cpvault" show --store "$work/store" "$ref" | grep '^etcd:' 
 echo "== cpvault list"
 "$cpvault" list --store "$work/store"
 echo "== cpvault verify (no key: ciphertext size and sha256)"
 "$cpvault" verify --store "$work/store" "$ref"
-echo "== cpvault verify -i key.txt (every layer)"
+echo "== cpvault verify -i key.txt (every layer, and the signature under allowed_signers)"
 "$cpvault" verify --store "$work/store" "$ref" -i key.txt
+if command -v ssh-keygen >/dev/null; then
+  echo "== the same signature checked by stock ssh-keygen, without cpvault"
+  ssh-keygen -Y verify -f allowed_signers -I demo@workstation -n cpvault \
+    -s "$work/store/$ref.manifest.sig" < "$work/store/$ref.manifest.json"
+fi
 echo "== cpvault extract"
 "$cpvault" extract --store "$work/store" "$ref" -i key.txt --to restored
 diff -r pki restored/pki && echo "PKI identical"

@@ -1,67 +1,169 @@
-//! What a store holds: committed backups (those with an outer manifest), archives whose
-//! upload never committed, and manifests that cannot be read. It only reads the store; a
-//! backup without its manifest must never appear as a backup.
+//! What a store holds: committed backups (those with an outer manifest) and who wrote them,
+//! archives whose upload never committed, and manifests that cannot be read. It only reads
+//! the store, and reads nothing unbounded from it; a backup without its manifest must never
+//! appear as a backup, and with allowed signers an untrusted one never counts as usable.
 
-use cpvault_backends::{ObjectInfo, Store};
+use std::collections::{BTreeMap, HashSet};
+
+use bytes::Bytes;
+use cpvault_backends::{ObjectInfo, Store, StoreError};
 
 use crate::archive::manifest::{parse_manifest, Manifest};
 use crate::archive::{
     is_valid_cluster, is_valid_id, manifest_key, ARCHIVE_SUFFIX, MANIFEST_SUFFIX,
 };
 use crate::error::Usage;
+use crate::text::escape_for_line;
+use crate::trust::{
+    signature_key, AllowedSigners, Authorship, MAX_SIGNATURE_BYTES, SIGNATURE_SUFFIX,
+};
 
 /// The store's backups.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    /// Committed backups, newest first.
+    /// Committed backups that may be used, newest first: with allowed signers, the trusted
+    /// ones only.
     pub backups: Vec<Manifest>,
+    /// With allowed signers: committed backups that are not trusted, newest first, and why.
+    pub untrusted: Vec<(Manifest, String)>,
+    /// Who wrote each committed backup (trusted or not), by `<cluster>/<id>`.
+    pub authorship: BTreeMap<String, Authorship>,
     /// Manifests that could not be read: key and why.
     pub unreadable: Vec<(String, String)>,
-    /// Archive objects without a manifest (uploads in flight or abandoned).
+    /// Archive and signature objects without a manifest (uploads in flight or abandoned).
     pub incomplete: Vec<ObjectInfo>,
     /// Committed backups (`<cluster>/<id>`) whose archive object is missing.
     pub broken: Vec<String>,
 }
 
-/// Reads the catalog, of one cluster or all.
+/// Largest outer manifest read: real ones are a few KiB; a hostile store must not make a
+/// listing hold hundreds of megabytes.
+pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// Reads the catalog, of one cluster or all, without checking authorship.
 ///
 /// # Errors
 /// The store's error when listing fails.
 pub async fn load(store: &Store, cluster: Option<&str>) -> anyhow::Result<Catalog> {
+    load_with(store, cluster, None).await
+}
+
+/// Reads the catalog, of one cluster or all; with `signers`, only trusted backups are in
+/// [`Catalog::backups`] and the others in [`Catalog::untrusted`].
+///
+/// # Errors
+/// The store's error when listing fails.
+pub async fn load_with(
+    store: &Store,
+    cluster: Option<&str>,
+    signers: Option<&AllowedSigners>,
+) -> anyhow::Result<Catalog> {
     let prefix = cluster.map(|c| format!("{c}/"));
     let objects = store.list(prefix.as_deref()).await?;
+    let keys: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     let mut cat = Catalog::default();
     for o in &objects {
         if let Some(stem) = o.key.strip_suffix(MANIFEST_SUFFIX) {
-            match store.get_bytes(&o.key).await {
-                Ok(bytes) => match parse_manifest(&bytes) {
-                    Ok(m) if format!("{}/{}", m.cluster, m.id) == stem && names_own_archive(&m) => {
-                        let archive = format!("{stem}{ARCHIVE_SUFFIX}");
-                        if !objects.iter().any(|a| a.key == archive) {
-                            cat.broken.push(m.reference());
-                        }
-                        cat.backups.push(m);
+            match read_manifest(store, &o.key, o.size).await {
+                Ok((bytes, m)) if format!("{}/{}", m.cluster, m.id) == stem && names_own_archive(&m) => {
+                    if !keys.contains(format!("{stem}{ARCHIVE_SUFFIX}").as_str()) {
+                        cat.broken.push(m.reference());
                     }
-                    Ok(m) => cat.unreadable.push((
-                        o.key.clone(),
-                        format!("names backup {} (archive {:?}), not its own key — the manifest was edited or moved", m.reference(), m.archive.as_ref().map(|a| &a.key)),
-                    )),
-                    Err(e) => cat.unreadable.push((o.key.clone(), e)),
-                },
-                Err(e) => cat.unreadable.push((o.key.clone(), e.to_string())),
+                    let sig_key = format!("{stem}{SIGNATURE_SUFFIX}");
+                    let signature = match (signers, keys.contains(sig_key.as_str())) {
+                        (Some(_), true) => read_signature(store, &sig_key).await,
+                        (None, true) => Ok(Some(Bytes::new())),
+                        (_, false) => Ok(None),
+                    };
+                    let who = match signature {
+                        Ok(sig) => Authorship::judge(&bytes, sig.as_deref(), signers),
+                        Err(reason) => Authorship::Untrusted { reason },
+                    };
+                    cat.authorship.insert(m.reference(), who.clone());
+                    match who {
+                        Authorship::Untrusted { reason } => cat.untrusted.push((m, reason)),
+                        _ => cat.backups.push(m),
+                    }
+                }
+                Ok((_, m)) => cat.unreadable.push((
+                    o.key.clone(),
+                    format!("names backup {} (archive {:?}), not its own key — the manifest was edited or moved", escape_for_line(&m.reference(), 200), m.archive.as_ref().map(|a| escape_for_line(&a.key, 200))),
+                )),
+                Err(e) => cat.unreadable.push((o.key.clone(), e)),
             }
-        } else if let Some(stem) = o.key.strip_suffix(ARCHIVE_SUFFIX) {
-            let committed = objects
-                .iter()
-                .any(|m| m.key == format!("{stem}{MANIFEST_SUFFIX}"));
-            if !committed {
+        } else if let Some(stem) = o
+            .key
+            .strip_suffix(ARCHIVE_SUFFIX)
+            .or_else(|| o.key.strip_suffix(SIGNATURE_SUFFIX))
+        {
+            // An archive or signature without its manifest: a commit that never happened.
+            if !keys.contains(format!("{stem}{MANIFEST_SUFFIX}").as_str()) {
                 cat.incomplete.push(o.clone());
             }
         }
     }
     cat.backups
         .sort_by(|a, b| (&b.created, &b.id).cmp(&(&a.created, &a.id)));
+    cat.untrusted
+        .sort_by(|(a, _), (b, _)| (&b.created, &b.id).cmp(&(&a.created, &a.id)));
     Ok(cat)
+}
+
+/// Reads and parses a manifest object of listed `size`, refusing oversized ones unread.
+async fn read_manifest(store: &Store, key: &str, size: u64) -> Result<(Bytes, Manifest), String> {
+    if size > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "{size} bytes, over the {MAX_MANIFEST_BYTES}-byte limit for a manifest; not read"
+        ));
+    }
+    let bytes = store.get_bytes(key).await.map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "over the {MAX_MANIFEST_BYTES}-byte limit for a manifest"
+        ));
+    }
+    let m = parse_manifest(&bytes)?;
+    Ok((bytes, m))
+}
+
+/// Reads a signature object, bounded; `Ok(None)` when there is none.
+async fn read_signature(store: &Store, key: &str) -> Result<Option<Bytes>, String> {
+    match store.head(key).await {
+        Ok(info) if info.size > MAX_SIGNATURE_BYTES => {
+            return Err(format!(
+                "signature rejected: {} bytes, over the {MAX_SIGNATURE_BYTES}-byte limit",
+                info.size
+            ))
+        }
+        Ok(_) => {}
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(format!("signature unreadable: {e}")),
+    }
+    match store.get_bytes(key).await {
+        Ok(b) => Ok(Some(b)),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(format!("signature unreadable: {e}")),
+    }
+}
+
+/// Whether `key` is the staging file of an upload of one of cpvault's own objects that was
+/// killed midway in a local store (`<cluster>/<id>.<suffix>#<n>`), of `cluster` when given.
+/// Anything else with a `#` in its name is someone else's file and never prune's business.
+pub fn is_upload_leftover(key: &str, cluster: Option<&str>) -> bool {
+    let Some((object, n)) = key.rsplit_once('#') else {
+        return false;
+    };
+    let Some((c, name)) = object.split_once('/') else {
+        return false;
+    };
+    let id = [ARCHIVE_SUFFIX, MANIFEST_SUFFIX, SIGNATURE_SUFFIX]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix));
+    !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+        && is_valid_cluster(c)
+        && cluster.is_none_or(|want| want == c)
+        && id.is_some_and(is_valid_id)
 }
 
 /// Splits `<cluster>/<id>` (or `<cluster>/latest`).
@@ -81,37 +183,82 @@ pub fn parse_ref(reference: &str) -> Result<(String, String), Usage> {
     Ok((c.to_string(), id.to_string()))
 }
 
-/// Loads the outer manifest `reference` names.
+/// Loads the outer manifest `reference` names, without checking authorship.
 ///
 /// # Errors
-/// A malformed reference, a missing backup (with the fix), or an unreadable manifest.
+/// As [`resolve_with`].
 pub async fn resolve(store: &Store, reference: &str) -> anyhow::Result<Manifest> {
+    Ok(resolve_with(store, reference, None).await?.0)
+}
+
+/// Why a reference does not lead to a backup.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// No committed backup has that name (or the cluster has none, for `latest`).
+    #[error("{0}")]
+    Missing(String),
+}
+
+/// Loads the outer manifest `reference` names and judges its authorship under `signers`.
+/// `<cluster>/latest` is the newest usable backup: with `signers`, the newest trusted one.
+/// An untrusted backup named by id is returned with its verdict; callers refuse it.
+///
+/// # Errors
+/// A malformed reference ([`Usage`]), a missing backup ([`ResolveError::Missing`]), or an
+/// unreadable or misplaced manifest ([`crate::error::VerifyFailed`]).
+pub async fn resolve_with(
+    store: &Store,
+    reference: &str,
+    signers: Option<&AllowedSigners>,
+) -> anyhow::Result<(Manifest, Authorship)> {
     let (cluster, id) = parse_ref(reference)?;
     if id == "latest" {
-        let cat = load(store, Some(&cluster)).await?;
-        return cat.backups.into_iter().next().ok_or_else(|| {
-            anyhow::anyhow!("cluster '{cluster}' has no committed backup in {store}; run `cpvault list` to see what is there")
-        });
+        let mut cat = load_with(store, Some(&cluster), signers).await?;
+        let skipped = cat.untrusted.len();
+        if cat.backups.is_empty() {
+            let why = if skipped > 0 {
+                format!("cluster '{cluster}' has no trusted backup in {store} ({skipped} untrusted ones skipped; see `cpvault list --allowed-signers …`)")
+            } else {
+                format!("cluster '{cluster}' has no committed backup in {store}; run `cpvault list` to see what is there")
+            };
+            return Err(ResolveError::Missing(why).into());
+        }
+        let m = cat.backups.remove(0);
+        let who = cat
+            .authorship
+            .remove(&m.reference())
+            .unwrap_or(Authorship::NotChecked { signed: false });
+        return Ok((m, who));
     }
     let key = manifest_key(&cluster, &id);
-    let bytes = match store.get_bytes(&key).await {
-        Ok(b) => b,
-        Err(cpvault_backends::StoreError::NotFound { .. }) => anyhow::bail!(
-            "backup {reference} not found in {store} (no manifest; an archive alone is an incomplete upload); run `cpvault list` to see what is there"
-        ),
+    let size = match store.head(&key).await {
+        Ok(info) => info.size,
+        Err(cpvault_backends::StoreError::NotFound { .. }) => {
+            return Err(ResolveError::Missing(format!(
+                "backup {reference} not found in {store} (no manifest; an archive alone is an incomplete upload); run `cpvault list` to see what is there"
+            ))
+            .into())
+        }
         Err(e) => return Err(e.into()),
     };
-    let m = parse_manifest(&bytes).map_err(|e| {
+    let (bytes, m) = read_manifest(store, &key, size).await.map_err(|e| {
         crate::error::VerifyFailed(format!("manifest of {reference} is unreadable: {e}"))
     })?;
     if m.cluster != cluster || m.id != id || !names_own_archive(&m) {
         return Err(crate::error::VerifyFailed(format!(
             "manifest at {key} names backup {}, not {reference} (the manifest was edited or moved)",
-            m.reference()
+            escape_for_line(&m.reference(), 200)
         ))
         .into());
     }
-    Ok(m)
+    let sig_key = signature_key(&cluster, &id);
+    let who = match read_signature(store, &sig_key).await {
+        Ok(sig) => Authorship::judge(&bytes, sig.as_deref(), signers),
+        Err(reason) if signers.is_some() => Authorship::Untrusted { reason },
+        Err(_) => Authorship::NotChecked { signed: true },
+    };
+    Ok((m, who))
 }
 
 /// Whether the outer manifest points at the archive object of its own backup: the archive
@@ -120,4 +267,33 @@ fn names_own_archive(m: &Manifest) -> bool {
     m.archive
         .as_ref()
         .is_some_and(|a| a.key == crate::archive::archive_key(&m.cluster, &m.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // prune deleted any file with '#' in its name under the store root.
+    #[test]
+    fn only_our_own_staging_files_are_upload_leftovers() {
+        let ours = "admin/20200101T000000Z-deadbeef.tar.zst.age#3";
+        assert!(is_upload_leftover(ours, None));
+        assert!(is_upload_leftover(ours, Some("admin")));
+        assert!(!is_upload_leftover(ours, Some("user1")));
+        assert!(is_upload_leftover(
+            "admin/20200101T000000Z-deadbeef.manifest.json#12",
+            None
+        ));
+        for other in [
+            "team-notes/runbook#v2.md",
+            "notes#v2.md",
+            "admin/notes#2",
+            "admin/20200101T000000Z-deadbeef.tar.zst.age#",
+            "admin/20200101T000000Z-deadbeef.tar.zst.age#x1",
+            "admin/sub/20200101T000000Z-deadbeef.tar.zst.age#1",
+            "Admin/20200101T000000Z-deadbeef.tar.zst.age#1",
+        ] {
+            assert!(!is_upload_leftover(other, None), "{other}");
+        }
+    }
 }

@@ -101,12 +101,44 @@ pub struct IdentityArgs {
     pub identities: Vec<PathBuf>,
 }
 
+/// Whose backups are trusted (design §8).
+#[derive(Debug, Clone, Args)]
+pub struct TrustArgs {
+    /// OpenSSH allowed_signers file (`NAME ssh-ed25519 AAAA…` per line, as git uses). With
+    /// it, only backups whose signature verifies under one of its keys are trusted: others
+    /// fail verify, and are never extracted, restored, picked as latest or kept by prune.
+    #[arg(long, env = "CPVAULT_ALLOWED_SIGNERS", value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+}
+
+/// The key that signs new backups.
+#[derive(Debug, Clone, Args)]
+pub struct SigningArgs {
+    /// Sign the outer manifest with this unencrypted OpenSSH ed25519 private key
+    /// (`cpvault keygen --signing -o FILE`); the signature is stored as
+    /// <cluster>/<id>.manifest.sig and checks with `ssh-keygen -Y verify -n cpvault`.
+    #[arg(long, env = "CPVAULT_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+}
+
 /// `keygen`.
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
-    /// Write the identity to FILE (mode 0600, refuses to overwrite) instead of stdout.
+    /// Write the key to FILE (mode 0600, refuses to overwrite) instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output_file: Option<PathBuf>,
+    /// Make an OpenSSH ed25519 signing key (for --signing-key) instead of an age identity;
+    /// prints its public key line for the allowed_signers file. Needs -o.
+    #[arg(long, requires = "output_file")]
+    pub signing: bool,
+    /// With --signing: the key's comment, shown in the public key line.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        requires = "signing",
+        default_value = "cpvault"
+    )]
+    pub comment: String,
 }
 
 /// `backup`.
@@ -115,6 +147,9 @@ pub struct BackupArgs {
     /// Store selection.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Signing.
+    #[command(flatten)]
+    pub signing: SigningArgs,
     /// Cluster name: the backup is stored as <cluster>/<id>.
     #[arg(long, env = "CPVAULT_CLUSTER")]
     pub cluster: Option<String>,
@@ -392,6 +427,9 @@ pub struct ListArgs {
     /// Store selection.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Trust.
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Only this cluster's backups.
     #[arg(long, env = "CPVAULT_CLUSTER")]
     pub cluster: Option<String>,
@@ -414,6 +452,9 @@ pub struct VerifyArgs {
     /// Store selection.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Trust.
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Keys.
     #[command(flatten)]
     pub identity: IdentityArgs,
@@ -437,6 +478,9 @@ pub struct ExtractArgs {
     /// Store selection.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Trust.
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Keys.
     #[command(flatten)]
     pub identity: IdentityArgs,
@@ -459,6 +503,13 @@ pub struct CopyArgs {
     /// The source store.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Trust: with allowed signers, only trusted backups are copied.
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Signing: backups copied without a signature get one from this key (their archive's
+    /// sha256 is checked on the way); signed ones keep their own.
+    #[command(flatten)]
+    pub signing: SigningArgs,
     /// The target store URL (same forms as --store).
     #[arg(long, value_name = "URL")]
     pub to: String,
@@ -486,6 +537,9 @@ pub struct RestoreArgs {
     /// Store selection.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Trust.
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Keys.
     #[command(flatten)]
     pub identity: IdentityArgs,
@@ -604,6 +658,10 @@ pub struct RestoreArgs {
     /// Do not ask before changing the node.
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Restore a backup whose author is not checked (no --allowed-signers given). Anyone
+    /// who can write to the store can build a backup that decrypts with your key.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 /// `prune`.
@@ -617,6 +675,9 @@ pub struct PruneArgs {
     /// Store selection.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Trust.
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Only this cluster's backups.
     #[arg(long, env = "CPVAULT_CLUSTER")]
     pub cluster: Option<String>,
@@ -677,4 +738,8 @@ pub struct PruneArgs {
     /// Also remove manifests whose archive object is missing (reported otherwise).
     #[arg(long)]
     pub remove_broken: bool,
+    /// With --allowed-signers: also remove backups that are not trusted (reported and left
+    /// in place otherwise). They never count toward the keep rules.
+    #[arg(long, requires = "allowed_signers")]
+    pub remove_untrusted: bool,
 }

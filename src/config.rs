@@ -29,6 +29,10 @@ pub struct Config {
     pub identities: Vec<PathBuf>,
     /// zstd level.
     pub zstd_level: Option<i32>,
+    /// Signing key for backup and copy (`--signing-key`).
+    pub signing_key: Option<PathBuf>,
+    /// Allowed signers file (`--allowed-signers`).
+    pub allowed_signers: Option<PathBuf>,
     /// Store settings by variable name (`AWS_ENDPOINT_URL`, `GOOGLE_BASE_URL`, …); a set
     /// environment variable wins. Secrets are refused here: they belong in the environment.
     #[serde(default)]

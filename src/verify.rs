@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::archive::manifest::Manifest;
 use crate::archive::reader::{read_archive, Layer, ReadOutcome, Sink};
 use crate::crypto::Identities;
+use crate::trust::Authorship;
 
 /// The result of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -29,7 +30,7 @@ pub enum Status {
 /// One named check.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// Name: ciphertext, decrypt, decompress, format, entries, etcd-trailer, manifests, write.
+    /// Name: signature, ciphertext, decrypt, decompress, format, entries, etcd-trailer, manifests, write.
     pub name: &'static str,
     /// Outcome.
     pub status: Status,
@@ -46,45 +47,95 @@ pub struct Report {
     pub deep: bool,
     /// Whether no check failed.
     pub ok: bool,
-    /// The checks, outermost layer first.
+    /// The checks, outermost layer first (`signature` first of all).
     pub checks: Vec<Check>,
+    /// Who wrote the backup, as far as this run could tell.
+    pub authorship: Authorship,
     /// The sealed inner manifest, when the read reached it.
     #[serde(skip)]
     pub inner: Option<Manifest>,
 }
 
 impl Report {
+    /// The report as text: a verdict line, then one line per check.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        let depth = if self.deep {
+            "deep"
+        } else {
+            "ciphertext only; give -i for every layer"
+        };
+        let _ = writeln!(
+            text,
+            "{}  {} ({depth})",
+            if self.ok { "OK    " } else { "FAILED" },
+            self.backup
+        );
+        for c in &self.checks {
+            let s = match c.status {
+                Status::Ok => "ok",
+                Status::Warning => "WARNING",
+                Status::Failed => "FAILED",
+                Status::Skipped => "skipped",
+            };
+            let _ = writeln!(
+                text,
+                "  {:13} {:8} {}",
+                c.name,
+                s,
+                crate::text::escape_for_line(&c.detail, 2000)
+            );
+        }
+        text
+    }
+
     /// The failed checks.
     pub fn failures(&self) -> impl Iterator<Item = &Check> {
         self.checks.iter().filter(|c| c.status == Status::Failed)
     }
 }
 
-/// Verifies the backup described by `outer`; with identities, every layer, writing payload
-/// entries into `sink` as they pass.
+/// Verifies the backup described by `outer`, whose authorship was judged as `who`; with
+/// identities, every layer, writing payload entries into `sink` as they pass. An untrusted
+/// backup fails the `signature` check and is not read at all, so no byte of it reaches the
+/// sink.
 pub async fn verify(
     store: &Store,
     outer: &Manifest,
+    who: &Authorship,
     identities: Option<Arc<Identities>>,
     sink: Box<dyn Sink>,
     progress: indicatif::ProgressBar,
 ) -> Report {
     let deep = identities.is_some();
+    if let Some(refused) = refuse_untrusted(outer, who, deep) {
+        return refused;
+    }
+    let signature = signature_check(who);
     let Some(archive) = &outer.archive else {
         return Report {
             backup: outer.reference(),
             deep,
             ok: false,
-            checks: vec![Check {
-                name: "manifests",
-                status: Status::Failed,
-                detail: "the outer manifest has no archive section".into(),
-            }],
+            checks: vec![
+                signature,
+                Check {
+                    name: "manifests",
+                    status: Status::Failed,
+                    detail: "the outer manifest has no archive section".into(),
+                },
+            ],
+            authorship: who.clone(),
             inner: None,
         };
     };
-    let seen = read_archive(store, &archive.key, identities, sink, progress).await;
-    let mut checks = vec![ciphertext_check(outer, &seen)];
+    let ciphertext = store
+        .get_stream(&archive.key)
+        .await
+        .map_err(|e| e.to_string());
+    let seen = read_archive(ciphertext, identities, sink, progress).await;
+    let mut checks = vec![signature, ciphertext_check(outer, &seen)];
     if deep {
         checks.extend(deep_checks(outer, &seen));
         // A failure the layer checks did not place (e.g. an entry after manifest.json) still fails.
@@ -99,8 +150,32 @@ pub async fn verify(
         deep,
         ok: checks.iter().all(|c| c.status != Status::Failed),
         checks,
+        authorship: who.clone(),
         inner: seen.inner,
     }
+}
+
+/// The report for a backup whose author is not trusted (its `signature` check failed, no
+/// other layer read), or `None` when it may be read.
+pub fn refuse_untrusted(outer: &Manifest, who: &Authorship, deep: bool) -> Option<Report> {
+    let signature = signature_check(who);
+    (signature.status == Status::Failed).then(|| Report {
+        backup: outer.reference(),
+        deep,
+        ok: false,
+        checks: vec![signature],
+        authorship: who.clone(),
+        inner: None,
+    })
+}
+
+fn signature_check(who: &Authorship) -> Check {
+    let status = match who {
+        Authorship::Trusted { .. } => Status::Ok,
+        Authorship::Untrusted { .. } => Status::Failed,
+        Authorship::NotChecked { .. } => Status::Skipped,
+    };
+    check("signature", status, who.describe())
 }
 
 fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
@@ -232,27 +307,60 @@ fn layer_name(l: Layer) -> &'static str {
 }
 
 fn entries_check(inner: &Manifest, seen: &ReadOutcome) -> Check {
+    use std::collections::HashMap;
+    let name = |p: &str| crate::text::escape_for_line(p, 200);
     let mut problems = vec![];
+    // A path twice, in the archive or in its manifest, is refused: only one copy would be
+    // checked, and `tar x` keeps the last one.
+    let mut in_archive: HashMap<&str, Vec<&crate::archive::reader::SeenEntry>> = HashMap::new();
+    for s in &seen.entries {
+        in_archive.entry(s.path.as_str()).or_default().push(s);
+    }
+    let mut in_manifest: HashMap<&str, usize> = HashMap::new();
     for e in &inner.entries {
-        match seen.entries.iter().find(|s| s.path == e.path) {
-            None => problems.push(format!("{}: missing from the archive", e.path)),
-            Some(s) if s.size != e.size => problems.push(format!(
+        *in_manifest.entry(e.path.as_str()).or_default() += 1;
+    }
+    for (path, n) in &in_manifest {
+        if *n > 1 {
+            problems.push(format!("{}: listed {n} times in the manifest", name(path)));
+        }
+    }
+    for e in &inner.entries {
+        match in_archive.get(e.path.as_str()).map(Vec::as_slice) {
+            None => problems.push(format!("{}: missing from the archive", name(&e.path))),
+            Some([s]) if s.size != e.size => problems.push(format!(
                 "{}: {} bytes, manifest says {}",
-                e.path, s.size, e.size
+                name(&e.path),
+                s.size,
+                e.size
             )),
-            Some(s) if Some(&s.sha256) != e.sha256.as_ref() => {
-                problems.push(format!("{}: sha256 does not match the manifest", e.path))
-            }
-            Some(_) => {}
+            Some([s]) if Some(&s.sha256) != e.sha256.as_ref() => problems.push(format!(
+                "{}: sha256 does not match the manifest",
+                name(&e.path)
+            )),
+            Some([_]) => {}
+            Some(copies) => problems.push(format!(
+                "{}: {} copies in the archive; a second copy is never checked and would be what tar extracts",
+                name(&e.path),
+                copies.len()
+            )),
         }
     }
     for s in &seen.entries {
-        if !inner.entries.iter().any(|e| e.path == s.path) {
+        if !in_manifest.contains_key(s.path.as_str()) {
             problems.push(format!(
                 "{}: in the archive but not in its manifest",
-                s.path
+                name(&s.path)
             ));
         }
+    }
+    problems.sort();
+    problems.dedup();
+    // Bounded output: a hostile archive may hold many entries.
+    if problems.len() > 20 {
+        let more = problems.len() - 20;
+        problems.truncate(20);
+        problems.push(format!("and {more} more problems"));
     }
     if problems.is_empty() {
         check(

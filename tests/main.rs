@@ -28,6 +28,8 @@ mod copy;
 mod store_faults;
 // restore: onto a sandbox node over a real sshd (plan, rollback of every step), and --to-dir.
 mod restore;
+// Signed backups: keys, stock ssh-keygen, forgeries refused everywhere, prune, copy, list.
+mod signing;
 mod support;
 // Azure store on Azurite: conformance suite, key/SAS/emulator settings, commit refusal, CLI.
 mod stores_azure;

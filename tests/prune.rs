@@ -291,3 +291,27 @@ fn prune_removes_staging_files_of_killed_uploads_after_the_grace_period() {
     assert!(young.exists(), "a young staging file was removed");
     assert_eq!(listed(&w).len(), 1);
 }
+
+// prune deleted any file with '#' in its name anywhere under a local store's root.
+#[test]
+fn files_that_are_not_our_staging_files_survive_prune_whatever_their_name() {
+    let w = World::new();
+    backups(&w, 1);
+    let mut others = vec![];
+    for rel in ["notes#v2.md", "team-notes/runbook#v2.md", "admin/notes#2"] {
+        let p = w.store.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"not cpvault's").unwrap();
+        let st = Command::new("touch")
+            .args(["-d", "3 days ago", p.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        others.push(p);
+    }
+    let out = w.run(&["prune", "--keep-last", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for p in &others {
+        assert!(p.exists(), "prune removed {}", p.display());
+    }
+}

@@ -94,6 +94,7 @@ impl Scene {
         [
             "restore",
             &self.reference,
+            "--allow-unsigned",
             "-i",
             self.w.key.to_str().unwrap(),
             "--ssh",
@@ -384,6 +385,7 @@ fn to_dir_gives_a_data_dir_a_real_etcd_starts_on() {
     let out = w.run(&[
         "restore",
         &reference,
+        "--allow-unsigned",
         "-i",
         w.key.to_str().unwrap(),
         "--to-dir",
@@ -409,6 +411,7 @@ fn to_dir_gives_a_data_dir_a_real_etcd_starts_on() {
     let again = w.run(&[
         "restore",
         &reference,
+        "--allow-unsigned",
         "-i",
         w.key.to_str().unwrap(),
         "--to-dir",

@@ -80,7 +80,8 @@ async fn backup(
     store: &Store,
     r: &cpvault::crypto::Recipients,
 ) -> Result<cpvault::archive::manifest::Manifest, String> {
-    use cpvault::archive::writer::{write_backup, BackupMeta, SourceEntry, WriteOptions};
+    use cpvault::archive::writer::{BackupMeta, SourceEntry, WriteOptions};
+    use cpvault::commit::write_backup;
     // Random, so it does not compress: the archive spans several upload parts.
     let body: Vec<u8> = (0..600_000).map(|_| rand::random::<u8>()).collect();
     let entry = SourceEntry {
@@ -113,6 +114,7 @@ async fn backup(
         r,
         opts,
         indicatif::ProgressBar::hidden(),
+        None,
         std::future::pending::<()>(),
     )
     .await
@@ -174,6 +176,7 @@ async fn a_flipped_bit_on_read_fails_verify() {
     let rep = cpvault::verify::verify(
         &s,
         &m,
+        &cpvault::trust::Authorship::NotChecked { signed: false },
         Some(ids),
         Box::new(cpvault::archive::reader::NullSink),
         bar,

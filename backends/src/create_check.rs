@@ -62,18 +62,11 @@ impl CreateCheck {
     /// `Ok(true)` means the store failed the probe and the weak mode carries on.
     async fn ensure(&self) -> Result<bool> {
         // Each probe uses a fresh key, so one whose connection broke off can simply run again.
-        let mut attempt = 0u32;
-        let verdict = loop {
-            attempt += 1;
-            match self.verdict.get_or_try_init(|| self.probe()).await {
-                Ok(v) => break v,
-                Err(e) if attempt < 4 && crate::is_transient(&e) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
-                        .await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let (verdict, _) = crate::retry_broken_off("the conditional-create probe", || {
+            self.verdict.get_or_try_init(|| self.probe())
+        })
+        .await;
+        let verdict = verdict?;
         match verdict {
             Ok(()) => Ok(false),
             Err(why) if self.weak => {

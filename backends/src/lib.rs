@@ -145,6 +145,31 @@ pub(crate) fn is_transient(e: &object_store::Error) -> bool {
     .any(|t| text.contains(t))
 }
 
+/// Runs `op` until it succeeds, fails with a server's answer, or has broken off four times
+/// (with a growing pause between tries); returns its last result and the number of tries.
+/// For the requests object_store does not retry itself (conditional PUTs, the probe).
+pub(crate) async fn retry_broken_off<T, F, Fut>(
+    what: &str,
+    mut op: F,
+) -> (Result<T, object_store::Error>, u32)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match op().await {
+            Err(e) if attempt < 4 && is_transient(&e) => {
+                tracing::warn!("{what} broke off, retrying: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
+                    .await;
+            }
+            r => return (r, attempt),
+        }
+    }
+}
+
 impl Store {
     /// Opens the store named by `url`. With `create`, a missing local directory is created
     /// (mode 0700); without it, a missing directory is an error, so a typo in `--store` on a
@@ -359,39 +384,26 @@ impl Store {
         // idempotent), so the commit would fail on one reset connection. Retry it here: if
         // an earlier attempt did land, the retry sees AlreadyExists, and the object is ours
         // exactly when its bytes are ours.
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let r = self
-                .inner
-                .put_opts(
-                    &Path::from(key),
-                    PutPayload::from(bytes.clone()),
-                    opts.clone(),
-                )
-                .await;
-            match r {
-                Ok(_) => return Ok(()),
-                Err(object_store::Error::AlreadyExists { .. }) if attempt > 1 => {
-                    return if self.get_bytes(key).await? == bytes {
-                        Ok(())
-                    } else {
-                        Err(StoreError::AlreadyExists {
-                            store: self.display.clone(),
-                            key: key.to_string(),
-                        })
-                    };
+        let what = format!("store '{self}': create of '{key}'");
+        let path = Path::from(key);
+        let (r, attempts) = retry_broken_off(&what, || {
+            self.inner
+                .put_opts(&path, PutPayload::from(bytes.clone()), opts.clone())
+        })
+        .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) if attempts > 1 => {
+                if self.get_bytes(key).await? == bytes {
+                    Ok(())
+                } else {
+                    Err(StoreError::AlreadyExists {
+                        store: self.display.clone(),
+                        key: key.to_string(),
+                    })
                 }
-                Err(e) if attempt < 4 && is_transient(&e) => {
-                    tracing::warn!(
-                        "store '{}': create of '{key}' broke off, retrying: {e}",
-                        self
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
-                        .await;
-                }
-                Err(e) => return Err(self.err("create", key, e)),
             }
+            Err(e) => Err(self.err("create", key, e)),
         }
     }
 

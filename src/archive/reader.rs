@@ -1,4 +1,4 @@
-//! The reading pipeline: store → ciphertext sha256 → age → zstd → tar → per-entry sha256 →
+//! The reading pipeline: ciphertext (from wherever the caller opened it) → sha256 → age → zstd → tar → per-entry sha256 →
 //! a caller's sink, each stage on its own thread with bounded channels between them. It
 //! reports what it saw layer by layer and names the layer that failed; judging the result
 //! against the manifests is the verifier's job, and it must never hand a sink bytes from an
@@ -8,7 +8,8 @@ use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use cpvault_backends::Store;
+use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -126,11 +127,14 @@ pub struct ReadOutcome {
     pub format_ok: bool,
 }
 
-/// Reads the archive at `key`: only hashes the ciphertext without identities, and runs every
-/// layer into `sink` with them.
-pub async fn read_archive(
-    store: &Store,
-    key: &str,
+/// The ciphertext to read: its announced size and a stream of chunks, or why it could not be
+/// opened. Errors in the stream are reported as [`Layer::Store`] failures.
+pub type Ciphertext<E> = Result<(u64, BoxStream<'static, Result<Bytes, E>>), String>;
+
+/// Reads an archive's ciphertext: only hashes it without identities, and runs every layer
+/// into `sink` with them.
+pub async fn read_archive<E: std::fmt::Display>(
+    ciphertext: Ciphertext<E>,
     identities: Option<Arc<Identities>>,
     sink: Box<dyn Sink>,
     progress: indicatif::ProgressBar,
@@ -143,10 +147,10 @@ pub async fn read_archive(
         inner: None,
         format_ok: false,
     };
-    let (size, mut stream) = match store.get_stream(key).await {
+    let (size, mut stream) = match ciphertext {
         Ok(s) => s,
         Err(e) => {
-            out.failure = Some(Failure::new(Layer::Store, e.to_string()));
+            out.failure = Some(Failure::new(Layer::Store, e));
             return out;
         }
     };

@@ -1,18 +1,17 @@
-//! The backup pipeline: entries → tar (+ per-entry sha256) → zstd → age → ciphertext sha256
-//! → store, each stage on its own thread with bounded channels between them, then the outer
-//! manifest as the commit point. It must never commit a manifest for an archive that did not
-//! upload completely, and never hold more than a few chunks of any stream in memory.
+//! The writing pipeline: entries → tar (+ per-entry sha256) → zstd → age, each stage on its
+//! own thread with bounded channels between them, ending in a channel of ciphertext chunks
+//! and the sealed inner manifest. Where the ciphertext goes (a store upload) and how a backup
+//! is committed belong to `crate::commit`; this module must never touch a store, and never
+//! hold more than a few chunks of any stream in memory.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 use chrono::{DateTime, Utc};
-use cpvault_backends::{Store, StoreError};
 use indicatif::ProgressBar;
-use sha2::{Digest, Sha256};
 
 use super::hashing::TrailerHasher;
-use super::manifest::{format_json, ArchiveInfo, Entry, EntryKind, EtcdInfo, Manifest, ToolInfo};
+use super::manifest::{format_json, Entry, EntryKind, EtcdInfo, Manifest, ToolInfo};
 use super::pipe::{self, ChanReader, ChanWriter, Msg};
 use super::tarfmt::{EntryHeader, TarWriter};
 use crate::crypto::Recipients;
@@ -69,7 +68,7 @@ impl Default for WriteOptions {
     }
 }
 
-/// Why a backup failed. Nothing was committed in any of these cases.
+/// Why writing an archive failed. Nothing was committed in any of these cases.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WriteError {
@@ -100,12 +99,6 @@ pub enum WriteError {
     /// age refused the recipients.
     #[error("encryption setup: {0}")]
     Encrypt(#[from] age::EncryptError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The caller cancelled (Ctrl-C).
-    #[error("interrupted; the partial upload was removed and nothing was committed")]
-    Interrupted,
 }
 
 type StageResult<T> = Result<T, WriteError>;
@@ -114,91 +107,67 @@ fn stage_err(stage: &'static str) -> impl Fn(io::Error) -> WriteError {
     move |source| WriteError::Stage { stage, source }
 }
 
-fn is_pipe(e: &WriteError) -> bool {
-    matches!(e, WriteError::Stage { source, .. } if pipe::is_downstream_closed(source))
-        || matches!(e, WriteError::Source { source, .. } if pipe::is_downstream_closed(source))
+impl WriteError {
+    /// Whether this error only reports that the next stage stopped (so it is not the root
+    /// cause of a failed pipeline).
+    pub fn is_pipe(&self) -> bool {
+        matches!(self, WriteError::Stage { source, .. } if pipe::is_downstream_closed(source))
+            || matches!(self, WriteError::Source { source, .. } if pipe::is_downstream_closed(source))
+    }
 }
 
-/// Writes one backup and commits it. Returns the outer manifest. When `cancel` completes
-/// first, the upload is aborted and [`WriteError::Interrupted`] returned.
+/// A running archive pipeline: its ciphertext comes out of `output` as [`Msg`] chunks, and
+/// [`Encrypting::finish`] joins the stages for the sealed inner manifest.
+pub struct Encrypting {
+    /// The ciphertext, in order, ending with [`Msg::End`] on success.
+    pub output: tokio::sync::mpsc::Receiver<Msg>,
+    producer: tokio::task::JoinHandle<StageResult<Manifest>>,
+    encrypter: tokio::task::JoinHandle<StageResult<()>>,
+}
+
+/// Starts writing one archive: entries are read, hashed, framed as tar, compressed and
+/// encrypted on their own threads. The caller drains [`Encrypting::output`].
 ///
 /// # Errors
-/// [`WriteError`]; on any error the upload is aborted and no manifest is written.
-pub async fn write_backup(
-    store: &Store,
+/// [`WriteError::Encrypt`] when age refuses the recipients.
+pub fn start(
     entries: Vec<SourceEntry>,
     meta: BackupMeta,
     recipients: &Recipients,
     opts: WriteOptions,
     progress: ProgressBar,
-    cancel: impl std::future::Future<Output = ()>,
-) -> Result<Manifest, WriteError> {
-    let key = super::archive_key(&meta.cluster, &meta.id);
+) -> Result<Encrypting, WriteError> {
     let encryptor = recipients.encryptor()?;
-    let mut upload = store.start_upload(&key).await?;
-
     // Stages: the producer reads and hashes entries and frames them as tar straight into
-    // zstd, whose worker threads compress; age encrypts on its own thread; this task hashes
-    // the ciphertext and uploads. Handing the uncompressed stream to zstd in the thread that
-    // reads it saves a copy and a hand-off of every plaintext byte.
+    // zstd, whose worker threads compress; age encrypts on its own thread; the caller hashes
+    // the ciphertext and sends it on. Handing the uncompressed stream to zstd in the thread
+    // that reads it saves a copy and a hand-off of every plaintext byte.
     let (tx2, rx2) = pipe::channel();
-    let (tx3, mut rx3) = pipe::channel();
+    let (tx3, rx3) = pipe::channel();
     let producer = tokio::task::spawn_blocking(move || produce(entries, meta, tx2, progress, opts));
     let encrypter = tokio::task::spawn_blocking(move || encrypt(rx2, tx3, encryptor));
+    Ok(Encrypting {
+        output: rx3,
+        producer,
+        encrypter,
+    })
+}
 
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let upload_loop = async {
-        loop {
-            match rx3.recv().await {
-                Some(Msg::Data(b)) => {
-                    hasher.update(&b);
-                    size += b.len() as u64;
-                    upload.write(b).await?;
-                }
-                Some(Msg::End) => return Ok(()),
-                None => return Err(stage_err("upload")(pipe::upstream_failed())),
-            }
+impl Encrypting {
+    /// Waits for the stages (drop [`Encrypting::output`] first when stopping early) and
+    /// returns the sealed inner manifest, or each stage's error in pipeline order.
+    pub async fn finish(self) -> Result<Manifest, Vec<WriteError>> {
+        fn joined<T>(r: Result<StageResult<T>, tokio::task::JoinError>) -> StageResult<T> {
+            r.unwrap_or_else(|e| Err(stage_err("pipeline")(io::Error::other(e.to_string()))))
         }
-    };
-    // Cancellation races the whole upload, including a part write stuck in retries.
-    let uploaded: StageResult<()> = tokio::select! {
-        r = upload_loop => r,
-        () = cancel => Err(WriteError::Interrupted),
-    };
-    drop(rx3);
-
-    fn joined<T>(r: Result<StageResult<T>, tokio::task::JoinError>) -> StageResult<T> {
-        r.unwrap_or_else(|e| Err(stage_err("pipeline")(io::Error::other(e.to_string()))))
+        drop(self.output);
+        let produced = joined(self.producer.await);
+        let encrypted = joined(self.encrypter.await);
+        match (produced, encrypted) {
+            (Ok(inner), Ok(())) => Ok(inner),
+            (p, e) => Err([p.err(), e.err()].into_iter().flatten().collect()),
+        }
     }
-    let produced = joined(producer.await);
-    let encrypted = joined(encrypter.await);
-
-    // The root cause is the first failing stage that did not merely see the next one stop.
-    let inner = match (produced, encrypted, uploaded) {
-        (Ok(inner), Ok(()), Ok(())) => inner,
-        (p, e, u) => {
-            upload.abort().await;
-            let errs: Vec<WriteError> = [p.err(), e.err(), u.err()].into_iter().flatten().collect();
-            let pos = errs.iter().position(|e| !is_pipe(e)).unwrap_or(0);
-            return Err(errs.into_iter().nth(pos).expect("at least one error"));
-        }
-    };
-    upload.finish().await?;
-
-    let outer = inner.to_outer(ArchiveInfo {
-        key: key.clone(),
-        size,
-        sha256: hex::encode(hasher.finalize()),
-        compression: "zstd".into(),
-        encryption: "age-v1".into(),
-        recipients: recipients.public(),
-    });
-    let json = serde_json::to_vec_pretty(&outer).expect("manifest serializes");
-    store
-        .put_create(&super::manifest_key(&outer.cluster, &outer.id), json.into())
-        .await?;
-    Ok(outer)
 }
 
 fn produce(

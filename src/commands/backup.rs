@@ -11,9 +11,10 @@ use futures::StreamExt;
 
 use super::Ctx;
 use crate::archive::manifest::Manifest;
-use crate::archive::writer::{write_backup, BackupMeta, WriteOptions};
+use crate::archive::writer::{BackupMeta, WriteOptions};
 use crate::archive::{is_valid_cluster, new_id};
 use crate::cli::BackupArgs;
+use crate::commit::write_backup;
 use crate::crypto::Recipients;
 use crate::error::Usage;
 use crate::sources::gather;
@@ -43,7 +44,10 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
         gather::plan(&merged_sources(ctx, &args, &cluster))?;
         Some(cluster)
     };
-    let recipients = recipients(ctx, &args)?;
+    let keys = Keys {
+        recipients: recipients(ctx, &args)?,
+        signing: ctx.signing_key(&args.signing)?,
+    };
     let store = ctx
         .store(&args.store, true)?
         .with_upload_options(UploadOptions {
@@ -51,9 +55,9 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
             concurrency: args.upload_concurrency as usize,
         });
     let Some(cluster) = cluster else {
-        return run_all(ctx, &args, &store, &recipients).await;
+        return run_all(ctx, &args, &store, &keys).await;
     };
-    let outer = backup_one(ctx, &args, &store, &recipients, &cluster, !ctx.quiet).await?;
+    let outer = backup_one(ctx, &args, &store, &keys, &cluster, !ctx.quiet).await?;
     if ctx.json() {
         return super::print_json(&outer);
     }
@@ -81,6 +85,12 @@ fn merged_sources(ctx: &Ctx, args: &BackupArgs, cluster: &str) -> crate::config:
     args.sources.to_sources().or(&configured)
 }
 
+/// Who can read a new backup, and who vouches for it.
+struct Keys {
+    recipients: Recipients,
+    signing: Option<crate::trust::SigningKey>,
+}
+
 fn recipients(ctx: &Ctx, args: &BackupArgs) -> anyhow::Result<Recipients> {
     let cfg = &ctx.config;
     let mut recipients = args.recipients.clone();
@@ -103,7 +113,7 @@ async fn backup_one(
     ctx: &Ctx,
     args: &BackupArgs,
     store: &Store,
-    recipients: &Recipients,
+    keys: &Keys,
     cluster: &str,
     report: bool,
 ) -> anyhow::Result<Manifest> {
@@ -113,34 +123,15 @@ async fn backup_one(
     // Opening remote sources can take a while (etcdctl saving a big snapshot on the node).
     // Ctrl-C then waits for them to open, and removes what they left on the node, instead
     // of dying with a plaintext snapshot in the node's temp dir.
-    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let listener = {
-        let flag = interrupted.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: cleaning up the sources, then stopping");
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        })
-    };
+    let stop = crate::interrupt::token();
     let gathered = gather::gather(&sources, report).await;
-    listener.abort();
     let mut gathered = gathered?;
-    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+    if stop.is_cancelled() {
+        eprintln!("interrupted: cleaning up the sources, then stopping");
         gathered.finish().await;
         anyhow::bail!("interrupted before the upload started; nothing was committed");
     }
-    let result = write(
-        ctx,
-        args,
-        store,
-        recipients,
-        cluster,
-        tags,
-        &mut gathered,
-        report,
-    )
-    .await;
+    let result = write(ctx, args, store, keys, cluster, tags, &mut gathered, report).await;
     gathered.finish().await;
     result
 }
@@ -150,7 +141,7 @@ async fn write(
     ctx: &Ctx,
     args: &BackupArgs,
     store: &Store,
-    recipients: &Recipients,
+    keys: &Keys,
     cluster: &str,
     tags: BTreeMap<String, String>,
     gathered: &mut gather::Gathered,
@@ -179,18 +170,16 @@ async fn write(
     let count = entries.len();
     let bar = crate::progress::bytes(!report, total, &format!("backup {cluster}"));
     let started = Instant::now();
-    let interrupted = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+    let stop = crate::interrupt::token();
+    let interrupted = stop.cancelled();
     let outer = write_backup(
         store,
         entries,
         meta,
-        recipients,
+        &keys.recipients,
         opts,
         bar.clone(),
+        keys.signing.as_ref(),
         interrupted,
     )
     .await;
@@ -221,12 +210,7 @@ struct Outcome {
     seconds: f64,
 }
 
-async fn run_all(
-    ctx: &Ctx,
-    args: &BackupArgs,
-    store: &Store,
-    recipients: &Recipients,
-) -> anyhow::Result<()> {
+async fn run_all(ctx: &Ctx, args: &BackupArgs, store: &Store, keys: &Keys) -> anyhow::Result<()> {
     let names: Vec<String> = ctx.config.clusters.keys().cloned().collect();
     if names.is_empty() {
         return Err(Usage(
@@ -237,7 +221,7 @@ async fn run_all(
     }
     let outcomes: Vec<Outcome> = futures::stream::iter(names.iter().map(|name| async move {
         let started = Instant::now();
-        let r = backup_one(ctx, args, store, recipients, name, false).await;
+        let r = backup_one(ctx, args, store, keys, name, false).await;
         let seconds = started.elapsed().as_secs_f64();
         match r {
             Ok(m) => Outcome {

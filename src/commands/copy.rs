@@ -3,16 +3,18 @@
 //! the way; only when they match the source manifest is the upload completed, and then the
 //! manifest, copied byte for byte, is created last (create-if-absent). A backup already at
 //! the target with the same manifest is skipped; a different one under the same name is an
-//! error, never overwritten.
+//! error, never overwritten. Signatures travel with their backups; with allowed signers,
+//! untrusted backups are not copied.
 
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 
 use super::Ctx;
 use crate::archive::manifest::Manifest;
 use crate::archive::{archive_key, manifest_key};
 use crate::cli::CopyArgs;
+use crate::commit::{self, CommitError, Uploaded};
 use crate::error::Usage;
+use crate::trust::{signature_key, SigningKey, MAX_SIGNATURE_BYTES};
 use cpvault_backends::{Store, StoreError};
 
 /// What happened to one backup.
@@ -40,6 +42,8 @@ pub async fn run(ctx: &Ctx, args: CopyArgs) -> anyhow::Result<()> {
     for r in &args.references {
         crate::catalog::parse_ref(r)?;
     }
+    let signers = ctx.allowed_signers(&args.trust)?;
+    let signing = ctx.signing_key(&args.signing)?;
     let from = ctx.store(&args.store, false)?;
     let to = Store::open_with(&args.to, true, &ctx.config.store_settings)
         .map_err(|e| Usage(format!("--to: {e}")))?;
@@ -50,20 +54,37 @@ pub async fn run(ctx: &Ctx, args: CopyArgs) -> anyhow::Result<()> {
         .into());
     }
     let mut backups: Vec<Manifest> = vec![];
+    let mut untrusted: Vec<(Manifest, String)> = vec![];
     if args.all {
-        let cat = crate::catalog::load(&from, args.cluster.as_deref()).await?;
+        let cat =
+            crate::catalog::load_with(&from, args.cluster.as_deref(), signers.as_ref()).await?;
         backups.extend(cat.backups.into_iter().rev()); // oldest first: the target fills in order
+        untrusted = cat.untrusted;
     }
     for r in &args.references {
-        backups.push(crate::catalog::resolve(&from, r).await?);
+        match crate::catalog::resolve_with(&from, r, signers.as_ref()).await? {
+            (m, crate::trust::Authorship::Untrusted { reason }) => untrusted.push((m, reason)),
+            (m, _) => backups.push(m),
+        }
     }
-    if backups.is_empty() {
+    if backups.is_empty() && untrusted.is_empty() {
         anyhow::bail!("no committed backups to copy in {from}");
     }
     let mut outcomes = vec![];
+    for (m, reason) in untrusted {
+        if !ctx.quiet && !ctx.json() {
+            eprintln!("FAILED   {}: not copied: {reason}", m.reference());
+        }
+        outcomes.push(Outcome {
+            backup: m.reference(),
+            action: "failed",
+            error: Some(format!("not copied: {reason}")),
+            bytes: 0,
+        });
+    }
     for m in &backups {
         let reference = m.reference();
-        let r = copy_one(ctx, &from, &to, m).await;
+        let r = copy_one(ctx, &from, &to, m, signing.as_ref()).await;
         let (action, error, bytes) = match r {
             Ok((action, bytes)) => (action, None, bytes),
             Err(e) => ("failed", Some(format!("{e:#}")), 0),
@@ -108,6 +129,7 @@ async fn copy_one(
     from: &Store,
     to: &Store,
     m: &Manifest,
+    signing: Option<&SigningKey>,
 ) -> anyhow::Result<(&'static str, u64)> {
     let archive = m
         .archive
@@ -115,6 +137,7 @@ async fn copy_one(
         .ok_or_else(|| anyhow::anyhow!("the manifest has no archive section"))?;
     let mkey = manifest_key(&m.cluster, &m.id);
     let akey = archive_key(&m.cluster, &m.id);
+    let skey = signature_key(&m.cluster, &m.id);
     let manifest_bytes = from.get_bytes(&mkey).await?;
     match to.get_bytes(&mkey).await {
         Ok(existing) if existing == manifest_bytes => {
@@ -136,44 +159,50 @@ async fn copy_one(
         Err(StoreError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let (size, mut stream) = from.get_stream(&akey).await?;
+    // The signature travels with its backup; one is made only for a backup that has none.
+    let signature = match from.head(&skey).await {
+        Ok(info) if info.size > MAX_SIGNATURE_BYTES => anyhow::bail!(
+            "the signature {skey} in {from} is {} bytes, over the {MAX_SIGNATURE_BYTES}-byte limit; not copied",
+            info.size
+        ),
+        Ok(_) => Some(from.get_bytes(&skey).await?),
+        Err(StoreError::NotFound { .. }) => match signing {
+            Some(k) => Some(crate::commit::sign(k, &m.reference(), &manifest_bytes)?),
+            None => None,
+        },
+        Err(e) => return Err(e.into()),
+    };
+    let (size, stream) = from.get_stream(&akey).await?;
     let bar = crate::progress::bytes(
         ctx.quiet || ctx.json(),
         size,
         &format!("copy {}", m.reference()),
     );
-    let mut upload = to.start_upload(&akey).await?;
-    let mut hasher = Sha256::new();
-    let mut n = 0u64;
-    let streamed: anyhow::Result<()> = async {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            hasher.update(&chunk);
-            n += chunk.len() as u64;
-            bar.inc(chunk.len() as u64);
-            upload.write(chunk).await?;
-        }
-        Ok(())
-    }
-    .await;
+    let chunks = stream
+        .inspect(|c| {
+            if let Ok(c) = c {
+                bar.inc(c.len() as u64);
+            }
+        })
+        .map(|c| c.map(Some))
+        .chain(futures::stream::once(async { Ok(None) }));
+    let want = Uploaded {
+        size: archive.size,
+        sha256: archive.sha256.clone(),
+    };
+    let uploaded = commit::upload(to, &akey, chunks, Some(&want), std::future::pending()).await;
     bar.finish_and_clear();
-    let digest = hex::encode(hasher.finalize());
-    let mismatch = (n != archive.size || digest != archive.sha256).then(|| {
-        format!(
-            "the archive read from {from} is {n} bytes with sha256 {digest}, but its manifest says {} bytes with sha256 {}; nothing was committed to {to} — run verify on {from}",
-            archive.size, archive.sha256
-        )
-    });
-    if let Err(e) = streamed {
-        upload.abort().await;
-        return Err(e.context(format!("copying {akey}; nothing was committed to {to}")));
-    }
-    if let Some(msg) = mismatch {
-        upload.abort().await;
-        anyhow::bail!(msg);
-    }
-    upload.finish().await?;
-    match to.put_create(&mkey, manifest_bytes.clone()).await {
+    let n = match uploaded {
+        Ok(u) => u.size,
+        Err(CommitError::Archive(e)) => {
+            anyhow::bail!("{e}; nothing was committed to {to} — run verify on {from}")
+        }
+        Err(e) => {
+            return Err(anyhow::Error::from(e)
+                .context(format!("copying {akey}; nothing was committed to {to}")))
+        }
+    };
+    match commit::commit_manifest(to, &m.cluster, &m.id, manifest_bytes.clone(), signature).await {
         Ok(()) => Ok(("copied", n)),
         // Another copy committed it meanwhile: fine if it is this very backup (the archive
         // we wrote is then byte-identical), an error otherwise.

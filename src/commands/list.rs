@@ -1,56 +1,102 @@
-//! `cpvault list`: committed backups, newest first, as a table or a JSON array of outer
-//! manifests. Unreadable manifests are reported on stderr, never silently dropped.
+//! `cpvault list`: committed backups, newest first, with who signed each, as a table or a
+//! JSON array of outer manifests (each with a `signature` object added). Unreadable manifests
+//! are reported on stderr, never silently dropped; with allowed signers, untrusted backups
+//! are listed and marked, never hidden.
 
 use std::fmt::Write as _;
 
 use super::Ctx;
+use crate::archive::manifest::Manifest;
 use crate::cli::ListArgs;
 use crate::progress::human;
+use crate::text::escape_for_line;
+use crate::trust::Authorship;
 
 /// Runs the command.
 ///
 /// # Errors
-/// The store cannot be listed.
+/// The store cannot be listed, or the allowed signers file cannot be used.
 pub async fn run(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
     let store = ctx.store(&args.store, false)?;
     let cluster = args.cluster.or_else(|| ctx.config.cluster.clone());
-    let cat = crate::catalog::load(&store, cluster.as_deref()).await?;
+    let signers = ctx.allowed_signers(&args.trust)?;
+    let mut cat = crate::catalog::load_with(&store, cluster.as_deref(), signers.as_ref()).await?;
     for (key, why) in &cat.unreadable {
-        eprintln!("warning: manifest {key} is unreadable and not listed: {why}");
+        eprintln!(
+            "warning: manifest {} is unreadable and not listed: {}",
+            escape_for_line(key, 200),
+            escape_for_line(why, 300)
+        );
     }
+    let mut rows: Vec<(Manifest, Authorship)> = cat
+        .backups
+        .into_iter()
+        .chain(cat.untrusted.into_iter().map(|(m, _)| m))
+        .map(|m| {
+            let who = cat
+                .authorship
+                .remove(&m.reference())
+                .unwrap_or(Authorship::NotChecked { signed: false });
+            (m, who)
+        })
+        .collect();
+    rows.sort_by(|(a, _), (b, _)| (&b.created, &b.id).cmp(&(&a.created, &a.id)));
     if ctx.json() {
-        return super::print_json(&cat.backups);
+        let values = rows
+            .iter()
+            .map(|(m, who)| {
+                let mut v = serde_json::to_value(m)?;
+                v["signature"] = serde_json::to_value(who)?;
+                Ok(v)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return super::print_json(&values);
     }
-    if cat.backups.is_empty() {
+    if rows.is_empty() {
         if !ctx.quiet {
             eprintln!("no backups in {store}");
         }
         return Ok(());
     }
-    let mut t = String::new();
-    let w = cat
-        .backups
+    let signatures: Vec<String> = rows
         .iter()
-        .map(|m| m.reference().len())
+        .map(|(_, who)| match who {
+            Authorship::Trusted { signer } => {
+                escape_for_line(&format!("trusted ({})", signer.principals), 60)
+            }
+            other => other.short().to_string(),
+        })
+        .collect();
+    let sw = signatures
+        .iter()
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    let mut t = String::new();
+    let w = rows
+        .iter()
+        .map(|(m, _)| m.reference().len())
         .max()
         .unwrap_or(6)
         .max(6);
     writeln!(
         t,
-        "{:w$}  {:20}  {:>10}  {:>10}  {:>7}  TAGS",
-        "BACKUP", "CREATED (UTC)", "DATA", "STORED", "ENTRIES"
+        "{:w$}  {:20}  {:>10}  {:>10}  {:>7}  {:sw$}  TAGS",
+        "BACKUP", "CREATED (UTC)", "DATA", "STORED", "ENTRIES", "SIGNATURE"
     )?;
-    for m in &cat.backups {
+    for ((m, _), signature) in rows.iter().zip(&signatures) {
         let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
         writeln!(
             t,
-            "{:w$}  {:20}  {:>10}  {:>10}  {:>7}  {}",
+            "{:w$}  {:20}  {:>10}  {:>10}  {:>7}  {:sw$}  {}",
             m.reference(),
             m.created.format("%Y-%m-%d %H:%M:%S"),
             human(m.payload_size()),
             m.archive.as_ref().map_or("?".into(), |a| human(a.size)),
             m.entries.len(),
-            tags.join(",")
+            signature,
+            escape_for_line(&tags.join(","), 200)
         )?;
     }
     super::print_text(&t)

@@ -17,10 +17,11 @@ use std::sync::Arc;
 
 use cpvault_backends::Store;
 
-use crate::cli::{Command, IdentityArgs, OutputFormat, StoreArgs};
+use crate::cli::{Command, IdentityArgs, OutputFormat, SigningArgs, StoreArgs, TrustArgs};
 use crate::config::Config;
 use crate::crypto::{self, Identities};
 use crate::error::Usage;
+use crate::trust::{AllowedSigners, SigningKey};
 
 /// What every command gets.
 pub struct Ctx {
@@ -62,6 +63,51 @@ impl Ctx {
         };
         let ids = crypto::identities(&files, crypto::passphrase_from_env())?;
         Ok((!ids.is_empty()).then(|| Arc::new(ids)))
+    }
+}
+
+impl Ctx {
+    /// The signing key from `--signing-key`, CPVAULT_SIGNING_KEY or the config; `None`
+    /// when none is set.
+    ///
+    /// # Errors
+    /// [`Usage`] when the key cannot be used (unreadable, encrypted, not ed25519).
+    pub fn signing_key(&self, args: &SigningArgs) -> anyhow::Result<Option<SigningKey>> {
+        let Some(path) = args
+            .signing_key
+            .as_ref()
+            .or(self.config.signing_key.as_ref())
+        else {
+            return Ok(None);
+        };
+        SigningKey::load(path)
+            .map(Some)
+            .map_err(|e| Usage(format!("--signing-key {e}")).into())
+    }
+
+    /// The allowed signers from `--allowed-signers`, CPVAULT_ALLOWED_SIGNERS or the config;
+    /// `None` when none is set.
+    ///
+    /// # Errors
+    /// [`Usage`] when the file cannot be read or parsed.
+    pub fn allowed_signers(&self, args: &TrustArgs) -> anyhow::Result<Option<AllowedSigners>> {
+        let Some(path) = args
+            .allowed_signers
+            .as_ref()
+            .or(self.config.allowed_signers.as_ref())
+        else {
+            return Ok(None);
+        };
+        AllowedSigners::load(path)
+            .map(Some)
+            .map_err(|e| Usage(format!("--allowed-signers {e}")).into())
+    }
+}
+
+/// Says on stderr that a backup's author was not checked (no allowed signers configured).
+pub fn note_authorship(ctx: &Ctx, backup: &str, who: &crate::trust::Authorship) {
+    if !ctx.quiet && matches!(who, crate::trust::Authorship::NotChecked { .. }) {
+        eprintln!("note: {backup}: {}", who.describe());
     }
 }
 

@@ -1,7 +1,9 @@
 //! `cpvault prune`: builds the prune plan from the store's catalog and the policy (flags, or
 //! the config file's `[retention]` and `[clusters.NAME.retention]`), prints it, and unless
-//! `--dry-run` executes it: each removed backup loses its manifest first and its archive
-//! second, so a listed backup never lacks its archive, even if prune dies halfway.
+//! `--dry-run` executes it: each removed backup loses its manifest first, then its signature
+//! and archive, so a listed backup never lacks its archive, even if prune dies halfway. With
+//! allowed signers, the plan is made over trusted backups only; untrusted ones are reported
+//! and left in place unless `--remove-untrusted`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,8 +14,10 @@ use super::Ctx;
 use crate::archive::{archive_key, manifest_key};
 use crate::cli::PruneArgs;
 use crate::error::Usage;
-use crate::plan::prune::{plan, Inputs, Orphan, PrunePlan};
+use crate::plan::prune::{plan, Inputs, Orphan, PrunePlan, Untrusted};
 use crate::plan::retention::{Policy, Snapshot};
+use crate::text::escape_for_line;
+use crate::trust::signature_key;
 
 fn flag_policy(a: &PruneArgs) -> Policy {
     Policy {
@@ -57,7 +61,17 @@ pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
     }
 
     let store = ctx.store(&args.store, false)?;
-    let cat = crate::catalog::load(&store, args.cluster.as_deref()).await?;
+    let signers = ctx.allowed_signers(&args.trust)?;
+    let cat = crate::catalog::load_with(&store, args.cluster.as_deref(), signers.as_ref()).await?;
+    let untrusted: Vec<Untrusted> = cat
+        .untrusted
+        .iter()
+        .map(|(m, reason)| Untrusted {
+            cluster: m.cluster.clone(),
+            id: m.id.clone(),
+            reason: reason.clone(),
+        })
+        .collect();
     for (key, why) in &cat.unreadable {
         eprintln!("warning: manifest {key} is unreadable and left alone: {why}");
     }
@@ -74,7 +88,11 @@ pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
         .collect();
     // Staging files of uploads killed midway (local stores) are orphans too, under the same
     // grace period.
-    let leftovers = store.upload_leftovers();
+    let leftovers: Vec<_> = store
+        .upload_leftovers()
+        .into_iter()
+        .filter(|o| crate::catalog::is_upload_leftover(&o.key, args.cluster.as_deref()))
+        .collect();
     let orphans: Vec<Orphan> = cat
         .incomplete
         .iter()
@@ -88,6 +106,7 @@ pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
         backups: &backups,
         broken: &cat.broken,
         orphans: &orphans,
+        untrusted: &untrusted,
         policies: &per_cluster,
         default: &default,
         tz: args.timezone,
@@ -98,19 +117,31 @@ pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
     if ctx.json() {
         super::print_json(&plan)?;
     } else {
-        super::print_text(&render(&plan, args.dry_run, args.remove_broken))?;
+        super::print_text(&render(
+            &plan,
+            args.dry_run,
+            args.remove_broken,
+            args.remove_untrusted,
+        ))?;
     }
     if args.dry_run {
         return Ok(());
     }
     // Manifest first: from that moment the backup is no longer listed, and its archive is an
     // orphan that a later prune removes even if this one dies before the next line.
-    for d in &plan.remove {
-        store.delete(&manifest_key(&d.cluster, &d.id)).await?;
-        store.delete(&archive_key(&d.cluster, &d.id)).await?;
+    let doomed = plan.remove.iter().map(|d| (&d.cluster, &d.id));
+    let forged = plan
+        .untrusted
+        .iter()
+        .filter(|_| args.remove_untrusted)
+        .map(|u| (&u.cluster, &u.id));
+    for (cluster, id) in doomed.chain(forged) {
+        store.delete(&manifest_key(cluster, id)).await?;
+        store.delete(&signature_key(cluster, id)).await?;
+        store.delete(&archive_key(cluster, id)).await?;
     }
     for o in &plan.remove_orphans {
-        if o.key.contains('#') {
+        if crate::catalog::is_upload_leftover(&o.key, None) {
             store.remove_upload_leftover(&o.key)?;
         } else {
             store.delete(&o.key).await?;
@@ -132,7 +163,7 @@ pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn render(p: &PrunePlan, dry_run: bool, remove_broken: bool) -> String {
+fn render(p: &PrunePlan, dry_run: bool, remove_broken: bool, remove_untrusted: bool) -> String {
     let mut t = String::new();
     for c in &p.empty_policy {
         let _ = writeln!(t, "cluster {c}: no retention rule given, so nothing of it is removed (see `cpvault prune --help`)");
@@ -183,6 +214,25 @@ fn render(p: &PrunePlan, dry_run: bool, remove_broken: bool) -> String {
                 ""
             } else {
                 " (--remove-broken removes it)"
+            }
+        );
+    }
+    for u in &p.untrusted {
+        let action = if remove_untrusted {
+            "REMOVE"
+        } else {
+            "UNTRUSTED"
+        };
+        let _ = writeln!(
+            t,
+            "{action}  {}/{}  {}{}",
+            u.cluster,
+            u.id,
+            escape_for_line(&u.reason, 300),
+            if remove_untrusted {
+                ""
+            } else {
+                " (not counted by the rules; --remove-untrusted removes it)"
             }
         );
     }

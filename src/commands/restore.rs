@@ -46,7 +46,9 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
     let identities = ctx.identities(&args.identity)?.ok_or_else(|| {
         Usage("restore needs a key: pass -i IDENTITY_FILE (or set CPVAULT_PASSPHRASE)".into())
     })?;
-    let m = crate::catalog::resolve(&store, &args.reference).await?;
+    let signers = ctx.allowed_signers(&args.trust)?;
+    let (m, who) = crate::catalog::resolve_with(&store, &args.reference, signers.as_ref()).await?;
+    authorship_allows_restore(&m, &who, args.allow_unsigned)?;
     if m.etcd.is_none() {
         return Err(Usage(format!(
             "{} holds no etcd snapshot, so there is nothing to restore; use extract for its files",
@@ -55,9 +57,32 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
         .into());
     }
     if let Some(dir) = &args.to_dir {
-        return to_dir(ctx, &args, &store, &m, identities, dir).await;
+        return to_dir(ctx, &args, &store, &m, &who, identities, dir).await;
     }
-    onto_node(ctx, &args, &node_settings, &store, &m, identities).await
+    onto_node(ctx, &args, &node_settings, &store, &m, &who, identities).await
+}
+
+/// A restore installs the backup's CA and service-account keys on the control plane, so
+/// its author must be known: trusted under the allowed signers, or explicitly waived.
+fn authorship_allows_restore(
+    m: &Manifest,
+    who: &crate::trust::Authorship,
+    allow_unsigned: bool,
+) -> anyhow::Result<()> {
+    match who {
+        crate::trust::Authorship::Trusted { .. } => Ok(()),
+        crate::trust::Authorship::Untrusted { reason } => Err(VerifyFailed(format!(
+            "{}: signature check failed ({reason}); it is not restored, and nothing was changed",
+            m.reference()
+        ))
+        .into()),
+        crate::trust::Authorship::NotChecked { .. } if allow_unsigned => Ok(()),
+        crate::trust::Authorship::NotChecked { .. } => Err(Usage(format!(
+            "{}: restore installs the backup's CA and keys, so it checks who wrote the backup: give --allowed-signers FILE (the keys your backups are signed with), or --allow-unsigned to restore without that check; anyone who can write to the store can build a backup your key decrypts",
+            m.reference()
+        ))
+        .into()),
+    }
 }
 
 /// SSH and kubeconfig settings: flags over `[clusters.NAME]` (of `--cluster`, else of the
@@ -95,6 +120,7 @@ async fn to_dir(
     args: &RestoreArgs,
     store: &cpvault_backends::Store,
     m: &Manifest,
+    who: &crate::trust::Authorship,
     identities: Arc<crate::crypto::Identities>,
     dir: &Path,
 ) -> anyhow::Result<()> {
@@ -106,7 +132,23 @@ async fn to_dir(
         .into());
     }
     let work = dir.join(".cpvault-extract");
-    super::extract::extract_verified(ctx, store, m, identities, &work).await?;
+    match crate::extract::extract_verified(store, m, who, identities, &work, ctx.quiet).await {
+        Ok(_) => {}
+        Err(crate::extract::ExtractError::Verify(report)) => {
+            if ctx.json() {
+                super::print_json(&report)?;
+            } else {
+                eprint!("{}", report.render());
+            }
+            return Err(VerifyFailed(format!(
+                "{} failed verification; nothing was left in {}",
+                m.reference(),
+                work.display()
+            ))
+            .into());
+        }
+        Err(crate::extract::ExtractError::Other(e)) => return Err(e),
+    }
     let result = restore_locally(args, dir, &work);
     let _ = std::fs::remove_dir_all(&work);
     result?;
@@ -203,6 +245,7 @@ async fn onto_node(
     settings: &crate::config::Sources,
     store: &cpvault_backends::Store,
     m: &Manifest,
+    who: &crate::trust::Authorship,
     identities: Arc<crate::crypto::Identities>,
 ) -> anyhow::Result<()> {
     let l = layout(args);
@@ -229,7 +272,7 @@ async fn onto_node(
         }
     };
     let node = Node::connect(&target).await?;
-    let result = restore_on(ctx, args, store, m, identities, &l, &node).await;
+    let result = restore_on(ctx, args, store, m, who, identities, &l, &node).await;
     node.close().await;
     result
 }
@@ -240,6 +283,7 @@ async fn restore_on(
     args: &RestoreArgs,
     store: &cpvault_backends::Store,
     m: &Manifest,
+    who: &crate::trust::Authorship,
     identities: Arc<crate::crypto::Identities>,
     l: &NodeLayout,
     node: &Node,
@@ -377,6 +421,7 @@ async fn restore_on(
     let report = crate::verify::verify(
         store,
         m,
+        who,
         Some(identities.clone()),
         Box::new(crate::archive::reader::NullSink),
         bar.clone(),
@@ -629,9 +674,9 @@ async fn stage(
         open: None,
     };
     let key = &m.archive.as_ref().expect("committed backup").key;
+    let ciphertext = store.get_stream(key).await.map_err(|e| e.to_string());
     let seen = crate::archive::reader::read_archive(
-        store,
-        key,
+        ciphertext,
         Some(identities),
         Box::new(sink),
         indicatif::ProgressBar::hidden(),

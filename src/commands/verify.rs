@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 use super::Ctx;
 use crate::archive::manifest::Manifest;
 use crate::archive::reader::NullSink;
+use crate::catalog::ResolveError;
 use crate::cli::VerifyArgs;
 use crate::error::VerifyFailed;
-use crate::verify::{Report, Status};
+use crate::trust::Authorship;
 
 /// Runs the command.
 ///
@@ -29,32 +30,38 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<()> {
     // With no identity file, CPVAULT_PASSPHRASE alone can only open passphrase archives;
     // the others are verified without a key rather than failed at decrypt.
     let key_files = !args.identity.identities.is_empty() || !ctx.config.identities.is_empty();
-    let mut targets: Vec<Result<Manifest, String>> = vec![];
+    let signers = ctx.allowed_signers(&args.trust)?;
+    let mut targets: Vec<Result<(Manifest, Authorship), String>> = vec![];
     if args.all || args.latest {
-        let cat = crate::catalog::load(&store, args.cluster.as_deref()).await?;
+        let mut cat =
+            crate::catalog::load_with(&store, args.cluster.as_deref(), signers.as_ref()).await?;
         for (key, why) in cat.unreadable {
             targets.push(Err(format!("{key}: manifest unreadable: {why}")));
+        }
+        // --all checks the untrusted ones too (they fail); --latest is the newest trusted.
+        if args.all {
+            for (m, reason) in std::mem::take(&mut cat.untrusted) {
+                targets.push(Ok((m, Authorship::Untrusted { reason })));
+            }
         }
         let mut seen = std::collections::BTreeSet::new();
         for m in cat.backups {
             if !args.latest || seen.insert(m.cluster.clone()) {
-                targets.push(Ok(m));
+                let who = cat
+                    .authorship
+                    .remove(&m.reference())
+                    .unwrap_or(Authorship::NotChecked { signed: false });
+                targets.push(Ok((m, who)));
             }
         }
         if targets.is_empty() {
             anyhow::bail!("no committed backups to verify in {store}");
         }
     } else {
-        if args.references.is_empty() && !args.all && !args.latest {
-            return Err(crate::error::Usage(
-            "verify needs backups to check: give REF… (<cluster>/<id> or <cluster>/latest), --latest or --all".into(),
-        )
-        .into());
-        }
         for r in &args.references {
-            match crate::catalog::resolve(&store, r).await {
-                Ok(m) => targets.push(Ok(m)),
-                Err(e) if e.is::<VerifyFailed>() || e.to_string().contains("not found in") => {
+            match crate::catalog::resolve_with(&store, r, signers.as_ref()).await {
+                Ok(found) => targets.push(Ok(found)),
+                Err(e) if e.is::<VerifyFailed>() || e.is::<ResolveError>() => {
                     targets.push(Err(e.to_string()))
                 }
                 Err(e) => return Err(e),
@@ -66,8 +73,8 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<()> {
     let mut failed = 0;
     let mut text = String::new();
     for t in targets {
-        let m = match t {
-            Ok(m) => m,
+        let (m, who) = match t {
+            Ok(found) => found,
             Err(msg) => {
                 failed += 1;
                 writeln!(text, "FAILED  {msg}")?;
@@ -85,12 +92,14 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        let report = crate::verify::verify(&store, &m, ids, Box::new(NullSink), bar.clone()).await;
+        super::note_authorship(ctx, &m.reference(), &who);
+        let report =
+            crate::verify::verify(&store, &m, &who, ids, Box::new(NullSink), bar.clone()).await;
         bar.finish_and_clear();
         if !report.ok {
             failed += 1;
         }
-        render(&mut text, &report)?;
+        text.push_str(&report.render());
         reports.push(serde_json::to_value(&report)?);
     }
     if ctx.json() {
@@ -104,34 +113,6 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<()> {
             reports.len()
         ))
         .into());
-    }
-    Ok(())
-}
-
-/// Renders one report as text.
-///
-/// # Errors
-/// Never in practice (writing to a String).
-pub fn render(text: &mut String, r: &Report) -> std::fmt::Result {
-    let depth = if r.deep {
-        "deep"
-    } else {
-        "ciphertext only; give -i for every layer"
-    };
-    writeln!(
-        text,
-        "{}  {} ({depth})",
-        if r.ok { "OK    " } else { "FAILED" },
-        r.backup
-    )?;
-    for c in &r.checks {
-        let s = match c.status {
-            Status::Ok => "ok",
-            Status::Warning => "WARNING",
-            Status::Failed => "FAILED",
-            Status::Skipped => "skipped",
-        };
-        writeln!(text, "  {:13} {:8} {}", c.name, s, c.detail)?;
     }
     Ok(())
 }

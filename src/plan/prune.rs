@@ -28,6 +28,9 @@ pub struct Inputs<'a> {
     pub broken: &'a [String],
     /// Archive objects without a manifest.
     pub orphans: &'a [Orphan],
+    /// Committed backups that are not trusted under the allowed signers: never counted by
+    /// the keep rules, so forged newer backups cannot push a genuine one out.
+    pub untrusted: &'a [Untrusted],
     /// Policy per cluster; clusters not named use `default`.
     pub policies: &'a BTreeMap<String, Policy>,
     /// Policy for other clusters.
@@ -38,6 +41,17 @@ pub struct Inputs<'a> {
     pub now: DateTime<Utc>,
     /// How old an orphan must be before it is removed.
     pub grace: TimeDelta,
+}
+
+/// A committed backup whose author is not trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Untrusted {
+    /// Cluster.
+    pub cluster: String,
+    /// Backup id.
+    pub id: String,
+    /// Why it is not trusted.
+    pub reason: String,
 }
 
 /// What prune will do.
@@ -53,6 +67,8 @@ pub struct PrunePlan {
     pub young_orphans: Vec<Orphan>,
     /// Manifests whose archive is missing.
     pub broken: Vec<String>,
+    /// Backups that are not trusted: reported, and removed only on request.
+    pub untrusted: Vec<Untrusted>,
     /// Clusters whose policy is empty (nothing of theirs is removed).
     pub empty_policy: Vec<String>,
 }
@@ -86,6 +102,7 @@ pub fn plan(i: &Inputs<'_>) -> PrunePlan {
         }
     }
     out.broken = i.broken.to_vec();
+    out.untrusted = i.untrusted.to_vec();
     out
 }
 
@@ -133,6 +150,7 @@ mod tests {
             backups: &backups,
             broken: &[],
             orphans: &orphans,
+            untrusted: &[],
             policies: &policies,
             default: &Policy::default(),
             tz: Tz::UTC,

@@ -1,0 +1,199 @@
+//! Extracting a backup into a new local directory while verifying every layer: the one
+//! implementation behind `extract` and `restore --to-dir`. Files are created 0600 inside 0700
+//! directories, in a hidden work dir beside the target, and get their recorded modes and
+//! their place only after the whole archive verified; on any failure everything written is
+//! removed again, so a directory left behind is always a verified, complete copy. It never
+//! overwrites and never prints.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::archive::reader::Sink;
+use crate::error::Usage;
+use crate::trust::Authorship;
+use crate::verify::Report;
+
+/// A verified extract.
+#[derive(Debug)]
+pub struct Extracted {
+    /// The verification report.
+    pub report: Report,
+    /// The files written, as paths under the target.
+    pub written: Vec<String>,
+}
+
+/// Why an extract left nothing behind.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtractError {
+    /// The backup failed verification (the report says which check).
+    #[error("the backup failed verification")]
+    Verify(Box<Report>),
+    /// Anything else: a bad target, this machine could not write.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<Usage> for ExtractError {
+    fn from(u: Usage) -> Self {
+        ExtractError::Other(u.into())
+    }
+}
+
+struct DirSink {
+    root: PathBuf,
+}
+
+impl Sink for DirSink {
+    fn open(
+        &mut self,
+        path: &str,
+        _size: u64,
+        _mode: u32,
+    ) -> io::Result<Option<Box<dyn Write + Send>>> {
+        let dest = self.root.join(path);
+        if let Some(parent) = dest.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)?;
+        }
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&dest)?;
+        Ok(Some(Box::new(io::BufWriter::with_capacity(
+            256 * 1024,
+            SyncOnFlush(f),
+        ))))
+    }
+}
+
+/// Makes `flush` durable, so a verified extract is on disk when the command says so.
+struct SyncOnFlush(File);
+
+impl Write for SyncOnFlush {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.write(b)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+fn prepare(dir: &Path) -> Result<(), ExtractError> {
+    match fs::read_dir(dir) {
+        Ok(mut it) => {
+            if it.next().is_some() {
+                return Err(Usage(format!(
+                    "--to '{}' exists and is not empty; extract never overwrites — choose a new directory",
+                    dir.display()
+                ))
+                .into());
+            }
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("--to '{}'", dir.display()))?;
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("--to '{}': cannot create it", dir.display()))?),
+        Err(e) => Err(anyhow::Error::from(e)
+            .context(format!("--to '{}'", dir.display()))
+            .into()),
+    }
+}
+
+/// Verifies `m` deeply while writing its files into the new dir `to`, then applies the
+/// recorded modes; on failure `to` is left empty. Returns the report and the files written.
+///
+/// # Errors
+/// [`Usage`] when `to` is not empty, [`VerifyFailed`] when a check fails, other errors when
+/// this machine cannot write.
+pub async fn extract_verified(
+    store: &cpvault_backends::Store,
+    m: &crate::archive::manifest::Manifest,
+    who: &Authorship,
+    identities: std::sync::Arc<crate::crypto::Identities>,
+    to: &Path,
+    quiet: bool,
+) -> Result<Extracted, ExtractError> {
+    // An untrusted backup is refused before anything is created.
+    if let Some(refused) = crate::verify::refuse_untrusted(m, who, true) {
+        return Err(ExtractError::Verify(Box::new(refused)));
+    }
+    prepare(to)?;
+    // Files are written into a hidden 0700 sibling and moved into `to` only once every byte
+    // verified, so `to` never holds unverified plaintext, even if cpvault is killed midway.
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let partial = tempfile::Builder::new()
+        .prefix(".cpvault-extract-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a work dir beside '{}'", to.display()))?;
+    let sink = DirSink {
+        root: partial.path().to_path_buf(),
+    };
+    let bar = crate::progress::bytes(quiet, 0, &format!("extract {}", m.reference()));
+    let report =
+        crate::verify::verify(store, m, who, Some(identities), Box::new(sink), bar.clone()).await;
+    bar.finish_and_clear();
+    if !report.ok {
+        let failed: Vec<&crate::verify::Check> = report.failures().collect();
+        if let [only] = failed.as_slice() {
+            if only.name == "write" {
+                // The backup is fine; this machine could not write it (disk full, permissions).
+                return Err(anyhow::anyhow!(
+                    "writing into {}: {}; nothing was left there — free space or fix permissions and run extract again",
+                    to.display(),
+                    only.detail
+                )
+                .into());
+            }
+        }
+        return Err(ExtractError::Verify(Box::new(report)));
+    }
+    // Verified: now give every file the mode recorded at backup time.
+    let inner = report
+        .inner
+        .as_ref()
+        .expect("a passing deep verify read the inner manifest");
+    let mut written = vec![];
+    for e in &inner.entries {
+        let path = partial.path().join(&e.path);
+        // Permission bits only: a hostile archive never gets a setuid, setgid or sticky file.
+        let mode = e.mode.unwrap_or(0o600) & 0o777;
+        if let Some(mtime) = e.mtime.and_then(|t| u64::try_from(t).ok()) {
+            let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+            File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(when))
+                .with_context(|| format!("setting the recorded mtime on '{}'", path.display()))?;
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting mode {mode:o} on '{}'", path.display()))?;
+        written.push(to.join(&e.path).display().to_string());
+    }
+    // `to` is empty (checked by prepare), and rename(2) may replace an empty directory.
+    let partial = partial.keep();
+    if let Err(e) = fs::rename(&partial, to) {
+        let _ = fs::remove_dir_all(&partial);
+        return Err(anyhow::Error::from(e)
+            .context(format!(
+                "moving the extracted files into '{}'",
+                to.display()
+            ))
+            .into());
+    }
+    Ok(Extracted { report, written })
+}

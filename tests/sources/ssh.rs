@@ -211,7 +211,7 @@ fn a_node_without_sudo_fails_naming_sudo_and_the_fix() {
     let bin = w.path("node-bin");
     std::fs::create_dir_all(&bin).unwrap();
     for tool in ["sh", "tar", "cat", "id"] {
-        let real = which(tool);
+        let real = find_on_path(tool).unwrap_or_else(|| panic!("{tool} not on PATH"));
         std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
     }
     let sshd = Sshd::start_with(&format!("SetEnv PATH={}", bin.display()));
@@ -225,13 +225,6 @@ fn a_node_without_sudo_fails_naming_sudo_and_the_fix() {
     ]);
     let out = backup(&w, &refs(&args));
     assert_fails(&w, &out, &["sudo is not installed", "log in as root"]);
-}
-
-fn which(tool: &str) -> std::path::PathBuf {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap())
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{tool} not on PATH"))
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::encoding::{base64, percent_encode, unbase64};
 use super::server::{status_line, ServerProcess};
 use super::{cpvault_with, find_on_path, free_port, missing, pairs};
 
@@ -116,7 +117,7 @@ impl Azurite {
         let sig = base64(&hmac_sha256(&unbase64(KEY), to_sign.as_bytes()));
         let sas = format!(
             "sv={version}&sr=c&sp={perms}&st={start}&se={expiry}&spr={protocol}&sig={}",
-            percent(&sig)
+            percent_encode(&sig)
         );
         pairs(&[
             ("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT),
@@ -162,8 +163,8 @@ fn create_container(endpoint: &str, container: &str) -> Option<String> {
     )
 }
 
-// Shared Key signing needs HMAC-SHA256 and base64; the test crate has sha2 but neither of
-// those, and a few lines here beat a dev-dependency.
+// Shared Key signing needs HMAC-SHA256; the test crate has sha2 but no HMAC, and a few lines
+// here beat a dev-dependency.
 
 fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
     let mut k = [0u8; 64];
@@ -182,52 +183,6 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
         .chain_update(inner)
         .finalize()
         .to_vec()
-}
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn base64(data: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn unbase64(s: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes().filter(|c| *c != b'=') {
-        let v = B64.iter().position(|b| *b == c).expect("base64") as u32;
-        acc = acc << 6 | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
-}
-
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[test]

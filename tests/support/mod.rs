@@ -492,6 +492,8 @@ pub mod proxy;
 pub mod azurite;
 // The real S3 servers (moto, and s3s-fs which checks SigV4 signatures) as one type.
 pub mod s3;
+// Base64 and percent-encoding for the test servers and emulator clients.
+pub mod encoding;
 // A server child process: log file, wait until ready, killed on drop; one raw HTTP request.
 pub mod server;
 // A GCS XML-API test server (in process, credential-checking) and the real fake-gcs-server.

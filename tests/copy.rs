@@ -8,14 +8,14 @@ use crate::support::*;
 #[ignore = "needs moto_server (pip install 'moto[server]'); CI runs it"]
 fn copy_between_local_and_moto_round_trips_and_verifies_on_both_sides() {
     let w = World::new();
-    let moto = Moto::start();
+    let moto = S3Server::moto();
     make_pki(&w.path("pki"));
     fake_snapshot(&w.path("snap.db"), 300);
     let refs: Vec<String> = (0..2)
         .map(|_| w.backup(&["--etcd-snapshot-file", "snap.db", "--pki-dir", "pki"]))
         .collect();
     let local = w.store.to_str().unwrap().to_string();
-    let s3 = format!("s3://{}/copied", moto.bucket);
+    let s3 = moto.url("copied");
     let key = w.key.to_str().unwrap().to_string();
     let cwd = w.dir.path();
 
@@ -100,7 +100,7 @@ fn copy_between_local_and_moto_round_trips_and_verifies_on_both_sides() {
 #[ignore = "needs moto_server (pip install 'moto[server]'); CI runs it"]
 fn a_corrupted_source_archive_is_not_copied_and_nothing_is_committed() {
     let w = World::new();
-    let moto = Moto::start();
+    let moto = S3Server::moto();
     fake_snapshot(&w.path("snap.db"), 100);
     let r = w.backup(&["--etcd-snapshot-file", "snap.db"]);
     let archive = w.archive(&r);
@@ -108,7 +108,7 @@ fn a_corrupted_source_archive_is_not_copied_and_nothing_is_committed() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x20;
     std::fs::write(&archive, bytes).unwrap();
-    let s3 = format!("s3://{}/copied", moto.bucket);
+    let s3 = moto.url("copied");
     let out = moto.cpvault(
         w.dir.path(),
         &[

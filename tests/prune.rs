@@ -199,10 +199,10 @@ fn a_bad_policy_is_a_usage_error() {
 #[test]
 #[ignore = "needs moto (pip install 'moto[server]'); CI runs it"]
 fn prune_on_moto_s3_removes_manifest_and_archive_and_keeps_the_rest() {
-    let m = Moto::start();
+    let m = S3Server::moto();
     let w = World::new();
     fake_snapshot(&w.path("s.db"), 2);
-    let store = format!("s3://{}/prune", m.bucket);
+    let store = m.url("prune");
     let run = |args: &[&str]| {
         let mut a = args.to_vec();
         a.extend(["--store", &store]);

@@ -9,7 +9,7 @@ use crate::support::proxy::Proxy;
 use crate::support::*;
 
 /// `cpvault` pointed at `endpoint` with moto's other settings and short retries.
-fn via(moto: &Moto, endpoint: &str, cwd: &std::path::Path) -> Command {
+fn via(moto: &S3Server, endpoint: &str, cwd: &std::path::Path) -> Command {
     let mut c = cpvault_cmd(cwd);
     c.envs(moto.env())
         .env("AWS_ENDPOINT_URL", endpoint)
@@ -21,7 +21,7 @@ fn via(moto: &Moto, endpoint: &str, cwd: &std::path::Path) -> Command {
 #[ignore = "needs moto_server (pip install 'moto[server]'); CI runs it"]
 fn killing_the_store_mid_upload_fails_naming_the_store_and_commits_nothing() {
     let w = World::new();
-    let moto = Moto::start();
+    let moto = S3Server::moto();
     let mut proxy = Proxy::start(moto.endpoint.trim_start_matches("http://"), &[]);
     // Incompressible, so the upload takes a while.
     let big = w.path("big.bin");
@@ -31,7 +31,7 @@ fn killing_the_store_mid_upload_fails_naming_the_store_and_commits_nothing() {
         .status()
         .unwrap();
     assert!(o.success());
-    let store = format!("s3://{}/dying", moto.bucket);
+    let store = moto.url("dying");
     let mut child = via(&moto, &proxy.url(), w.dir.path())
         .args([
             "backup",
@@ -96,13 +96,13 @@ fn killing_the_store_mid_upload_fails_naming_the_store_and_commits_nothing() {
 #[ignore = "needs moto_server (pip install 'moto[server]'); CI runs it"]
 fn cut_connections_are_retried_and_the_backup_commits() {
     let w = World::new();
-    let moto = Moto::start();
+    let moto = S3Server::moto();
     // The 1st, 2nd, 4th and 6th connections are cut on accept: whichever requests they carry
     // (the create-if-absent probe, parts, the manifest commit), the client must retry them.
     let proxy = Proxy::start(moto.endpoint.trim_start_matches("http://"), &[0, 1, 3, 5]);
     make_pki(&w.path("pki"));
     fake_snapshot(&w.path("snap.db"), 2_000);
-    let store = format!("s3://{}/flaky", moto.bucket);
+    let store = moto.url("flaky");
     let out = via(&moto, &proxy.url(), w.dir.path())
         .args([
             "backup",

@@ -4,21 +4,15 @@
 use std::sync::Arc;
 
 use cpvault_backends::fault::FaultStore;
-use cpvault_backends::{conformance, s3, Store};
+use cpvault_backends::{conformance, Store};
 
 use crate::support::*;
-
-fn moto_store(m: &Moto, prefix: &str) -> Store {
-    let url = format!("s3://{}/{prefix}", m.bucket);
-    let (inner, display) = s3::open_with_vars(&url, m.env()).unwrap();
-    Store::from_object_store(inner, display)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs moto_server (pip install 'moto[server]')"]
 async fn moto_s3_passes_the_conformance_suite() {
-    let m = Moto::start();
-    conformance::run_all(&moto_store(&m, "suite/prefix")).await;
+    let m = S3Server::moto();
+    conformance::run_all(&m.store("suite/prefix")).await;
 }
 
 // A server that ignores If-None-Match must be refused before anything is uploaded.
@@ -49,8 +43,8 @@ async fn store_ignoring_conditional_create_is_refused() {
 #[test]
 #[ignore = "needs moto_server (pip install 'moto[server]')"]
 fn cli_round_trip_on_moto() {
-    let m = Moto::start();
-    let store = format!("s3://{}/backups", m.bucket);
+    let m = S3Server::moto();
+    let store = m.url("backups");
     cli_round_trip(&store, |cwd, args| m.cpvault(cwd, args));
 }
 
@@ -234,7 +228,7 @@ async fn weak_commit_mode_checks_before_writing_on_a_store_that_ignores_create()
 #[ignore = "needs moto_server (pip install 'moto[server]')"]
 fn s3_settings_come_from_the_config_file_and_secrets_from_the_environment() {
     let w = World::new();
-    let m = Moto::start();
+    let m = S3Server::moto();
     let config = w.path("config.toml");
     std::fs::write(
         &config,

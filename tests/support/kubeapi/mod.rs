@@ -1,0 +1,299 @@
+//! Test support only — never use this outside tests. An in-process Kubernetes API server that
+//! speaks the real REST JSON (nodes, pods, secrets, `Status` errors, bearer-token auth) and the
+//! real exec protocol: an HTTP/1.1 websocket upgrade negotiating `v5.channel.k8s.io` or
+//! `v4.channel.k8s.io`, channel-prefixed binary frames, and the kubelet's `Status` on channel 3.
+//! Exec'd commands run for real on this machine (after the test's path substitutions), so a
+//! test of the real `cpvault` binary exercises the same client code a cluster would.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header;
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::encoding::base64;
+use rest::{get, list, now, ok, parse_query, status, uid, upsert};
+
+// The exec websocket protocol and running the exec'd commands.
+mod exec;
+// The REST objects (get, list, label selectors) and `Status` responses.
+mod rest;
+#[cfg(test)]
+mod tests;
+
+type Body = Full<Bytes>;
+type Shared = Arc<Mutex<State>>;
+
+/// One exec request as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRecord {
+    pub namespace: String,
+    pub pod: String,
+    /// The `container` query parameter, as the client sent it.
+    pub container: Option<String>,
+    /// The argv as the client sent it, before `map_exec` substitutions.
+    pub command: Vec<String>,
+    /// The subprotocol negotiated; None if the request was refused before the upgrade.
+    pub protocol: Option<String>,
+    /// None while running, and for requests refused, commands that failed to start, and
+    /// commands killed because the client went away. Death by signal N reads as 128+N.
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Default)]
+struct State {
+    token: String,
+    nodes: Vec<Value>,
+    pods: Vec<Value>,
+    secrets: Vec<Value>,
+    maps: Vec<(String, String)>,
+    execs: Vec<ExecRecord>,
+    requests: Vec<String>,
+    resource_version: u64,
+}
+
+/// A running test API server; stops on drop.
+pub struct KubeApi {
+    url: String,
+    token: String,
+    state: Shared,
+    // Last: dropping it stops the server.
+    _server: super::http::HttpServer,
+}
+
+impl KubeApi {
+    /// Binds a free loopback port and serves on a thread with its own runtime.
+    pub fn start() -> KubeApi {
+        let token = format!("{:032x}", rand::random::<u128>());
+        let state: Shared = Arc::new(Mutex::new(State {
+            token: token.clone(),
+            ..State::default()
+        }));
+        let shared = state.clone();
+        let server =
+            super::http::HttpServer::start("kubeapi", move |req| handle(shared.clone(), req));
+        KubeApi {
+            url: server.url(),
+            token,
+            state,
+            _server: server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Writes a kubeconfig (mode 0600) whose current context `context` points at this server.
+    pub fn write_kubeconfig(&self, path: &Path, context: &str) {
+        let q = |s: &str| serde_json::to_string(s).unwrap();
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters:\n- name: {cluster}\n  cluster:\n    server: {server}\n\
+             users:\n- name: {user}\n  user:\n    token: {token}\n\
+             contexts:\n- name: {context}\n  context:\n    cluster: {cluster}\n    user: {user}\n\
+             current-context: {context}\npreferences: {{}}\n",
+            cluster = q(&format!("{context}-cluster")),
+            user = q(&format!("{context}-admin")),
+            server = q(&self.url),
+            token = q(&self.token),
+            context = q(context),
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .unwrap();
+        f.write_all(yaml.as_bytes()).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// Adds (or replaces) a Ready node; `addresses` are (type, address) pairs.
+    pub fn add_node(&self, name: &str, labels: &[(&str, &str)], addresses: &[(&str, &str)]) {
+        let mut st = self.lock();
+        let metadata = st.metadata(None, name, labels);
+        let addresses: Vec<Value> = addresses
+            .iter()
+            .map(|(t, a)| json!({"type": t, "address": a}))
+            .collect();
+        let now = now();
+        let node = json!({
+            "kind": "Node", "apiVersion": "v1", "metadata": metadata, "spec": {},
+            "status": {
+                "addresses": addresses,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status",
+                    "lastHeartbeatTime": now, "lastTransitionTime": now}],
+                "nodeInfo": {"architecture": "amd64", "bootID": uid(),
+                    "containerRuntimeVersion": "containerd://2.0.5", "kernelVersion": "6.1.0",
+                    "kubeProxyVersion": "", "kubeletVersion": "v1.33.1", "machineID": uid(),
+                    "operatingSystem": "linux", "osImage": "Debian GNU/Linux 12 (bookworm)",
+                    "systemUUID": uid()}
+            }
+        });
+        upsert(&mut st.nodes, node);
+    }
+
+    /// Adds (or replaces) a Running pod with the named containers.
+    pub fn add_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        containers: &[&str],
+    ) {
+        let mut st = self.lock();
+        let metadata = st.metadata(Some(namespace), name, labels);
+        let image = |c: &str| format!("registry.k8s.io/{c}:test");
+        let specs: Vec<Value> = containers
+            .iter()
+            .map(|c| json!({"name": c, "image": image(c), "imagePullPolicy": "IfNotPresent"}))
+            .collect();
+        let now = now();
+        let statuses: Vec<Value> = containers
+            .iter()
+            .map(|c| {
+                json!({"name": c, "image": image(c),
+                    "imageID": format!("{}@sha256:{:064x}", image(c), 0),
+                    "containerID": format!("containerd://{:064x}", rand::random::<u128>()),
+                    "ready": true, "started": true, "restartCount": 0,
+                    "state": {"running": {"startedAt": now}}})
+            })
+            .collect();
+        let pod = json!({
+            "kind": "Pod", "apiVersion": "v1", "metadata": metadata,
+            "spec": {"containers": specs, "restartPolicy": "Always", "hostNetwork": true},
+            "status": {"phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
+                "podIPs": [{"ip": "127.0.0.1"}], "startTime": now, "containerStatuses": statuses,
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}
+        });
+        upsert(&mut st.pods, pod);
+    }
+
+    /// Adds (or replaces) an Opaque secret; values are stored base64 like the real API does.
+    pub fn add_secret(&self, namespace: &str, name: &str, data: &[(&str, &[u8])]) {
+        let mut st = self.lock();
+        let metadata = st.metadata(Some(namespace), name, &[]);
+        let data: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(base64(v))))
+            .collect();
+        let secret = json!({"kind": "Secret", "apiVersion": "v1", "metadata": metadata,
+            "type": "Opaque", "data": data});
+        upsert(&mut st.secrets, secret);
+    }
+
+    /// Replaces `from` with `to` in every argv element of later execs, in insertion order.
+    pub fn map_exec(&self, from: &str, to: &str) {
+        self.lock().maps.push((from.into(), to.into()));
+    }
+
+    pub fn execs(&self) -> Vec<ExecRecord> {
+        self.lock().execs.clone()
+    }
+
+    /// "METHOD /path?query" of every request, authorized or not.
+    pub fn requests(&self) -> Vec<String> {
+        self.lock().requests.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+}
+
+impl State {
+    fn metadata(&mut self, namespace: Option<&str>, name: &str, labels: &[(&str, &str)]) -> Value {
+        self.resource_version += 1;
+        let mut m = json!({"name": name, "uid": uid(),
+            "resourceVersion": self.resource_version.to_string(), "creationTimestamp": now()});
+        if let Some(ns) = namespace {
+            m["namespace"] = json!(ns);
+        }
+        if !labels.is_empty() {
+            let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+            m["labels"] = json!(labels);
+        }
+        m
+    }
+}
+
+// A panicking test thread must not turn every later assertion into a poison error.
+fn lock(state: &Shared) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn handle(state: Shared, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let authorized = {
+        let mut st = lock(&state);
+        st.requests.push(format!("{} {target}", req.method()));
+        let expected = format!("Bearer {}", st.token);
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .is_some_and(|v| v.as_bytes() == expected.as_bytes())
+    };
+    if !authorized {
+        return Ok(status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+            None,
+        ));
+    }
+    let query = parse_query(req.uri().query().unwrap_or(""));
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method().as_str().to_string();
+    let response = match (method.as_str(), segments.as_slice()) {
+        ("GET" | "POST", ["api", "v1", "namespaces", ns, "pods", pod, "exec"]) => {
+            exec::exec(&state, ns, pod, &query, &mut req)
+        }
+        ("GET", ["version"]) => ok(
+            &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.1",
+            "gitCommit": "8adc0f041b8e7ad1d30e29cc59c6ae7a15e19828", "gitTreeState": "clean",
+            "buildDate": "2025-05-15T08:19:08Z", "goVersion": "go1.24.2", "compiler": "gc",
+            "platform": "linux/amd64"}),
+        ),
+        ("GET", ["api", "v1", "nodes"]) => list(&state, "nodes", None, &query),
+        ("GET", ["api", "v1", "nodes", name]) => get(&state, "nodes", None, name),
+        ("GET", ["api", "v1", kind @ ("pods" | "secrets")]) => list(&state, kind, None, &query),
+        ("GET", ["api", "v1", "namespaces", ns, kind @ ("pods" | "secrets")]) => {
+            list(&state, kind, Some(ns), &query)
+        }
+        ("GET", ["api", "v1", "namespaces", ns, kind @ ("pods" | "secrets"), name]) => {
+            get(&state, kind, Some(ns), name)
+        }
+        ("GET", _) => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+            Some(json!({})),
+        ),
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+            Some(json!({})),
+        ),
+    };
+    Ok(response)
+}

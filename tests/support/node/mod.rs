@@ -1,0 +1,230 @@
+//! A sandbox control-plane node for restore tests: a directory standing for a kubeadm node's
+//! filesystem (`etc/kubernetes/{manifests,pki,admin.conf}` and `var/lib/etcd` under `root()`)
+//! and a small test "kubelet" thread that makes its static-pod manifests real. The kubelet
+//! runs each manifest's container command as a local process, stops it when the manifest
+//! leaves the directory, restarts it when the manifest changes, and restarts it with back-off
+//! when it exits by itself. With a real sshd on loopback as the "node", `cpvault restore` runs
+//! its real steps against a real etcd. Test support only: on drop the kubelet stops and every
+//! process it started is killed. Logs live next to `root()`, never under it.
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{free_port, require, stderr, stdout};
+
+// The test kubelet: runs the static-pod manifests as local processes, with back-off.
+mod kubelet;
+// The one manifest shape the kubelet reads: a container's `command:` list.
+mod manifest;
+#[cfg(test)]
+mod tests;
+// The node's filesystem: laying it out, its fixed files, etcd.yaml, and snapshotting it.
+mod tree;
+
+/// The etcd member name written into etcd.yaml (`--name`, `--initial-cluster`).
+pub const MEMBER: &str = "node1";
+/// Owner of a fresh data dir when the tests run as root: the etcd user of GKE nodes. Root-run
+/// etcd can still use it, and a restore must give the new data dir the same owner.
+pub const ETCD_UID: u32 = 2001;
+const POLL: Duration = Duration::from_millis(100);
+
+/// The sandbox node; see the module docs.
+pub struct SandboxNode {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+    running: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    kubelet: Option<JoinHandle<()>>,
+}
+
+impl SandboxNode {
+    /// Builds the node tree, starts the kubelet and returns once etcd is healthy.
+    pub fn start() -> SandboxNode {
+        require("etcd", "etcd-server");
+        require("etcdctl", "etcd-client");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        tree::lay_out(&root);
+
+        let (client_port, peer_port) = (free_port(), free_port());
+        let mut node = SandboxNode {
+            root,
+            client_port,
+            peer_port,
+            running: Arc::default(),
+            stop: Arc::default(),
+            kubelet: None,
+            dir,
+        };
+        fs::write(node.manifests_dir().join("etcd.yaml"), node.etcd_yaml()).unwrap();
+        fs::write(
+            node.manifests_dir().join("kube-apiserver.yaml"),
+            tree::APISERVER_YAML,
+        )
+        .unwrap();
+        let logs = node.dir.path().join("logs");
+        fs::create_dir_all(&logs).unwrap();
+        node.kubelet = Some(kubelet::spawn(
+            node.manifests_dir(),
+            node.dir.path().to_path_buf(),
+            logs,
+            node.running.clone(),
+            node.stop.clone(),
+        ));
+        assert!(
+            node.wait_healthy(Duration::from_secs(30)),
+            "sandbox etcd did not become healthy\n{}",
+            node.log()
+        );
+        node
+    }
+
+    /// The node's filesystem root; every node path is below it.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn manifests_dir(&self) -> PathBuf {
+        self.root.join("etc/kubernetes/manifests")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("var/lib/etcd")
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.root.join("etc/kubernetes/pki")
+    }
+
+    pub fn admin_conf(&self) -> PathBuf {
+        self.root.join("etc/kubernetes/admin.conf")
+    }
+
+    /// `http://127.0.0.1:PORT`, etcd's client URL.
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// `http://127.0.0.1:PORT`, etcd's peer URL (`--initial-advertise-peer-urls`).
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    /// `node1=http://127.0.0.1:PORT`, the `--initial-cluster` of etcd.yaml.
+    pub fn initial_cluster(&self) -> String {
+        format!("{MEMBER}={}", self.peer_url())
+    }
+
+    /// A scratch directory outside `root()` that is removed with the node.
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `etcdctl --endpoints <client_url> ARGS` (API v3).
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.client_url()])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn put(&self, k: &str, v: &str) {
+        let o = self.ctl(&["put", k, v]);
+        assert!(o.status.success(), "put: {}\n{}", stderr(&o), self.log());
+    }
+
+    pub fn get(&self, k: &str) -> Option<String> {
+        let o = self.ctl(&["get", "--print-value-only", k]);
+        assert!(o.status.success(), "get: {}\n{}", stderr(&o), self.log());
+        let s = stdout(&o);
+        let s = s.trim_end_matches('\n');
+        (!s.is_empty()).then(|| s.to_string())
+    }
+
+    /// Every key, sorted (keys holding a newline are not supported).
+    pub fn keys(&self) -> Vec<String> {
+        let o = self.ctl(&["get", "", "--prefix", "--keys-only"]);
+        assert!(o.status.success(), "keys: {}\n{}", stderr(&o), self.log());
+        let mut keys: Vec<String> = stdout(&o)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// `etcdctl snapshot save` from the running etcd.
+    pub fn snapshot_save(&self, path: &Path) {
+        let o = self.ctl(&["snapshot", "save", path.to_str().unwrap()]);
+        assert!(o.status.success(), "snapshot save: {}", stderr(&o));
+    }
+
+    /// Whether `etcdctl endpoint health` succeeds; short timeouts, as etcd is often down.
+    pub fn healthy(&self) -> bool {
+        let args = [
+            "--dial-timeout=1s",
+            "--command-timeout=2s",
+            "endpoint",
+            "health",
+        ];
+        self.ctl(&args).status.success()
+    }
+
+    pub fn wait_healthy(&self, timeout: Duration) -> bool {
+        self.wait_for(timeout, SandboxNode::healthy)
+    }
+
+    /// Polls `cond` every 100 ms until it holds (true) or `timeout` passes (false).
+    pub fn wait_for(&self, timeout: Duration, cond: impl Fn(&SandboxNode) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Manifest names whose process runs, sorted, as of the kubelet's last poll (≤ 100 ms ago).
+    pub fn running(&self) -> Vec<String> {
+        self.running.lock().unwrap().clone()
+    }
+
+    /// The kubelet's log, then the last lines of each manifest's process output.
+    pub fn log(&self) -> String {
+        let logs = self.dir.path().join("logs");
+        let mut s = String::from("--- kubelet ---\n");
+        s += &fs::read_to_string(logs.join("kubelet.log")).unwrap_or_default();
+        let mut files: Vec<PathBuf> = fs::read_dir(&logs)
+            .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        for f in files.iter().filter(|f| !f.ends_with("kubelet.log")) {
+            let name = f.file_name().unwrap().to_string_lossy();
+            s += &format!("--- {name} (last lines) ---\n{}", kubelet::tail(f, 0, 30));
+        }
+        s
+    }
+}
+
+impl Drop for SandboxNode {
+    fn drop(&mut self) {
+        // The kubelet kills its processes when its loop ends (or when it unwinds).
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.kubelet.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use crate::sources::etcdctl::{quote, RemoteEtcdctl};
+use crate::etcdctl::{quote, RemoteEtcdctl};
 
 /// Where things are on the node, and how to check on etcd there.
 #[derive(Debug, Clone, Serialize)]
@@ -51,7 +51,6 @@ impl NodeLayout {
 
     /// kubeadm's (and GKE on VMware admin clusters') layout, with etcdctl on the node.
     pub fn kubeadm() -> NodeLayout {
-        let etcdctl = crate::sources::kube::Profile::Kubeadm.etcdctl();
         NodeLayout {
             manifests_dir: "/etc/kubernetes/manifests".into(),
             data_dir: "/var/lib/etcd".into(),
@@ -64,7 +63,7 @@ impl NodeLayout {
             stopped_check: "o=$(crictl ps -q --name '^(etcd|kube-apiserver)$') && test -z \"$o\""
                 .into(),
             ready_check: None,
-            etcdctl,
+            etcdctl: RemoteEtcdctl::kubeadm(),
             wait_seconds: 300,
         }
     }

@@ -10,12 +10,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use super::etcd_grpc::EtcdEndpoint;
-use super::etcdctl::RemoteEtcdctl;
 use super::kube::{Cluster, KubeTarget, Profile};
 use super::ssh::{Node, SshTarget};
 use super::{local, Cleanup, SourceEntry};
 use crate::config::Sources;
 use crate::error::Usage;
+use crate::etcdctl::RemoteEtcdctl;
 
 /// Where the etcd snapshot comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

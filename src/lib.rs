@@ -12,5 +12,6 @@ pub mod error;
 pub mod etcdctl;
 pub mod plan;
 pub mod progress;
+pub mod restore;
 pub mod sources;
 pub mod verify;

@@ -10,12 +10,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use super::etcd_grpc::EtcdEndpoint;
-use super::etcdctl::RemoteEtcdctl;
 use super::kube::{Cluster, KubeTarget, Profile};
 use super::ssh::{Node, SshTarget};
 use super::{local, Cleanup, SourceEntry};
 use crate::config::Sources;
 use crate::error::Usage;
+use crate::etcdctl::RemoteEtcdctl;
 
 /// Where the etcd snapshot comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +226,30 @@ pub async fn discover_node(c: &Cluster, s: &Sources) -> anyhow::Result<Discovere
     })
 }
 
+/// The node to work on: the one `--ssh` names (`s.ssh`), else the control-plane node found
+/// through `cluster`. Backup and restore both reach their node through this.
+pub enum NodeAt {
+    /// Given with `--ssh`.
+    Given(SshTarget),
+    /// Found through the cluster's API.
+    Discovered(DiscoveredNode),
+}
+
+/// Finds the node: `s.ssh` when set, else through `cluster` (see [`discover_node`]).
+///
+/// # Errors
+/// No `s.ssh` and no cluster to ask (a usage error), or [`discover_node`]'s errors.
+pub async fn locate_node(s: &Sources, cluster: Option<&Cluster>) -> anyhow::Result<NodeAt> {
+    match (&s.ssh, cluster) {
+        (Some(dest), _) => Ok(NodeAt::Given(ssh_target(s, dest))),
+        (None, Some(c)) => Ok(NodeAt::Discovered(discover_node(c, s).await?)),
+        (None, None) => Err(Usage(
+            "no node to reach: pass --ssh USER@HOST, or --kubeconfig to find it through the cluster's API".into(),
+        )
+        .into()),
+    }
+}
+
 /// Opens every source of the plan and returns its entries; `warn` prints the plan's warning
 /// on stderr.
 ///
@@ -268,18 +292,18 @@ async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered) -> anyhow::Result<()> 
     };
     // The node: given, or found through the cluster (with its key from the secret).
     let node = match (&plan.pki, &plan.etcd) {
-        (PkiFrom::Ssh, _) | (_, EtcdFrom::Ssh) => {
-            let dest = s.ssh.as_deref().expect("plan checked");
-            Some(Node::connect(&ssh_target(s, dest)).await?)
-        }
-        (PkiFrom::DiscoveredNode, _) => {
-            let c = cluster.as_ref().expect("plan checked");
-            let found = discover_node(c, s).await?;
-            let (t, name, addr) = (found.target, found.name, found.address);
-            g._key_file = found.key_file;
-            tracing::info!("control-plane node {name} at {addr}");
-            g.described.push(format!("node:{name}"));
-            Some(Node::connect(&t).await?)
+        (PkiFrom::Ssh | PkiFrom::DiscoveredNode, _) | (_, EtcdFrom::Ssh) => {
+            let target = match locate_node(s, cluster.as_ref()).await? {
+                NodeAt::Given(t) => t,
+                NodeAt::Discovered(found) => {
+                    let (t, name, addr) = (found.target, found.name, found.address);
+                    g._key_file = found.key_file;
+                    tracing::info!("control-plane node {name} at {addr}");
+                    g.described.push(format!("node:{name}"));
+                    t
+                }
+            };
+            Some(Node::connect(&target).await?)
         }
         _ => None,
     };

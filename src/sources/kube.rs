@@ -14,9 +14,10 @@ use kube::{Api, Client};
 use tokio::io::AsyncReadExt;
 use zeroize::Zeroizing;
 
-use super::etcdctl::{self, RemoteEtcdctl, Saved};
+use super::etcdctl::{self, Saved};
 use super::{Cleanup, KeepAlive, SourceError};
 use crate::archive::writer::SourceEntry;
+use crate::etcdctl::RemoteEtcdctl;
 
 /// Which kind of cluster the kubeconfig leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -44,13 +45,7 @@ impl Profile {
     /// How etcdctl reaches etcd from inside the etcd pod.
     pub fn etcdctl(self) -> RemoteEtcdctl {
         match self {
-            Profile::GkeAdmin | Profile::Kubeadm => RemoteEtcdctl {
-                command: "etcdctl".into(),
-                endpoint: "https://127.0.0.1:2379".into(),
-                cacert: Some("/etc/kubernetes/pki/etcd/ca.crt".into()),
-                cert: Some("/etc/kubernetes/pki/etcd/healthcheck-client.crt".into()),
-                key: Some("/etc/kubernetes/pki/etcd/healthcheck-client.key".into()),
-            },
+            Profile::GkeAdmin | Profile::Kubeadm => RemoteEtcdctl::kubeadm(),
             Profile::GkeUser => RemoteEtcdctl {
                 command: "etcdctl".into(),
                 endpoint: "https://127.0.0.1:2379".into(),

@@ -16,10 +16,11 @@ use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
 use tokio::io::AsyncReadExt;
 use zeroize::Zeroizing;
 
-use super::etcdctl::{self, RemoteEtcdctl, Saved};
+use super::etcdctl::{self, Saved};
 use super::{Cleanup, SourceError};
 use crate::archive::manifest::EntryKind;
 use crate::archive::writer::SourceEntry;
+use crate::etcdctl::{quote, RemoteEtcdctl};
 
 /// Whether remote commands run under sudo.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -313,7 +314,7 @@ impl Node {
     /// is implausibly large.
     pub async fn pki(&self, dir: &str) -> Result<Vec<SourceEntry>, SourceError> {
         const LIMIT: u64 = 64 * 1024 * 1024;
-        let script = format!("exec tar -C {} -cf - .", etcdctl::quote(dir));
+        let script = format!("exec tar -C {} -cf - .", quote(dir));
         let mut child = self
             .command(&script)
             .stdout(Stdio::piped())

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use crate::sources::etcdctl::{quote, RemoteEtcdctl};
+use crate::etcdctl::{quote, RemoteEtcdctl};
 
 /// Where things are on the node, and how to check on etcd there.
 #[derive(Debug, Clone, Serialize)]
@@ -51,7 +51,6 @@ impl NodeLayout {
 
     /// kubeadm's (and GKE on VMware admin clusters') layout, with etcdctl on the node.
     pub fn kubeadm() -> NodeLayout {
-        let etcdctl = crate::sources::kube::Profile::Kubeadm.etcdctl();
         NodeLayout {
             manifests_dir: "/etc/kubernetes/manifests".into(),
             data_dir: "/var/lib/etcd".into(),
@@ -64,7 +63,7 @@ impl NodeLayout {
             stopped_check: "o=$(crictl ps -q --name '^(etcd|kube-apiserver)$') && test -z \"$o\""
                 .into(),
             ready_check: None,
-            etcdctl,
+            etcdctl: RemoteEtcdctl::kubeadm(),
             wait_seconds: 300,
         }
     }
@@ -110,11 +109,107 @@ pub fn parse_member(etcd_yaml: &str) -> Result<Member, String> {
     })
 }
 
+/// Which node a step runs on: an index into the nodes the restore spans. One node today; a
+/// plan over every member of an HA control plane is the same steps with other indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeId(pub usize);
+
+/// What a step does. Its kebab-case name (`stop-control-plane`) is what the plan prints, what
+/// `--dry-run --output json` carries as `name`, and what the test hook
+/// [`super::execute::fail_at_hook`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepKind {
+    /// Read-only checks on the node.
+    Preflight,
+    /// The archive's deep verify.
+    Verify,
+    /// Stream the payload into the staging dir.
+    Stage,
+    /// Move the static-pod manifests out and wait until the control plane stopped.
+    StopControlPlane,
+    /// Move the current data and PKI aside.
+    MoveAside,
+    /// `snapshot restore` into the data dir.
+    RestoreSnapshot,
+    /// Put the archive's PKI in place.
+    Pki,
+    /// Move the manifests back.
+    StartControlPlane,
+    /// Wait for etcd and kube-apiserver.
+    WaitReady,
+    /// Fetch the admin kubeconfig.
+    Kubeconfig,
+    /// Remove the staging dir.
+    Cleanup,
+}
+
+impl StepKind {
+    /// Every kind, in plan order.
+    pub const ALL: [StepKind; 11] = [
+        StepKind::Preflight,
+        StepKind::Verify,
+        StepKind::Stage,
+        StepKind::StopControlPlane,
+        StepKind::MoveAside,
+        StepKind::RestoreSnapshot,
+        StepKind::Pki,
+        StepKind::StartControlPlane,
+        StepKind::WaitReady,
+        StepKind::Kubeconfig,
+        StepKind::Cleanup,
+    ];
+
+    /// The printed name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepKind::Preflight => "preflight",
+            StepKind::Verify => "verify",
+            StepKind::Stage => "stage",
+            StepKind::StopControlPlane => "stop-control-plane",
+            StepKind::MoveAside => "move-aside",
+            StepKind::RestoreSnapshot => "restore-snapshot",
+            StepKind::Pki => "pki",
+            StepKind::StartControlPlane => "start-control-plane",
+            StepKind::WaitReady => "wait-ready",
+            StepKind::Kubeconfig => "kubeconfig",
+            StepKind::Cleanup => "cleanup",
+        }
+    }
+
+    /// The kind printed as `name`.
+    pub fn from_name(name: &str) -> Option<StepKind> {
+        StepKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Checks done before the runner starts (and before the user is asked): listed in the plan
+    /// so it reads as the whole procedure, but never run by the step runner.
+    pub fn checked_before_changes(self) -> bool {
+        matches!(self, StepKind::Preflight | StepKind::Verify)
+    }
+
+    /// A failure of this step only warns: it runs after the restore succeeded, so there is
+    /// nothing to roll back for (and a rollback would undo a good restore).
+    pub fn best_effort(self) -> bool {
+        self == StepKind::Cleanup
+    }
+}
+
+impl std::fmt::Display for StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
 /// One step of the plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
-    /// Short name (`stop-control-plane`); also what `--fail-at` names in tests.
-    pub name: &'static str,
+    /// What it is; serialized as its `name`.
+    #[serde(rename = "name")]
+    pub kind: StepKind,
+    /// Where it runs (not printed: a one-node plan says the node once, at the top).
+    #[serde(skip)]
+    pub node: NodeId,
     /// What it does, for people.
     pub does: String,
     /// Whether it changes the node.
@@ -189,8 +284,14 @@ fn restore_command(l: &NodeLayout, m: &Member, snapshot: &str, data: &str) -> St
     }
 }
 
-/// The whole plan, in order.
-pub fn plan(l: &NodeLayout, m: &Member, restore_id: &str, kubeconfig_out: &str) -> Vec<Step> {
+/// The whole plan for the node `node`, in order.
+pub fn plan(
+    l: &NodeLayout,
+    m: &Member,
+    restore_id: &str,
+    kubeconfig_out: &str,
+    node: NodeId,
+) -> Vec<Step> {
     let p = paths(l, restore_id);
     let q = |s: &str| quote(s);
     let (man, data, pki) = (q(&l.manifests_dir), q(&l.data_dir), q(&l.pki_dir));
@@ -205,28 +306,32 @@ pub fn plan(l: &NodeLayout, m: &Member, restore_id: &str, kubeconfig_out: &str) 
     );
     vec![
         Step {
-            name: "preflight",
+            kind: StepKind::Preflight,
+            node,
             does: "check the tools, sudo, free space for 2× the snapshot, the node's etcd member flags, and that the node's CA is the archive's".into(),
             changes_node: false,
             script: String::new(),
             undo: String::new(),
         },
         Step {
-            name: "verify",
+            kind: StepKind::Verify,
+            node,
             does: "verify the archive deeply (every layer) before anything on the node changes".into(),
             changes_node: false,
             script: String::new(),
             undo: String::new(),
         },
         Step {
-            name: "stage",
+            kind: StepKind::Stage,
+            node,
             does: format!("stream the snapshot and PKI into {} (0700) and check their sha256 there", p.staging),
             changes_node: true,
             script: format!("umask 077 && mkdir -m 0700 {staging}"),
             undo: format!("rm -rf {staging}"),
         },
         Step {
-            name: "stop-control-plane",
+            kind: StepKind::StopControlPlane,
+            node,
             does: format!(
                 "move {} and {} out of {} to {}, and wait until etcd and kube-apiserver stopped",
                 l.etcd_manifest, l.apiserver_manifest, l.manifests_dir, p.manifests_aside
@@ -239,7 +344,8 @@ pub fn plan(l: &NodeLayout, m: &Member, restore_id: &str, kubeconfig_out: &str) 
             undo: move_back.clone(),
         },
         Step {
-            name: "move-aside",
+            kind: StepKind::MoveAside,
+            node,
             does: format!(
                 "move the current etcd data ({}/member) to {} and the PKI to {} (kept, never deleted)",
                 l.data_dir, p.data_aside, p.pki_aside
@@ -251,7 +357,8 @@ pub fn plan(l: &NodeLayout, m: &Member, restore_id: &str, kubeconfig_out: &str) 
             ),
         },
         Step {
-            name: "restore-snapshot",
+            kind: StepKind::RestoreSnapshot,
+            node,
             does: format!(
                 "etcdctl snapshot restore as member {} ({}), its member/ moved into {} and owned like the old one",
                 m.name, m.initial_advertise_peer_urls, l.data_dir
@@ -265,7 +372,8 @@ pub fn plan(l: &NodeLayout, m: &Member, restore_id: &str, kubeconfig_out: &str) 
             undo: format!("rm -rf {dn}; if [ -e {da} ]; then rm -rf {data}/member; fi"),
         },
         Step {
-            name: "pki",
+            kind: StepKind::Pki,
+            node,
             does: format!("put the archive's PKI into {} with its recorded modes", l.pki_dir),
             changes_node: true,
             // Staged files are root's (tar --no-same-owner); a file that existed before gets
@@ -277,7 +385,8 @@ pub fn plan(l: &NodeLayout, m: &Member, restore_id: &str, kubeconfig_out: &str) 
             undo: format!("if [ -e {pa} ]; then rm -rf {pki}; fi", pa = q(&p.pki_aside)),
         },
         Step {
-            name: "start-control-plane",
+            kind: StepKind::StartControlPlane,
+            node,
             does: format!("move the manifests back into {}", l.manifests_dir),
             changes_node: true,
             script: move_back,
@@ -287,21 +396,24 @@ pub fn plan(l: &NodeLayout, m: &Member, restore_id: &str, kubeconfig_out: &str) 
             ),
         },
         Step {
-            name: "wait-ready",
+            kind: StepKind::WaitReady,
+            node,
             does: format!("wait up to {}s for etcd health and apiserver readiness", l.wait_seconds),
             changes_node: false,
             script: wait_for(&l.ready_check(), "etcd and kube-apiserver are ready", l.wait_seconds),
             undo: String::new(),
         },
         Step {
-            name: "kubeconfig",
+            kind: StepKind::Kubeconfig,
+            node,
             does: format!("fetch {} to {kubeconfig_out} (0600)", l.admin_conf),
             changes_node: false,
             script: format!("cat {}", q(&l.admin_conf)),
             undo: String::new(),
         },
         Step {
-            name: "cleanup",
+            kind: StepKind::Cleanup,
+            node,
             does: format!("remove the staging dir {} (it holds the CA keys in plaintext)", p.staging),
             changes_node: true,
             script: format!("rm -rf {staging}"),
@@ -330,8 +442,8 @@ mod tests {
     fn the_plan_never_deletes_what_was_there_and_every_change_has_an_undo() {
         let l = NodeLayout::kubeadm();
         let m = parse_member(ETCD_YAML).unwrap();
-        let steps = plan(&l, &m, "cpvault-restore-X", "admin.conf");
-        let names: Vec<_> = steps.iter().map(|s| s.name).collect();
+        let steps = plan(&l, &m, "cpvault-restore-X", "admin.conf", NodeId(0));
+        let names: Vec<_> = steps.iter().map(|s| s.kind.name()).collect();
         assert_eq!(
             names,
             [
@@ -349,8 +461,8 @@ mod tests {
             ]
         );
         for s in &steps {
-            if s.changes_node && s.name != "cleanup" {
-                assert!(!s.undo.is_empty(), "{} has no undo", s.name);
+            if s.changes_node && !s.kind.best_effort() {
+                assert!(!s.undo.is_empty(), "{} has no undo", s.kind);
             }
             // The only removals: the staging dir, and what the restore itself created.
             for part in s.script.split("rm -rf ").skip(1) {
@@ -358,7 +470,7 @@ mod tests {
                 assert!(
                     target.contains("cpvault-restore-X"),
                     "{} deletes {target}",
-                    s.name
+                    s.kind
                 );
             }
         }
@@ -374,8 +486,35 @@ mod tests {
         assert!(restore.script.contains("then etcdutl snapshot restore"));
         let mut custom = l.clone();
         custom.etcdctl.command = "/opt/etcd/etcdctl".into();
-        let s = plan(&custom, &m, "cpvault-restore-X", "admin.conf");
+        let s = plan(&custom, &m, "cpvault-restore-X", "admin.conf", NodeId(0));
         assert!(!s[5].script.contains("etcdutl") && s[5].script.contains("/opt/etcd/etcdctl"));
+    }
+
+    #[test]
+    fn steps_print_and_serialize_under_their_names_and_carry_their_node() {
+        let m = parse_member(ETCD_YAML).unwrap();
+        let steps = plan(&NodeLayout::kubeadm(), &m, "r1", "admin.conf", NodeId(2));
+        let kinds: Vec<StepKind> = steps.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, StepKind::ALL);
+        assert!(steps.iter().all(|s| s.node == NodeId(2)));
+        for s in &steps {
+            assert_eq!(StepKind::from_name(s.kind.name()), Some(s.kind));
+            let v = serde_json::to_value(s).unwrap();
+            // The --dry-run JSON: the name, never the node index.
+            assert_eq!(v["name"], s.kind.name());
+            let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+            keys.sort_unstable();
+            let mut want = vec!["changes_node", "does", "name"];
+            if !s.script.is_empty() {
+                want.push("script");
+            }
+            if !s.undo.is_empty() {
+                want.push("undo");
+            }
+            want.sort_unstable();
+            assert_eq!(keys, want);
+        }
+        assert_eq!(StepKind::from_name("no-such-step"), None);
     }
 
     #[test]

@@ -1,0 +1,118 @@
+//! How `etcdctl` is invoked on another machine (a node over SSH, a pod through a Kubernetes
+//! exec): the command, the endpoint and the client certificates there, and the POSIX shell
+//! quoting every remote script relies on. Shared by the backup sources and by restore, so it
+//! sits below both; it only builds strings and must never run anything itself.
+
+/// How etcdctl is run on the remote side, and which certificates it uses there.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RemoteEtcdctl {
+    /// The command that runs etcdctl, e.g. `etcdctl` or `/usr/local/bin/etcdctl`; words are
+    /// split by the remote shell, so an `env X=Y etcdctl` prefix works.
+    pub command: String,
+    /// etcd's client URL as seen from there.
+    pub endpoint: String,
+    /// CA certificate path there.
+    pub cacert: Option<String>,
+    /// Client certificate path there.
+    pub cert: Option<String>,
+    /// Client key path there.
+    pub key: Option<String>,
+}
+
+impl RemoteEtcdctl {
+    /// kubeadm's layout (also GKE on VMware admin clusters'): etcd on 127.0.0.1:2379 with the
+    /// healthcheck client certificate under `/etc/kubernetes/pki/etcd`.
+    pub fn kubeadm() -> RemoteEtcdctl {
+        RemoteEtcdctl {
+            command: "etcdctl".into(),
+            endpoint: "https://127.0.0.1:2379".into(),
+            cacert: Some("/etc/kubernetes/pki/etcd/ca.crt".into()),
+            cert: Some("/etc/kubernetes/pki/etcd/healthcheck-client.crt".into()),
+            key: Some("/etc/kubernetes/pki/etcd/healthcheck-client.key".into()),
+        }
+    }
+
+    /// The settings' overrides on top of these defaults: a set value replaces the default,
+    /// and an empty certificate path drops that flag (a plain-http etcd needs none).
+    pub fn with_overrides(
+        self,
+        command: Option<&String>,
+        endpoint: Option<&String>,
+        cacert: Option<&String>,
+        cert: Option<&String>,
+        key: Option<&String>,
+    ) -> RemoteEtcdctl {
+        let path = |v: Option<&String>, default: Option<String>| match v {
+            Some(p) => (!p.is_empty()).then(|| p.clone()),
+            None => default,
+        };
+        RemoteEtcdctl {
+            command: command.cloned().unwrap_or(self.command),
+            endpoint: endpoint.cloned().unwrap_or(self.endpoint),
+            cacert: path(cacert, self.cacert),
+            cert: path(cert, self.cert),
+            key: path(key, self.key),
+        }
+    }
+
+    /// `ETCDCTL_API=3 <command> --endpoints=… [--cacert=… --cert=… --key=…]`, quoted for a
+    /// POSIX shell; a subcommand follows.
+    pub fn invocation(&self) -> String {
+        let mut ctl = format!(
+            "ETCDCTL_API=3 {} --endpoints={}",
+            self.command,
+            quote(&self.endpoint)
+        );
+        for (flag, v) in [
+            ("cacert", &self.cacert),
+            ("cert", &self.cert),
+            ("key", &self.key),
+        ] {
+            if let Some(v) = v {
+                ctl.push_str(&format!(" --{flag}={}", quote(v)));
+            }
+        }
+        ctl
+    }
+}
+
+/// Quotes one word for a POSIX shell.
+pub fn quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@%+".contains(&b))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', r#"'\''"#))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_leaves_plain_words_and_guards_the_rest() {
+        assert_eq!(quote("/etc/kubernetes/pki"), "/etc/kubernetes/pki");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r#"'it'\''s'"#);
+        assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        assert_eq!(quote(""), "''");
+    }
+
+    #[test]
+    fn invocation_quotes_and_drops_absent_certificates() {
+        let mut e = RemoteEtcdctl::kubeadm();
+        assert!(e
+            .invocation()
+            .ends_with("--key=/etc/kubernetes/pki/etcd/healthcheck-client.key"));
+        e.endpoint = "https://a b".into();
+        e.cacert = None;
+        let i = e.invocation();
+        assert!(
+            i.contains("--endpoints='https://a b'") && !i.contains("--cacert"),
+            "{i}"
+        );
+    }
+}

@@ -1,0 +1,279 @@
+//! Restore (design.md §6): onto control-plane nodes over SSH, or into a local dir
+//! ([`local`]). A restore onto nodes goes preflight ([`preflight`], read-only) → plan
+//! ([`plan`], pure, what `--dry-run` prints) → a deep verify of the archive and the CA check →
+//! the step runner ([`execute`]), which undoes every completed step in reverse on a failure.
+//! Plaintext reaches a node only inside its 0700 staging dir ([`stage`]); nothing decrypted is
+//! written on this machine except the kubeconfig the user asked for (0600). The connections are
+//! made by the command and handed in; nothing here asks the user or renders output beyond
+//! progress on stderr.
+
+pub mod execute;
+pub mod local;
+pub mod plan;
+pub mod preflight;
+pub mod stage;
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::archive::manifest::Manifest;
+use crate::crypto::Identities;
+use crate::error::VerifyFailed;
+use crate::sources::ssh::Node;
+use execute::{Executor, RunOptions, StepFailed};
+use plan::{NodeId, NodeLayout, Paths, Step, StepKind};
+use preflight::{NodeFacts, PreflightError};
+
+/// The node's stderr on one line, or "failed" when it said nothing.
+fn said(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr)
+        .trim()
+        .replace('\n', "; ");
+    if err.is_empty() {
+        "failed".into()
+    } else {
+        err
+    }
+}
+
+/// `what: <the node's stderr>`.
+fn node_err(what: &str, out: &std::process::Output) -> String {
+    format!("{what}: {}", said(out))
+}
+
+/// One restore onto nodes: what is restored, where, and how. The nodes are connected by the
+/// caller; [`NodeId`] `i` in the plan is `nodes[i]`.
+pub struct NodeRestore<'a> {
+    /// The store holding the backup.
+    pub store: &'a cpvault_backends::Store,
+    /// The backup's outer manifest.
+    pub backup: &'a Manifest,
+    /// Who wrote it (the caller has refused untrusted backups already).
+    pub authorship: &'a crate::trust::Authorship,
+    /// Keys that open it.
+    pub identities: Arc<Identities>,
+    /// Where things are on the nodes.
+    pub layout: NodeLayout,
+    /// The nodes (one today).
+    pub nodes: &'a [Node],
+    /// Where the restored cluster's admin kubeconfig goes (0600, never overwritten).
+    pub kubeconfig_out: PathBuf,
+    /// Restore even when the node's CA is not the archive's.
+    pub force_different_cluster: bool,
+    /// No progress.
+    pub quiet: bool,
+}
+
+/// What [`NodeRestore::prepare`] found and planned.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Names the staging dir and everything kept aside.
+    pub restore_id: String,
+    /// Per node, what preflight learned.
+    pub facts: Vec<NodeFacts>,
+    /// The plan, in order.
+    pub steps: Vec<Step>,
+}
+
+impl NodeRestore<'_> {
+    /// The nodes' names, for messages.
+    pub fn destination(&self) -> String {
+        let names: Vec<String> = self.nodes.iter().map(Node::destination).collect();
+        names.join(", ")
+    }
+
+    /// The paths of this restore on the nodes.
+    pub fn paths(&self, p: &Prepared) -> Paths {
+        plan::paths(&self.layout, &p.restore_id)
+    }
+
+    /// Probes the nodes (read-only) and plans the restore.
+    ///
+    /// # Errors
+    /// The first [`PreflightError`]; nothing was changed.
+    pub async fn prepare(&self) -> Result<Prepared, PreflightError> {
+        let mut facts = vec![];
+        for node in self.nodes {
+            facts.push(preflight::probe(node, &self.layout, self.backup).await?);
+        }
+        let restore_id = format!(
+            "cpvault-restore-{}-{:04x}",
+            Utc::now().format("%Y%m%dT%H%M%SZ"),
+            rand::random::<u16>()
+        );
+        let kubeconfig_out = self.kubeconfig_out.display().to_string();
+        // One node: its own plan. Several (HA) will order their steps here.
+        let steps = facts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| {
+                plan::plan(
+                    &self.layout,
+                    &f.member,
+                    &restore_id,
+                    &kubeconfig_out,
+                    NodeId(i),
+                )
+            })
+            .collect();
+        Ok(Prepared {
+            restore_id,
+            facts,
+            steps,
+        })
+    }
+
+    /// Verifies the whole archive (every layer) and that it is of the nodes' cluster; returns
+    /// the verified inner manifest.
+    ///
+    /// # Errors
+    /// [`VerifyFailed`] (exit 3) or a [`PreflightError`] about the CA; nothing was changed.
+    pub async fn verify(&self, p: &Prepared) -> anyhow::Result<Manifest> {
+        let m = self.backup;
+        let dest = self.destination();
+        let bar = crate::progress::bytes(self.quiet, 0, &format!("verify {}", m.reference()));
+        let report = crate::verify::verify(
+            self.store,
+            m,
+            self.authorship,
+            Some(self.identities.clone()),
+            Box::new(crate::archive::reader::NullSink),
+            bar.clone(),
+        )
+        .await;
+        bar.finish_and_clear();
+        if !report.ok {
+            let failed: Vec<String> = report
+                .failures()
+                .map(|c| format!("{}: {}", c.name, c.detail))
+                .collect();
+            return Err(VerifyFailed(format!(
+                "{} failed verification ({}); nothing on {dest} was changed",
+                m.reference(),
+                failed.join("; ")
+            ))
+            .into());
+        }
+        let inner = report
+            .inner
+            .expect("a passing deep verify read the inner manifest");
+        for (node, facts) in self.nodes.iter().zip(&p.facts) {
+            preflight::same_cluster(
+                &inner,
+                facts,
+                &self.layout.pki_dir,
+                &node.destination(),
+                self.force_different_cluster,
+            )?;
+        }
+        Ok(inner)
+    }
+
+    /// Runs the plan (the verified `inner` manifest checks the staged files); a Ctrl-C that
+    /// cancels `cancel` rolls back after the step in flight.
+    ///
+    /// # Errors
+    /// [`StepFailed`], after the rollback.
+    pub async fn execute(
+        &self,
+        p: &Prepared,
+        inner: &Manifest,
+        cancel: &CancellationToken,
+    ) -> Result<(), StepFailed> {
+        let exec = OnNodes {
+            job: self,
+            inner,
+            paths: self.paths(p),
+        };
+        let opts = RunOptions {
+            quiet: self.quiet,
+            fail_at: execute::fail_at_hook(),
+        };
+        execute::run(&exec, &p.steps, &opts, cancel).await?;
+        Ok(())
+    }
+}
+
+/// The real executor: each step's script over SSH on its node, plus what a step does on this
+/// side (streaming the payload, writing the kubeconfig).
+struct OnNodes<'a> {
+    job: &'a NodeRestore<'a>,
+    inner: &'a Manifest,
+    paths: Paths,
+}
+
+impl OnNodes<'_> {
+    fn node(&self, id: NodeId) -> &Node {
+        &self.job.nodes[id.0]
+    }
+}
+
+impl Executor for OnNodes<'_> {
+    fn node_name(&self, node: NodeId) -> String {
+        self.node(node).destination()
+    }
+
+    async fn run(&self, step: &Step) -> Result<(), String> {
+        let node = self.node(step.node);
+        let out = node.run(&step.script).await.map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(node_err("the command failed", &out));
+        }
+        match step.kind {
+            StepKind::Stage => {
+                let j = self.job;
+                stage::stage(
+                    node,
+                    j.store,
+                    j.backup,
+                    j.identities.clone(),
+                    self.inner,
+                    &self.paths.staging,
+                )
+                .await
+            }
+            StepKind::Kubeconfig => write_private(&self.job.kubeconfig_out, &out.stdout),
+            _ => Ok(()),
+        }
+    }
+
+    async fn undo(&self, step: &Step) -> Result<(), String> {
+        match self.node(step.node).run(&step.undo).await {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(node_err("undo failed", &out)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn discard(&self, step: &Step) {
+        if step.kind == StepKind::Kubeconfig {
+            let _ = std::fs::remove_file(&self.job.kubeconfig_out);
+        }
+    }
+
+    fn warning(&self, step: &Step, error: &str) -> String {
+        format!(
+            "could not remove the staging dir on {} ({error}); it holds the CA keys in plaintext — remove {} by hand",
+            self.node_name(step.node),
+            self.paths.staging
+        )
+    }
+}
+
+/// Writes a new 0600 file (never over an existing one).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}

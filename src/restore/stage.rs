@@ -1,0 +1,239 @@
+//! Staging: the archive's payload streamed from the decrypting reader straight into `tar -x`
+//! in the 0700 staging dir on the node, re-framed by the archive's own tar writer, then every
+//! file's sha256 checked where it landed against the verified inner manifest. Plaintext never
+//! touches this machine's disk; this module must never write anywhere but that stream.
+
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+
+use crate::archive::manifest::Manifest;
+use crate::archive::reader::Sink;
+use crate::archive::tarfmt::{EntryHeader, TarWriter};
+use crate::crypto::Identities;
+use crate::etcdctl::quote;
+use crate::sources::ssh::Node;
+
+use super::node_err;
+
+/// Streams `m`'s payload into `staging` on `node` and checks it there against `inner`.
+///
+/// # Errors
+/// A one-line description: the stream, tar on the node, or a sha256 mismatch.
+pub async fn stage(
+    node: &Node,
+    store: &cpvault_backends::Store,
+    m: &Manifest,
+    identities: Arc<Identities>,
+    inner: &Manifest,
+    staging: &str,
+) -> Result<(), String> {
+    let mut child = node
+        .spawn_with_stdin(&format!(
+            "exec tar -x -f - -C {} --no-same-owner",
+            quote(staging)
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let stdin = child.stdin().take().expect("piped");
+    let handle = tokio::runtime::Handle::current();
+    let bridge: Box<dyn Write + Send> =
+        Box::new(tokio_util::io::SyncIoBridge::new_with_handle(stdin, handle));
+    let writer = Arc::new(Mutex::new(TarWriter::new(bridge)));
+    let sink = TarSink {
+        out: writer.clone(),
+        open: None,
+    };
+    let key = &m.archive.as_ref().expect("committed backup").key;
+    let ciphertext = store.get_stream(key).await.map_err(|e| e.to_string());
+    let seen = crate::archive::reader::read_archive(
+        ciphertext,
+        Some(identities),
+        Box::new(sink),
+        indicatif::ProgressBar::hidden(),
+    )
+    .await;
+    let stream_failure = seen.failure.map(|f| f.message);
+    // End the tar stream (unless the read failed) and close tar's stdin either way, then
+    // wait for tar: nothing may still be writing into the staging dir when this returns (a
+    // rollback removes it next). The bridge blocks, so not on a runtime thread.
+    let complete = stream_failure.is_none();
+    let closed = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let tar = Arc::try_unwrap(writer)
+            .map_err(|_| "stream writer still shared".to_string())?
+            .into_inner()
+            .map_err(|_| "stream writer poisoned".to_string())?;
+        if complete {
+            tar.finish()
+                .and_then(|mut w| w.flush())
+                .map_err(|e| format!("streaming to the node: {e}"))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut stderr = child.stderr().take();
+    let mut err_text = String::new();
+    if let Some(s) = stderr.as_mut() {
+        use tokio::io::AsyncReadExt;
+        let _ = s.read_to_string(&mut err_text).await;
+    }
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    let tar_said = err_text.trim().replace('\n', "; ");
+    if let Some(f) = stream_failure {
+        return Err(format!(
+            "streaming the archive to the node: {f}; tar there said: {tar_said}"
+        ));
+    }
+    closed?;
+    if !status.success() {
+        return Err(format!("tar on the node: {tar_said}"));
+    }
+    let out = node
+        .run(&check_script(inner, staging))
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(node_err(
+            "the staged files do not match the archive's sha256",
+            &out,
+        ));
+    }
+    Ok(())
+}
+
+/// `sha256sum -c` of every file with a recorded hash, run inside the staging dir.
+fn check_script(inner: &Manifest, staging: &str) -> String {
+    let mut list = String::new();
+    for e in &inner.entries {
+        if let Some(h) = &e.sha256 {
+            list.push_str(&format!("{h}  {}\n", e.path));
+        }
+    }
+    format!(
+        "cd {} && printf %s {} | sha256sum -c --quiet --strict",
+        quote(staging),
+        quote(&list)
+    )
+}
+
+type SharedTar = Arc<Mutex<TarWriter<Box<dyn Write + Send>>>>;
+
+/// Re-frames the payload entries as a tar stream with the archive's own tar writer (ustar,
+/// PAX for long paths; recorded modes).
+struct TarSink {
+    out: SharedTar,
+    /// Size of the entry in progress, padded when the next one starts or the sink drops.
+    open: Option<u64>,
+}
+
+fn locked(
+    out: &SharedTar,
+) -> io::Result<std::sync::MutexGuard<'_, TarWriter<Box<dyn Write + Send>>>> {
+    out.lock()
+        .map_err(|_| io::Error::other("stream writer poisoned"))
+}
+
+impl Sink for TarSink {
+    fn open(
+        &mut self,
+        path: &str,
+        size: u64,
+        mode: u32,
+    ) -> io::Result<Option<Box<dyn Write + Send>>> {
+        let mut tar = locked(&self.out)?;
+        if let Some(prev) = self.open.take() {
+            tar.end_entry(prev)?;
+        }
+        tar.start_entry(&EntryHeader {
+            path,
+            size,
+            mode,
+            mtime: 0,
+        })?;
+        self.open = Some(size);
+        Ok(Some(Box::new(Through(self.out.clone()))))
+    }
+}
+
+impl Drop for TarSink {
+    fn drop(&mut self) {
+        if let (Some(size), Ok(mut tar)) = (self.open.take(), self.out.lock()) {
+            let _ = tar.end_entry(size);
+        }
+    }
+}
+
+struct Through(SharedTar);
+
+impl Write for Through {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        locked(&self.0)?.write_data(b)?;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// A `Write` whose bytes the test reads back after the writer is gone.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_staging_stream_is_a_tar_with_the_recorded_modes_and_long_names() {
+        let buf = Shared::default();
+        let out: Box<dyn Write + Send> = Box::new(buf.clone());
+        let writer: SharedTar = Arc::new(Mutex::new(TarWriter::new(out)));
+        let long = format!("pki/front-proxy/{}.crt", "x".repeat(110));
+        {
+            let mut sink = TarSink {
+                out: writer.clone(),
+                open: None,
+            };
+            let mut w = sink.open("etcd/snapshot.db", 5, 0o600).unwrap().unwrap();
+            w.write_all(b"hello").unwrap();
+            drop(w);
+            let mut w = sink.open(&long, 3, 0o644).unwrap().unwrap();
+            w.write_all(b"abc").unwrap();
+        }
+        let tar = Arc::try_unwrap(writer).ok().unwrap().into_inner().unwrap();
+        tar.finish().unwrap();
+        let bytes = buf.0.lock().unwrap().clone();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let got: Vec<(String, u32, Vec<u8>)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let path = e.path().unwrap().display().to_string();
+                let mode = e.header().mode().unwrap();
+                let mut data = vec![];
+                e.read_to_end(&mut data).unwrap();
+                (path, mode, data)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("etcd/snapshot.db".to_string(), 0o600, b"hello".to_vec()),
+                (long, 0o644, b"abc".to_vec()),
+            ]
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! The `cpvault` binary: parses the command line, sets up logging, runs one command and maps
-//! its outcome to an exit code (0 ok, 1 error, 2 usage, 3 verification failed; a closed
+//! its outcome to an exit code (0 ok, 1 error, 2 usage, 3 verification failed, 4 a health
+//! check failed; a closed
 //! stdout pipe is 0). It must never panic at the user or print a backtrace.
 
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use clap::Parser;
 use cpvault::cli::{Cli, OutputFormat};
 use cpvault::commands::{self, Ctx};
 use cpvault::config::Config;
-use cpvault::error::{StdoutClosed, Usage, VerifyFailed};
+use cpvault::error::{HealthCheckFailed, StdoutClosed, Usage, VerifyFailed};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -54,6 +55,8 @@ fn main() -> ExitCode {
                 2
             } else if e.is::<VerifyFailed>() {
                 3
+            } else if e.is::<HealthCheckFailed>() {
+                4
             } else {
                 1
             })

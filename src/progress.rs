@@ -26,3 +26,18 @@ pub fn bytes(quiet: bool, len: u64, message: &str) -> ProgressBar {
 pub fn human(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
+
+/// Human age: `3d 4h`, `5h 12m`, `42s`.
+pub fn age(d: chrono::TimeDelta) -> String {
+    let s = d.num_seconds().max(0);
+    let (days, hours, minutes) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {minutes}m")
+    } else if minutes > 0 {
+        format!("{minutes}m")
+    } else {
+        format!("{s}s")
+    }
+}

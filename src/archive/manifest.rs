@@ -75,6 +75,9 @@ pub struct EtcdInfo {
     /// etcd's revision at snapshot time, when the source knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<i64>,
+    /// Live keys at `revision`, when the source could count them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
     /// etcd cluster id (hex), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,

@@ -171,7 +171,7 @@ impl Duration {
 
     /// The instant this duration before `reference`, with the calendar steps taken in `tz`.
     /// `None` when that lies outside the representable range (so everything is "within").
-    fn before(&self, reference: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+    pub fn before(&self, reference: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
         let local = reference.with_timezone(&tz).naive_local();
         let months = i64::from(local.year()) * 12 + i64::from(local.month0())
             - i64::from(self.years) * 12

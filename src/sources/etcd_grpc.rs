@@ -164,7 +164,26 @@ async fn open(endpoint: &str, opts: ConnectOptions, tls: bool) -> Result<SourceE
         })?
         .map_err(fail)?;
     let header = status.header();
+    // The live keys at the status revision, counted at exactly that revision so that writes
+    // racing the snapshot do not matter; `drill` counts the same revision in the restore.
+    let keys = match header.map(|h| h.revision()) {
+        Some(rev) => client
+            .get(
+                "",
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_all_keys()
+                        .with_count_only()
+                        .with_revision(rev),
+                ),
+            )
+            .await
+            .ok()
+            .and_then(|r| u64::try_from(r.count()).ok()),
+        None => None,
+    };
     let info = EtcdInfo {
+        keys,
         revision: header.map(|h| h.revision()),
         cluster_id: header.map(|h| format!("{:x}", h.cluster_id())),
         member_id: header.map(|h| format!("{:x}", h.member_id())),

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod layers;
 pub mod plan;
 pub mod progress;
 pub mod sources;

@@ -17,6 +17,7 @@ use crate::cli::BackupArgs;
 use crate::crypto::Recipients;
 use crate::error::Usage;
 use crate::sources::gather;
+use crate::sources::settings::Sources;
 
 /// Runs the command.
 ///
@@ -70,15 +71,8 @@ fn check_cluster(cluster: &str) -> Result<(), Usage> {
 }
 
 /// Flags over `[clusters.NAME]` over `[sources]`.
-fn merged_sources(ctx: &Ctx, args: &BackupArgs, cluster: &str) -> crate::config::Sources {
-    let cfg = &ctx.config;
-    let configured = cfg
-        .clusters
-        .get(cluster)
-        .map(|c| c.sources.clone())
-        .unwrap_or_default()
-        .or(&cfg.sources);
-    args.sources.to_sources().or(&configured)
+fn merged_sources(ctx: &Ctx, args: &BackupArgs, cluster: &str) -> Sources {
+    Sources::from(&args.sources).or(&ctx.config.sources_for(Some(cluster)))
 }
 
 fn recipients(ctx: &Ctx, args: &BackupArgs) -> anyhow::Result<Recipients> {

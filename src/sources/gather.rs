@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use super::etcd_grpc::EtcdEndpoint;
 use super::etcdctl::RemoteEtcdctl;
 use super::kube::{Cluster, KubeTarget, Profile};
+use super::settings::Sources;
 use super::ssh::{Node, SshTarget};
 use super::{local, Cleanup, SourceEntry};
-use crate::config::Sources;
 use crate::error::Usage;
 
 /// Where the etcd snapshot comes from.

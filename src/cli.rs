@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use crate::plan::retention::Policy;
 pub use crate::sources::settings::{NodeEtcdctlFlags, SourceFlags, SshFlags};
 
 const AFTER_HELP: &str = "\
@@ -399,45 +400,9 @@ pub struct PruneArgs {
     /// Show what would be kept and removed, and why; remove nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
-    /// Keep the newest N backups (-1: all).
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub keep_last: Option<i64>,
-    /// Keep the newest backup of each of the last N hours that have one.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub keep_hourly: Option<i64>,
-    /// Keep the newest backup of each of the last N days that have one.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub keep_daily: Option<i64>,
-    /// Keep the newest backup of each of the last N ISO weeks that have one.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub keep_weekly: Option<i64>,
-    /// Keep the newest backup of each of the last N months that have one.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub keep_monthly: Option<i64>,
-    /// Keep the newest backup of each of the last N years that have one.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub keep_yearly: Option<i64>,
-    /// Keep every backup within DURATION (e.g. 7d, 1y6m, 36h) of the newest one.
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within: Option<crate::plan::retention::Duration>,
-    /// Keep the newest backup of each hour within DURATION.
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within_hourly: Option<crate::plan::retention::Duration>,
-    /// Keep the newest backup of each day within DURATION.
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within_daily: Option<crate::plan::retention::Duration>,
-    /// Keep the newest backup of each ISO week within DURATION.
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within_weekly: Option<crate::plan::retention::Duration>,
-    /// Keep the newest backup of each month within DURATION.
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within_monthly: Option<crate::plan::retention::Duration>,
-    /// Keep the newest backup of each year within DURATION.
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within_yearly: Option<crate::plan::retention::Duration>,
-    /// Keep backups with these tags (KEY=VALUE or KEY; comma-separated: all must match); repeatable.
-    #[arg(long = "keep-tag", value_name = "TAGS")]
-    pub keep_tags: Vec<String>,
+    /// The retention rules (declared with their config keys in [`Policy`]).
+    #[command(flatten)]
+    pub policy: Policy,
     /// Time zone for hour/day/week/month/year buckets (IANA name).
     #[arg(
         long,

@@ -15,31 +15,13 @@ use crate::error::Usage;
 use crate::plan::prune::{plan, Inputs, Orphan, PrunePlan};
 use crate::plan::retention::{Policy, Snapshot};
 
-fn flag_policy(a: &PruneArgs) -> Policy {
-    Policy {
-        keep_last: a.keep_last,
-        keep_hourly: a.keep_hourly,
-        keep_daily: a.keep_daily,
-        keep_weekly: a.keep_weekly,
-        keep_monthly: a.keep_monthly,
-        keep_yearly: a.keep_yearly,
-        keep_within: a.keep_within,
-        keep_within_hourly: a.keep_within_hourly,
-        keep_within_daily: a.keep_within_daily,
-        keep_within_weekly: a.keep_within_weekly,
-        keep_within_monthly: a.keep_within_monthly,
-        keep_within_yearly: a.keep_within_yearly,
-        keep_tags: a.keep_tags.clone(),
-    }
-}
-
 /// Runs the command.
 ///
 /// # Errors
 /// A bad policy ([`Usage`]), an unreadable store, or a failed delete (the message names the
 /// object; what was already removed stays removed, and a rerun finishes the job).
 pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
-    let flags = flag_policy(&args);
+    let flags = args.policy.clone();
     flags.validate().map_err(|e| Usage(e.to_string()))?;
     let (default, per_cluster) = if flags.is_empty() {
         let per: BTreeMap<String, Policy> = ctx

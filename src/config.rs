@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// The source settings' layer, declared with its flags in [`crate::sources::settings`]; the
+/// file holds it as `[sources]` and in each `[clusters.NAME]`.
+pub use crate::sources::settings::Sources;
+
 /// The file's content.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +37,14 @@ pub struct Config {
     pub signing_key: Option<PathBuf>,
     /// Allowed signers file (`--allowed-signers`).
     pub allowed_signers: Option<PathBuf>,
+    /// Metrics textfile (`--metrics-file`).
+    pub metrics_file: Option<PathBuf>,
+    /// Pushgateway URL (`--pushgateway`).
+    pub pushgateway: Option<String>,
+    /// `status`: a newest backup older than this is stale (`--max-age`; default 26h).
+    pub max_age: Option<crate::plan::retention::Duration>,
+    /// `run`: drill a cluster when its last drill is older than this (`--drill-every`; 7d).
+    pub drill_every: Option<crate::plan::retention::Duration>,
     /// Store settings by variable name (`AWS_ENDPOINT_URL`, `GOOGLE_BASE_URL`, …); a set
     /// environment variable wins. Secrets are refused here: they belong in the environment.
     #[serde(default)]
@@ -80,109 +92,6 @@ impl TryFrom<toml::Table> for ClusterConfig {
     }
 }
 
-/// Backup sources, from the file (`[sources]`, `[clusters.NAME]`) or from flags. Every field
-/// is optional; [`Sources::or`] layers them.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Sources {
-    /// An existing etcd snapshot file.
-    pub etcd_snapshot_file: Option<PathBuf>,
-    /// A local PKI directory.
-    pub pki_dir: Option<PathBuf>,
-    /// Extra files.
-    #[serde(default)]
-    pub files: Vec<PathBuf>,
-    /// etcd client URLs for a direct gRPC snapshot.
-    #[serde(default)]
-    pub etcd_endpoints: Vec<String>,
-    /// CA of etcd's server certificate (local path).
-    pub etcd_cacert: Option<PathBuf>,
-    /// Client certificate for etcd (local path).
-    pub etcd_cert: Option<PathBuf>,
-    /// Client key for etcd (local path).
-    pub etcd_key: Option<PathBuf>,
-    /// kubeconfig of the (admin) cluster.
-    pub kubeconfig: Option<PathBuf>,
-    /// kubeconfig context.
-    pub context: Option<String>,
-    /// Cluster profile.
-    pub profile: Option<crate::sources::kube::Profile>,
-    /// User cluster namespace (gke-user).
-    pub namespace: Option<String>,
-    /// `USER@HOST` of the control-plane node.
-    pub ssh: Option<String>,
-    /// SSH user when the node is found through the kubeconfig (default `ubuntu`).
-    pub ssh_user: Option<String>,
-    /// SSH private key file.
-    pub ssh_key: Option<PathBuf>,
-    /// SSH port.
-    pub ssh_port: Option<u16>,
-    /// Jump host `USER@HOST[:PORT]`.
-    pub ssh_jump: Option<String>,
-    /// known_hosts file.
-    pub ssh_known_hosts: Option<PathBuf>,
-    /// Trust a node host key seen for the first time.
-    pub ssh_accept_new: Option<bool>,
-    /// sudo policy on the node.
-    pub ssh_sudo: Option<crate::sources::ssh::SudoMode>,
-    /// PKI dir on the node.
-    pub ssh_pki_dir: Option<String>,
-    /// Take the etcd snapshot over SSH with etcdctl on the node.
-    pub ssh_etcd: Option<bool>,
-    /// How etcdctl is run on the node or in the pod.
-    pub node_etcdctl: Option<String>,
-    /// etcd's client URL as seen from the node or pod.
-    pub node_etcd_endpoint: Option<String>,
-    /// CA path on the node or in the pod.
-    pub node_etcd_cacert: Option<String>,
-    /// Client certificate path on the node or in the pod.
-    pub node_etcd_cert: Option<String>,
-    /// Client key path on the node or in the pod.
-    pub node_etcd_key: Option<String>,
-}
-
-impl Sources {
-    /// Fields of `self`, with the unset ones taken from `base`.
-    pub fn or(self, base: &Sources) -> Sources {
-        fn vec_or<T: Clone>(a: Vec<T>, b: &[T]) -> Vec<T> {
-            if a.is_empty() {
-                b.to_vec()
-            } else {
-                a
-            }
-        }
-        let b = base.clone();
-        Sources {
-            etcd_snapshot_file: self.etcd_snapshot_file.or(b.etcd_snapshot_file),
-            pki_dir: self.pki_dir.or(b.pki_dir),
-            files: vec_or(self.files, &b.files),
-            etcd_endpoints: vec_or(self.etcd_endpoints, &b.etcd_endpoints),
-            etcd_cacert: self.etcd_cacert.or(b.etcd_cacert),
-            etcd_cert: self.etcd_cert.or(b.etcd_cert),
-            etcd_key: self.etcd_key.or(b.etcd_key),
-            kubeconfig: self.kubeconfig.or(b.kubeconfig),
-            context: self.context.or(b.context),
-            profile: self.profile.or(b.profile),
-            namespace: self.namespace.or(b.namespace),
-            ssh: self.ssh.or(b.ssh),
-            ssh_user: self.ssh_user.or(b.ssh_user),
-            ssh_key: self.ssh_key.or(b.ssh_key),
-            ssh_port: self.ssh_port.or(b.ssh_port),
-            ssh_jump: self.ssh_jump.or(b.ssh_jump),
-            ssh_known_hosts: self.ssh_known_hosts.or(b.ssh_known_hosts),
-            ssh_accept_new: self.ssh_accept_new.or(b.ssh_accept_new),
-            ssh_sudo: self.ssh_sudo.or(b.ssh_sudo),
-            ssh_pki_dir: self.ssh_pki_dir.or(b.ssh_pki_dir),
-            ssh_etcd: self.ssh_etcd.or(b.ssh_etcd),
-            node_etcdctl: self.node_etcdctl.or(b.node_etcdctl),
-            node_etcd_endpoint: self.node_etcd_endpoint.or(b.node_etcd_endpoint),
-            node_etcd_cacert: self.node_etcd_cacert.or(b.node_etcd_cacert),
-            node_etcd_cert: self.node_etcd_cert.or(b.node_etcd_cert),
-            node_etcd_key: self.node_etcd_key.or(b.node_etcd_key),
-        }
-    }
-}
-
 /// A config file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -207,6 +116,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The source settings of `cluster`: its `[clusters.NAME]` section over `[sources]`
+    /// (just `[sources]` for no cluster, or one the file does not name).
+    pub fn sources_for(&self, cluster: Option<&str>) -> Sources {
+        cluster
+            .and_then(|c| self.clusters.get(c))
+            .map(|c| c.sources.clone())
+            .unwrap_or_default()
+            .or(&self.sources)
+    }
+
     /// Loads `explicit`, or the default file (`$XDG_CONFIG_HOME/cpvault/config.toml`, else
     /// `~/.config/cpvault/config.toml`) when it exists, or nothing.
     ///

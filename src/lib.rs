@@ -14,6 +14,7 @@ pub mod error;
 pub mod etcdctl;
 pub mod extract;
 pub mod interrupt;
+pub mod layers;
 pub mod metrics;
 pub mod plan;
 pub mod progress;

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
                 config,
                 output,
                 quiet: cli.quiet,
+                config_path: cli.config.clone(),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -31,6 +31,9 @@ mod restore;
 // Signed backups: keys, stock ssh-keygen, forgeries refused everywhere, prune, copy, list.
 mod signing;
 mod support;
+// Running unattended: status (exit 4), drill on a real etcd, metrics (promtool, Pushgateway),
+// the run entry point, completions and the man page.
+mod unattended;
 // Azure store on Azurite: conformance suite, key/SAS/emulator settings, commit refusal, CLI.
 mod stores_azure;
 // S3 store on s3s-fs (SigV4-checking): conformance suite, commit refusal, CLI round trip.

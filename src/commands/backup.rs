@@ -3,7 +3,7 @@
 //! every cluster of the config file, two at a time, and ends with a summary table.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use chrono::Utc;
 use cpvault_backends::{Store, UploadOptions};
@@ -18,6 +18,7 @@ use crate::commit::write_backup;
 use crate::crypto::Recipients;
 use crate::error::Usage;
 use crate::sources::gather;
+use crate::sources::settings::Sources;
 
 /// Runs the command.
 ///
@@ -54,14 +55,39 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
             part_size: (args.part_size_mib * 1024 * 1024) as usize,
             concurrency: args.upload_concurrency as usize,
         });
+    let sinks = ctx.metrics_sinks(&args.metrics);
     let Some(cluster) = cluster else {
-        return run_all(ctx, &args, &store, &keys).await;
+        let (result, runs) = run_all(ctx, &args, &store, &keys).await;
+        return super::finish_with_metrics(&sinks, &runs, result).await;
     };
-    let outer = backup_one(ctx, &args, &store, &keys, &cluster, !ctx.quiet).await?;
-    if ctx.json() {
-        return super::print_json(&outer);
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let outer = backup_one(ctx, &args, &store, &keys, &cluster, !ctx.quiet).await;
+    let run = metrics_run(&cluster, started, clock, outer.as_ref().ok());
+    let result = match outer {
+        Ok(outer) if ctx.json() => super::print_json(&outer),
+        Ok(outer) => super::print_text(&outer.reference()),
+        Err(e) => Err(e),
+    };
+    super::finish_with_metrics(&sinks, &[run], result).await
+}
+
+/// The metrics of one cluster's backup run.
+fn metrics_run(
+    cluster: &str,
+    started: SystemTime,
+    clock: Instant,
+    outer: Option<&Manifest>,
+) -> crate::metrics::Run {
+    crate::metrics::Run {
+        cluster: cluster.to_string(),
+        operation: "backup",
+        started,
+        duration: clock.elapsed(),
+        success: outer.is_some(),
+        backup_size: outer.map(|m| (m.payload_size(), m.archive.as_ref().map_or(0, |a| a.size))),
+        backups: None,
     }
-    super::print_text(&outer.reference())
 }
 
 fn check_cluster(cluster: &str) -> Result<(), Usage> {
@@ -74,15 +100,8 @@ fn check_cluster(cluster: &str) -> Result<(), Usage> {
 }
 
 /// Flags over `[clusters.NAME]` over `[sources]`.
-fn merged_sources(ctx: &Ctx, args: &BackupArgs, cluster: &str) -> crate::config::Sources {
-    let cfg = &ctx.config;
-    let configured = cfg
-        .clusters
-        .get(cluster)
-        .map(|c| c.sources.clone())
-        .unwrap_or_default()
-        .or(&cfg.sources);
-    args.sources.to_sources().or(&configured)
+fn merged_sources(ctx: &Ctx, args: &BackupArgs, cluster: &str) -> Sources {
+    Sources::from(&args.sources).or(&ctx.config.sources_for(Some(cluster)))
 }
 
 /// Who can read a new backup, and who vouches for it.
@@ -208,21 +227,33 @@ struct Outcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     seconds: f64,
+    #[serde(skip)]
+    metrics: Option<crate::metrics::Run>,
 }
 
-async fn run_all(ctx: &Ctx, args: &BackupArgs, store: &Store, keys: &Keys) -> anyhow::Result<()> {
+async fn run_all(
+    ctx: &Ctx,
+    args: &BackupArgs,
+    store: &Store,
+    keys: &Keys,
+) -> (anyhow::Result<()>, Vec<crate::metrics::Run>) {
     let names: Vec<String> = ctx.config.clusters.keys().cloned().collect();
     if names.is_empty() {
-        return Err(Usage(
-            "--all backs up the [clusters.NAME] sections of the config file, and it has none"
-                .into(),
-        )
-        .into());
+        return (
+            Err(Usage(
+                "--all backs up the [clusters.NAME] sections of the config file, and it has none"
+                    .into(),
+            )
+            .into()),
+            vec![],
+        );
     }
-    let outcomes: Vec<Outcome> = futures::stream::iter(names.iter().map(|name| async move {
-        let started = Instant::now();
+    let mut outcomes: Vec<Outcome> = futures::stream::iter(names.iter().map(|name| async move {
+        let started = SystemTime::now();
+        let clock = Instant::now();
         let r = backup_one(ctx, args, store, keys, name, false).await;
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = clock.elapsed().as_secs_f64();
+        let metrics = Some(metrics_run(name, started, clock, r.as_ref().ok()));
         match r {
             Ok(m) => Outcome {
                 cluster: name.clone(),
@@ -230,6 +261,7 @@ async fn run_all(ctx: &Ctx, args: &BackupArgs, store: &Store, keys: &Keys) -> an
                 reference: Some(m.reference()),
                 error: None,
                 seconds,
+                metrics,
             },
             Err(e) => Outcome {
                 cluster: name.clone(),
@@ -237,14 +269,22 @@ async fn run_all(ctx: &Ctx, args: &BackupArgs, store: &Store, keys: &Keys) -> an
                 reference: None,
                 error: Some(format!("{e:#}")),
                 seconds,
+                metrics,
             },
         }
     }))
     .buffer_unordered(2)
     .collect()
     .await;
-    let mut outcomes = outcomes;
     outcomes.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    let runs = outcomes
+        .iter_mut()
+        .filter_map(|o| o.metrics.take())
+        .collect();
+    (summarize(ctx, &outcomes), runs)
+}
+
+fn summarize(ctx: &Ctx, outcomes: &[Outcome]) -> anyhow::Result<()> {
     let failed = outcomes.iter().filter(|o| !o.ok).count();
     if ctx.json() {
         super::print_json(&outcomes)?;
@@ -259,7 +299,7 @@ async fn run_all(ctx: &Ctx, args: &BackupArgs, store: &Store, keys: &Keys) -> an
             "{:<width$}  {:<6}  {:>7}  BACKUP / ERROR\n",
             "CLUSTER", "RESULT", "TIME"
         );
-        for o in &outcomes {
+        for o in outcomes {
             t.push_str(&format!(
                 "{:<width$}  {:<6}  {:>6.1}s  {}\n",
                 o.cluster,

@@ -70,6 +70,8 @@ pub async fn run(ctx: &Ctx, args: CopyArgs) -> anyhow::Result<()> {
     if backups.is_empty() && untrusted.is_empty() {
         anyhow::bail!("no committed backups to copy in {from}");
     }
+    let started = std::time::SystemTime::now();
+    let clock = std::time::Instant::now();
     let mut outcomes = vec![];
     for (m, reason) in untrusted {
         if !ctx.quiet && !ctx.json() {
@@ -106,6 +108,28 @@ pub async fn run(ctx: &Ctx, args: CopyArgs) -> anyhow::Result<()> {
         });
     }
     let failed = outcomes.iter().filter(|o| o.action == "failed").count();
+    let mut per_cluster: std::collections::BTreeMap<String, bool> = Default::default();
+    for o in &outcomes {
+        let cluster = o.backup.split('/').next().unwrap_or_default().to_string();
+        *per_cluster.entry(cluster).or_insert(true) &= o.action != "failed";
+    }
+    let runs: Vec<crate::metrics::Run> = per_cluster
+        .into_iter()
+        .map(|(cluster, ok)| crate::metrics::Run {
+            cluster,
+            operation: "copy",
+            started,
+            duration: clock.elapsed(),
+            success: ok,
+            backup_size: None,
+            backups: None,
+        })
+        .collect();
+    let result = summarize(ctx, &outcomes, failed, &to);
+    super::finish_with_metrics(&ctx.metrics_sinks(&args.metrics), &runs, result).await
+}
+
+fn summarize(ctx: &Ctx, outcomes: &[Outcome], failed: usize, to: &Store) -> anyhow::Result<()> {
     if ctx.json() {
         super::print_json(&outcomes)?;
     } else {

@@ -3,12 +3,15 @@
 
 pub mod backup;
 pub mod copy;
+pub mod drill;
 pub mod extract;
 pub mod keygen;
 pub mod list;
 pub mod prune;
 pub mod restore;
+pub mod run;
 pub mod show;
+pub mod status;
 pub mod verify;
 
 use std::io::Write;
@@ -17,7 +20,9 @@ use std::sync::Arc;
 
 use cpvault_backends::Store;
 
-use crate::cli::{Command, IdentityArgs, OutputFormat, SigningArgs, StoreArgs, TrustArgs};
+use crate::cli::{
+    Command, IdentityArgs, MetricsArgs, OutputFormat, SigningArgs, StoreArgs, TrustArgs,
+};
 use crate::config::Config;
 use crate::crypto::{self, Identities};
 use crate::error::Usage;
@@ -31,6 +36,8 @@ pub struct Ctx {
     pub output: OutputFormat,
     /// No progress or summaries.
     pub quiet: bool,
+    /// The config file given with `--config` (or CPVAULT_CONFIG), for child processes.
+    pub config_path: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -104,6 +111,43 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// Where metrics go: flags over the config file.
+    pub fn metrics_sinks(&self, args: &MetricsArgs) -> crate::metrics::Sinks {
+        crate::metrics::Sinks {
+            file: args
+                .metrics_file
+                .clone()
+                .or_else(|| self.config.metrics_file.clone()),
+            pushgateway: args
+                .pushgateway
+                .clone()
+                .or_else(|| self.config.pushgateway.clone()),
+        }
+    }
+}
+
+/// Records `runs` in the configured sinks and folds the command's own `result` with the
+/// metrics' outcome: the command's error wins; a metrics failure after a successful run is
+/// an error too, so a scheduler notices that its monitoring went blind.
+///
+/// # Errors
+/// The command's error, else the metrics error.
+pub async fn finish_with_metrics(
+    sinks: &crate::metrics::Sinks,
+    runs: &[crate::metrics::Run],
+    result: anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if !sinks.any() || runs.is_empty() {
+        return result;
+    }
+    match (crate::metrics::record(sinks, runs).await, result) {
+        (_, Err(e)) => Err(e),
+        (Err(m), Ok(())) => Err(m.into()),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
 /// Says on stderr that a backup's author was not checked (no allowed signers configured).
 pub fn note_authorship(ctx: &Ctx, backup: &str, who: &crate::trust::Authorship) {
     if !ctx.quiet && matches!(who, crate::trust::Authorship::NotChecked { .. }) {
@@ -159,5 +203,20 @@ pub async fn run(ctx: Ctx, command: Command) -> anyhow::Result<()> {
         Command::Prune(a) => prune::run(&ctx, a).await,
         Command::Restore(a) => restore::run(&ctx, *a).await,
         Command::Copy(a) => copy::run(&ctx, a).await,
+        Command::Status(a) => status::run(&ctx, a).await,
+        Command::Drill(a) => drill::run(&ctx, *a).await,
+        Command::Run(a) => run::run(&ctx, *a).await,
+        Command::Completions(a) => {
+            let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(a.shell, &mut cmd, "cpvault", &mut out);
+            print_text(&String::from_utf8_lossy(&out))
+        }
+        Command::Man => {
+            let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            print_text(&String::from_utf8_lossy(&out))
+        }
     }
 }

@@ -19,31 +19,13 @@ use crate::plan::retention::{Policy, Snapshot};
 use crate::text::escape_for_line;
 use crate::trust::signature_key;
 
-fn flag_policy(a: &PruneArgs) -> Policy {
-    Policy {
-        keep_last: a.keep_last,
-        keep_hourly: a.keep_hourly,
-        keep_daily: a.keep_daily,
-        keep_weekly: a.keep_weekly,
-        keep_monthly: a.keep_monthly,
-        keep_yearly: a.keep_yearly,
-        keep_within: a.keep_within,
-        keep_within_hourly: a.keep_within_hourly,
-        keep_within_daily: a.keep_within_daily,
-        keep_within_weekly: a.keep_within_weekly,
-        keep_within_monthly: a.keep_within_monthly,
-        keep_within_yearly: a.keep_within_yearly,
-        keep_tags: a.keep_tags.clone(),
-    }
-}
-
 /// Runs the command.
 ///
 /// # Errors
 /// A bad policy ([`Usage`]), an unreadable store, or a failed delete (the message names the
 /// object; what was already removed stays removed, and a rerun finishes the job).
 pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
-    let flags = flag_policy(&args);
+    let flags = args.policy.clone();
     flags.validate().map_err(|e| Usage(e.to_string()))?;
     let (default, per_cluster) = if flags.is_empty() {
         let per: BTreeMap<String, Policy> = ctx
@@ -127,6 +109,39 @@ pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return Ok(());
     }
+    let started = std::time::SystemTime::now();
+    let clock = std::time::Instant::now();
+    let result = execute(ctx, &args, &store, &plan).await;
+    // Per cluster: the backups kept, and whether the prune as a whole succeeded.
+    let mut kept: BTreeMap<&str, u64> = BTreeMap::new();
+    for d in plan.keep.iter().chain(&plan.remove) {
+        kept.entry(d.cluster.as_str()).or_default();
+    }
+    for d in &plan.keep {
+        *kept.entry(d.cluster.as_str()).or_default() += 1;
+    }
+    let runs: Vec<crate::metrics::Run> = kept
+        .into_iter()
+        .map(|(cluster, n)| crate::metrics::Run {
+            cluster: cluster.to_string(),
+            operation: "prune",
+            started,
+            duration: clock.elapsed(),
+            success: result.is_ok(),
+            backup_size: None,
+            backups: result.is_ok().then_some(n),
+        })
+        .collect();
+    super::finish_with_metrics(&ctx.metrics_sinks(&args.metrics), &runs, result).await
+}
+
+/// Carries out the plan.
+async fn execute(
+    ctx: &Ctx,
+    args: &PruneArgs,
+    store: &cpvault_backends::Store,
+    plan: &PrunePlan,
+) -> anyhow::Result<()> {
     // Manifest first: from that moment the backup is no longer listed, and its archive is an
     // orphan that a later prune removes even if this one dies before the next line.
     let doomed = plan.remove.iter().map(|d| (&d.cluster, &d.id));
@@ -139,6 +154,14 @@ pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
         store.delete(&manifest_key(cluster, id)).await?;
         store.delete(&signature_key(cluster, id)).await?;
         store.delete(&archive_key(cluster, id)).await?;
+        // What belongs to the backup goes with it.
+        store.delete(&crate::drill::drill_key(cluster, id)).await?;
+        store
+            .delete(&format!(
+                "{cluster}/{id}{}",
+                crate::drill::DRILL_SIGNATURE_SUFFIX
+            ))
+            .await?;
     }
     for o in &plan.remove_orphans {
         if crate::catalog::is_upload_leftover(&o.key, None) {

@@ -19,6 +19,7 @@ use crate::restore::plan::{NodeLayout, Step};
 use crate::restore::NodeRestore;
 use crate::sources::gather::{self, NodeAt};
 use crate::sources::kube::{Cluster, KubeTarget, Profile};
+use crate::sources::settings::Sources;
 use crate::sources::ssh::Node;
 use crate::trust::Authorship;
 
@@ -81,32 +82,17 @@ fn authorship_allows_restore(
 
 /// SSH and kubeconfig settings: flags over `[clusters.NAME]` (of `--cluster`, else of the
 /// backup's cluster) over `[sources]`.
-fn node_settings(ctx: &Ctx, args: &RestoreArgs) -> crate::config::Sources {
-    let cfg = &ctx.config;
+fn node_settings(ctx: &Ctx, args: &RestoreArgs) -> Sources {
     let cluster = args
         .cluster
-        .clone()
-        .or_else(|| args.reference.split('/').next().map(str::to_string));
-    let configured = cluster
-        .and_then(|c| cfg.clusters.get(&c))
-        .map(|c| c.sources.clone())
-        .unwrap_or_default()
-        .or(&cfg.sources);
-    let s = &args.ssh;
-    crate::config::Sources {
-        ssh: s.ssh.clone(),
-        ssh_user: s.ssh_user.clone(),
-        ssh_key: s.ssh_key.clone(),
-        ssh_port: s.ssh_port,
-        ssh_jump: s.ssh_jump.clone(),
-        ssh_known_hosts: s.ssh_known_hosts.clone(),
-        ssh_accept_new: s.ssh_accept_new.then_some(true),
-        ssh_sudo: s.ssh_sudo,
+        .as_deref()
+        .or_else(|| args.reference.split('/').next());
+    Sources {
         kubeconfig: args.kubeconfig.clone(),
         context: args.context.clone(),
-        ..Default::default()
+        ..Sources::from(&args.ssh)
     }
-    .or(&configured)
+    .or(&ctx.config.sources_for(cluster))
 }
 
 async fn to_dir(
@@ -183,7 +169,7 @@ fn layout(args: &RestoreArgs) -> NodeLayout {
 /// returned guard drops, after the restore).
 async fn connect(
     ctx: &Ctx,
-    settings: &crate::config::Sources,
+    settings: &Sources,
 ) -> anyhow::Result<(Node, Option<tempfile::NamedTempFile>)> {
     let cluster = match (&settings.ssh, &settings.kubeconfig) {
         (None, Some(kubeconfig)) => Some(
@@ -215,7 +201,7 @@ async fn connect(
 async fn onto_node(
     ctx: &Ctx,
     args: &RestoreArgs,
-    settings: &crate::config::Sources,
+    settings: &Sources,
     store: &cpvault_backends::Store,
     m: &Manifest,
     who: &Authorship,

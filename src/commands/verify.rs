@@ -69,6 +69,9 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<()> {
         }
     }
 
+    let started = std::time::SystemTime::now();
+    let clock = std::time::Instant::now();
+    let mut per_cluster: std::collections::BTreeMap<String, bool> = Default::default();
     let mut reports = vec![];
     let mut failed = 0;
     let mut text = String::new();
@@ -99,6 +102,7 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<()> {
         if !report.ok {
             failed += 1;
         }
+        *per_cluster.entry(m.cluster.clone()).or_insert(true) &= report.ok;
         text.push_str(&report.render());
         reports.push(serde_json::to_value(&report)?);
     }
@@ -107,12 +111,26 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<()> {
     } else {
         super::print_text(&text)?;
     }
-    if failed > 0 {
-        return Err(VerifyFailed(format!(
+    let result = if failed > 0 {
+        Err(VerifyFailed(format!(
             "{failed} of {} backups failed verification",
             reports.len()
         ))
-        .into());
-    }
-    Ok(())
+        .into())
+    } else {
+        Ok(())
+    };
+    let runs: Vec<crate::metrics::Run> = per_cluster
+        .into_iter()
+        .map(|(cluster, ok)| crate::metrics::Run {
+            cluster,
+            operation: "verify",
+            started,
+            duration: clock.elapsed(),
+            success: ok,
+            backup_size: None,
+            backups: None,
+        })
+        .collect();
+    super::finish_with_metrics(&ctx.metrics_sinks(&args.metrics), &runs, result).await
 }

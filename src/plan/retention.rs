@@ -45,38 +45,53 @@ pub struct Snapshot {
     pub tags: BTreeMap<String, String>,
 }
 
-/// A retention policy: restic's `forget --keep-*` options.
+/// A retention policy: restic's `forget --keep-*` options, declared once as the `prune
+/// --keep-*` flags (the field docs are their help) and as the config file's `[retention]`
+/// and `[clusters.NAME.retention]` tables.
 ///
 /// Counts keep that many periods; `-1` keeps every period; `0`, an absent value and any other
 /// negative value turn the rule off ([`Policy::validate`] rejects values below `-1`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
-    /// Keep the newest N backups.
+    /// Keep the newest N backups (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_last: Option<i64>,
-    /// Keep the newest backup of each of the newest N hours that have one.
+    /// Keep the newest backup of each of the last N hours that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_hourly: Option<i64>,
-    /// Keep the newest backup of each of the newest N days that have one.
+    /// Keep the newest backup of each of the last N days that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_daily: Option<i64>,
-    /// Keep the newest backup of each of the newest N ISO weeks that have one.
+    /// Keep the newest backup of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_weekly: Option<i64>,
-    /// Keep the newest backup of each of the newest N months that have one.
+    /// Keep the newest backup of each of the last N months that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_monthly: Option<i64>,
-    /// Keep the newest backup of each of the newest N years that have one.
+    /// Keep the newest backup of each of the last N years that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_yearly: Option<i64>,
-    /// Keep every backup newer than the newest one minus this duration.
+    /// Keep every backup within DURATION (e.g. 7d, 1y6m, 36h) of the newest one.
+    #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<Duration>,
-    /// Keep the newest backup of each hour within this duration of the newest one.
+    /// Keep the newest backup of each hour within DURATION.
+    #[arg(long, value_name = "DURATION")]
     pub keep_within_hourly: Option<Duration>,
-    /// Keep the newest backup of each day within this duration of the newest one.
+    /// Keep the newest backup of each day within DURATION.
+    #[arg(long, value_name = "DURATION")]
     pub keep_within_daily: Option<Duration>,
-    /// Keep the newest backup of each ISO week within this duration of the newest one.
+    /// Keep the newest backup of each ISO week within DURATION.
+    #[arg(long, value_name = "DURATION")]
     pub keep_within_weekly: Option<Duration>,
-    /// Keep the newest backup of each month within this duration of the newest one.
+    /// Keep the newest backup of each month within DURATION.
+    #[arg(long, value_name = "DURATION")]
     pub keep_within_monthly: Option<Duration>,
-    /// Keep the newest backup of each year within this duration of the newest one.
+    /// Keep the newest backup of each year within DURATION.
+    #[arg(long, value_name = "DURATION")]
     pub keep_within_yearly: Option<Duration>,
-    /// Keep every backup matching any of these tag lists (see the module docs).
+    /// Keep backups with these tags (KEY=VALUE or KEY; comma-separated: all must match); repeatable.
+    #[arg(long = "keep-tag", value_name = "TAGS")]
     pub keep_tags: Vec<String>,
 }
 

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 
 use super::etcd_grpc::EtcdEndpoint;
 use super::kube::{Cluster, KubeTarget, Profile};
+use super::settings::Sources;
 use super::ssh::{Node, SshTarget};
 use super::{local, Cleanup, SourceEntry};
-use crate::config::Sources;
 use crate::error::Usage;
 use crate::etcdctl::RemoteEtcdctl;
 

@@ -9,6 +9,7 @@ pub mod etcdctl;
 pub mod gather;
 pub mod kube;
 pub mod local;
+pub mod settings;
 pub mod ssh;
 
 use std::io;

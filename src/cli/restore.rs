@@ -1,0 +1,150 @@
+//! `cpvault restore`'s arguments: the backup and its keys, the target (a node over SSH,
+//! found through the cluster, or a local dir), the node's layout and the safety switches.
+//! Describes only; the plan and its checks are the restore's.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{IdentityArgs, StoreArgs, TrustArgs};
+use crate::sources::settings::{NodeEtcdctlFlags, SshFlags};
+
+/// `restore`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Steps: preflight, verify, stage, stop-control-plane, move-aside, \
+restore-snapshot, pki, start-control-plane, wait-ready, kubeconfig, cleanup. Any failure after \
+the first change undoes the completed steps in reverse order. The old data dir and PKI are \
+kept (<data dir>/member.before-<restore id>, <pki dir>.before-<restore id>) and never deleted. --dry-run prints the \
+plan with every command it would run."
+)]
+pub struct RestoreArgs {
+    /// Store selection.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Trust.
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Keys.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// The backup: <cluster>/<id>, or <cluster>/latest.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Restore locally instead: an etcd data dir in DIR/etcd and the PKI in DIR/pki.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "ssh",
+        help_heading = "Local restore"
+    )]
+    pub to_dir: Option<PathBuf>,
+    /// --name for `etcdctl snapshot restore` with --to-dir.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "default",
+        help_heading = "Local restore"
+    )]
+    pub name: String,
+    /// --initial-cluster with --to-dir [default: NAME=http://localhost:2380].
+    #[arg(long, value_name = "NAME=URL", help_heading = "Local restore")]
+    pub initial_cluster: Option<String>,
+    /// --initial-advertise-peer-urls with --to-dir [default: http://localhost:2380].
+    #[arg(long, value_name = "URL", help_heading = "Local restore")]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// SSH to the node.
+    #[command(flatten)]
+    pub ssh: SshFlags,
+    /// Find the node (and its key in kube-system/sshkeys) through this cluster's API, as
+    /// backup does, when --ssh is not given; its [clusters.NAME] section supplies settings.
+    #[arg(
+        long,
+        env = "CPVAULT_CLUSTER",
+        value_name = "NAME",
+        help_heading = "Finding the node"
+    )]
+    pub cluster: Option<String>,
+    /// kubeconfig of the admin cluster, to find the node while its API server still answers.
+    #[arg(long, value_name = "FILE", help_heading = "Finding the node")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context.
+    #[arg(long, value_name = "NAME", help_heading = "Finding the node")]
+    pub context: Option<String>,
+    /// etcdctl on the node.
+    #[command(flatten)]
+    pub node: NodeEtcdctlFlags,
+    /// Static-pod manifests dir on the node.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/etc/kubernetes/manifests",
+        help_heading = "Node layout"
+    )]
+    pub manifests_dir: String,
+    /// etcd data dir on the node.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/etcd",
+        help_heading = "Node layout"
+    )]
+    pub etcd_data_dir: String,
+    /// PKI dir on the node.
+    #[arg(
+        long = "node-pki-dir",
+        value_name = "DIR",
+        default_value = "/etc/kubernetes/pki",
+        help_heading = "Node layout"
+    )]
+    pub pki_dir: String,
+    /// Admin kubeconfig on the node, fetched at the end.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/kubernetes/admin.conf",
+        help_heading = "Node layout"
+    )]
+    pub admin_conf: String,
+    /// Where the 0700 staging dir is made on the node.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/tmp",
+        help_heading = "Node layout"
+    )]
+    pub staging_dir: String,
+    /// Shell command on the node that exits 0 once etcd and kube-apiserver have stopped
+    /// [default: no etcd or kube-apiserver container in `crictl ps`].
+    #[arg(long, value_name = "CMD", help_heading = "Node layout")]
+    pub stopped_check: Option<String>,
+    /// Shell command on the node that exits 0 once the control plane serves again
+    /// [default: etcdctl endpoint health, then kube-apiserver /readyz on 127.0.0.1:6443].
+    #[arg(long, value_name = "CMD", help_heading = "Node layout")]
+    pub ready_check: Option<String>,
+    /// Seconds to wait for the control plane to stop, and to be ready again.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 300,
+        help_heading = "Node layout"
+    )]
+    pub wait_timeout: u64,
+    /// Where to write the node's admin kubeconfig (0600; never overwritten)
+    /// [default: ./<cluster>-admin.conf].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig_out: Option<PathBuf>,
+    /// Restore even though the node's CA (pki/ca.crt) differs from the archive's.
+    #[arg(long)]
+    pub force_different_cluster: bool,
+    /// Print the plan (every step and command) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask before changing the node.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Restore a backup whose author is not checked (no --allowed-signers given). Anyone
+    /// who can write to the store can build a backup that decrypts with your key.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+}

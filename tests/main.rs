@@ -31,6 +31,9 @@ mod restore;
 // Signed backups: keys, stock ssh-keygen, forgeries refused everywhere, prune, copy, list.
 mod signing;
 mod support;
+// Deploy files checked by their tools (promtool, systemd-analyze, kubernetes-validate, podman)
+// and the shipped RBAC enforced by the test API server against real kube-source backups.
+mod deploy;
 // Azure store on Azurite: conformance suite, key/SAS/emulator settings, commit refusal, CLI.
 mod stores_azure;
 // S3 store on s3s-fs (SigV4-checking): conformance suite, commit refusal, CLI round trip.

@@ -34,6 +34,9 @@ mod support;
 // Running unattended: status (exit 4), drill on a real etcd, metrics (promtool, Pushgateway),
 // the run entry point, completions and the man page.
 mod unattended;
+// Deploy files checked by their tools (promtool, systemd-analyze, kubernetes-validate, podman)
+// and the shipped RBAC enforced by the test API server against real kube-source backups.
+mod deploy;
 // Azure store on Azurite: conformance suite, key/SAS/emulator settings, commit refusal, CLI.
 mod stores_azure;
 // S3 store on s3s-fs (SigV4-checking): conformance suite, commit refusal, CLI round trip.

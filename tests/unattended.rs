@@ -418,3 +418,26 @@ fn completions_source_in_bash_and_the_man_page_renders() {
         "{text}"
     );
 }
+
+// The config.toml the CronJob mounts must be one cpvault accepts (keys such as pushgateway
+// and max_age are real settings), so a scheduled run does not die on its own config.
+#[test]
+fn the_shipped_cronjob_config_loads() {
+    let cm = crate::deploy::manifests("kubernetes/configmap.yaml");
+    let text = cm[0]["data"]["config.toml"].as_str().unwrap();
+    let w = World::new();
+    let config = w.path("config.toml");
+    std::fs::write(&config, text).unwrap();
+    std::fs::create_dir_all(&w.store).unwrap();
+    // The store is overridden by a local, empty one: nothing leaves this machine. The
+    // configured clusters have no backup, so status says so (exit 4), not a config error.
+    let out = w.run(&["--config", config.to_str().unwrap(), "status", "--all"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("admin"), "{}", stdout(&out));
+}

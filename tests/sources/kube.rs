@@ -14,7 +14,7 @@ use crate::support::*;
 
 /// An API server with a kubeadm/gke-admin layout: a control-plane node, the etcd static pod,
 /// and exec paths mapped onto the test etcd's certificates and endpoint.
-pub(super) fn admin_cluster(
+pub(crate) fn admin_cluster(
     w: &World,
     etcd: &Etcd,
     certs: &EtcdCerts,

@@ -13,7 +13,7 @@ mod grpc;
 // SSH: PKI with tar, etcdctl on the node, host keys, client keys, sudo, Ctrl-C.
 mod ssh;
 // Kubernetes exec into the etcd pod (kubeadm and GKE user clusters), profile and auth errors.
-mod kube;
+pub(crate) mod kube;
 // The gke-admin profile alone: the node and its SSH key found through the API.
 mod gke_admin;
 // Clusters from the config file: `backup --all`, one cluster by name, typos refused.
@@ -22,7 +22,7 @@ mod clusters;
 const KEYS: usize = 40;
 
 /// Puts the keys every restore must bring back.
-pub(super) fn load(etcd: &Etcd) {
+pub(crate) fn load(etcd: &Etcd) {
     for i in 0..KEYS {
         etcd.put(
             &format!("/registry/configmaps/kube-system/cm-{i:03}"),
@@ -33,7 +33,7 @@ pub(super) fn load(etcd: &Etcd) {
 
 /// Extracts `reference`, restores its snapshot with etcdctl, starts etcd on it, and checks
 /// that exactly the keys put before the backup are there.
-pub(super) fn assert_restores(w: &World, reference: &str, to: &str) -> std::path::PathBuf {
+pub(crate) fn assert_restores(w: &World, reference: &str, to: &str) -> std::path::PathBuf {
     let out = w.extract(reference, to);
     let etcd = restore_snapshot(
         &out.join("etcd/snapshot.db"),
@@ -59,7 +59,7 @@ pub(super) fn manifest(w: &World, reference: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(w.manifest(reference)).unwrap()).unwrap()
 }
 
-pub(super) fn backup(w: &World, args: &[&str]) -> Output {
+pub(crate) fn backup(w: &World, args: &[&str]) -> Output {
     let mut full = vec!["backup", "--cluster", "admin", "-r", &w.recipient];
     full.extend_from_slice(args);
     w.run(&full)
@@ -67,7 +67,7 @@ pub(super) fn backup(w: &World, args: &[&str]) -> Output {
 
 /// Asserts a failed backup: exit 1, a one-line error containing every `needle`, no panic,
 /// nothing listed.
-pub(super) fn assert_fails(w: &World, out: &Output, needles: &[&str]) {
+pub(crate) fn assert_fails(w: &World, out: &Output, needles: &[&str]) {
     assert_no_panic(out);
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(1), "{err}");

@@ -4,6 +4,8 @@
 //! `v4.channel.k8s.io`, channel-prefixed binary frames, and the kubelet's `Status` on channel 3.
 //! Exec'd commands run for real on this machine (after the test's path substitutions), so a
 //! test of the real `cpvault` binary exercises the same client code a cluster would.
+//! Optionally it enforces RBAC for its token (`enforce_rbac`), answering 403 like the real
+//! API server for what the given Roles and ClusterRoles do not allow.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -24,6 +26,8 @@ use rest::{get, list, now, ok, parse_query, status, uid, upsert};
 
 // The exec websocket protocol and running the exec'd commands.
 mod exec;
+// RBAC: Roles, ClusterRoles and their bindings deciding what the token may do.
+pub mod rbac;
 // The REST objects (get, list, label selectors) and `Status` responses.
 mod rest;
 #[cfg(test)]
@@ -57,6 +61,10 @@ struct State {
     maps: Vec<(String, String)>,
     execs: Vec<ExecRecord>,
     requests: Vec<String>,
+    /// RBAC in force; `None`: the token may do anything (an admin kubeconfig).
+    rbac: Option<rbac::Rbac>,
+    /// The Forbidden messages of the requests RBAC refused.
+    denied: Vec<String>,
     resource_version: u64,
 }
 
@@ -206,6 +214,17 @@ impl KubeApi {
         self.lock().execs.clone()
     }
 
+    /// From now on, the token stands for the ServiceAccount of `rbac` and may do only what its
+    /// bindings allow; everything else is answered 403 Forbidden.
+    pub fn enforce_rbac(&self, rbac: rbac::Rbac) {
+        self.lock().rbac = Some(rbac);
+    }
+
+    /// The Forbidden messages of every request RBAC refused, in order.
+    pub fn denied(&self) -> Vec<String> {
+        self.lock().denied.clone()
+    }
+
     /// "METHOD /path?query" of every request, authorized or not.
     pub fn requests(&self) -> Vec<String> {
         self.lock().requests.clone()
@@ -237,6 +256,32 @@ fn lock(state: &Shared) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The 403 response when RBAC is enforced and refuses one of the request's checks.
+fn authorize(
+    state: &Shared,
+    method: &str,
+    segments: &[&str],
+    query: &[(String, String)],
+    websocket: bool,
+) -> Option<Response<Body>> {
+    let mut st = lock(state);
+    let rbac = st.rbac.as_ref()?;
+    let checks = rbac::attributes(method, segments, query, websocket)?;
+    let refused = checks.iter().find(|a| !rbac.allows(a))?;
+    let message = refused.forbidden_message(&rbac.user());
+    let mut details = json!({"kind": refused.resource});
+    if let Some(name) = &refused.name {
+        details["name"] = json!(name);
+    }
+    st.denied.push(message.clone());
+    Some(status(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        &message,
+        Some(details),
+    ))
+}
+
 async fn handle(state: Shared, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let target = req
         .uri()
@@ -263,6 +308,13 @@ async fn handle(state: Shared, mut req: Request<Incoming>) -> Result<Response<Bo
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let method = req.method().as_str().to_string();
+    let websocket = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if let Some(refused) = authorize(&state, &method, &segments, &query, websocket) {
+        return Ok(refused);
+    }
     let response = match (method.as_str(), segments.as_slice()) {
         ("GET" | "POST", ["api", "v1", "namespaces", ns, "pods", pod, "exec"]) => {
             exec::exec(&state, ns, pod, &query, &mut req)

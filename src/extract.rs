@@ -46,6 +46,7 @@ impl From<Usage> for ExtractError {
 
 struct DirSink {
     root: PathBuf,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Sink for DirSink {
@@ -55,18 +56,34 @@ impl Sink for DirSink {
         _size: u64,
         _mode: u32,
     ) -> io::Result<Option<Box<dyn Write + Send>>> {
+        if self.stop.is_cancelled() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+        }
+        // Directories are made one level at a time below the work dir, never the work dir
+        // itself: once an interruption has removed it, nothing can bring it back.
         let dest = self.root.join(path);
-        if let Some(parent) = dest.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)?;
+        let mut dir = self.root.clone();
+        if let Some((dirs, _)) = path.rsplit_once('/') {
+            for part in dirs.split('/') {
+                dir.push(part);
+                match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
+            }
         }
         let f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&dest)?;
+            .open(&dest)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    io::Error::new(e.kind(), "the archive holds this path twice")
+                } else {
+                    e
+                }
+            })?;
         Ok(Some(Box::new(io::BufWriter::with_capacity(
             256 * 1024,
             SyncOnFlush(f),
@@ -129,6 +146,9 @@ pub async fn extract_verified(
     if let Some(refused) = crate::verify::refuse_untrusted(m, who, true) {
         return Err(ExtractError::Verify(Box::new(refused)));
     }
+    // Ctrl-C, SIGTERM or SIGHUP stop the read; the work dir (plaintext CA keys) is removed
+    // when `partial` drops on the way out, instead of the process dying with it on disk.
+    let stop = crate::interrupt::token();
     prepare(to)?;
     // Files are written into a hidden 0700 sibling and moved into `to` only once every byte
     // verified, so `to` never holds unverified plaintext, even if cpvault is killed midway.
@@ -142,10 +162,22 @@ pub async fn extract_verified(
         .with_context(|| format!("creating a work dir beside '{}'", to.display()))?;
     let sink = DirSink {
         root: partial.path().to_path_buf(),
+        stop: stop.clone(),
     };
     let bar = crate::progress::bytes(quiet, 0, &format!("extract {}", m.reference()));
-    let report =
-        crate::verify::verify(store, m, who, Some(identities), Box::new(sink), bar.clone()).await;
+    let verified =
+        crate::verify::verify(store, m, who, Some(identities), Box::new(sink), bar.clone());
+    let report = tokio::select! {
+        r = verified => r,
+        () = stop.cancelled() => {
+            bar.finish_and_clear();
+            return Err(anyhow::anyhow!(
+                "interrupted; nothing was left in {} and the work dir was removed",
+                to.display()
+            )
+            .into());
+        }
+    };
     bar.finish_and_clear();
     if !report.ok {
         let failed: Vec<&crate::verify::Check> = report.failures().collect();

@@ -30,6 +30,8 @@ mod store_faults;
 mod restore;
 // Signed backups: keys, stock ssh-keygen, forgeries refused everywhere, prune, copy, list.
 mod signing;
+// Interrupted commands: extract stopped by SIGINT, SIGTERM or SIGHUP leaves no plaintext.
+mod interrupt;
 mod support;
 // Running unattended: status (exit 4), drill on a real etcd, metrics (promtool, Pushgateway),
 // the run entry point, completions and the man page.

@@ -22,7 +22,7 @@ fn extract_interrupted_by_a_signal_leaves_no_file_of_its_own() {
     let r = w.backup(&["--file", "big.db", "--pki-dir", "pki"]);
     for signal in ["INT", "TERM", "HUP"] {
         let to = w.path(&format!("out-{signal}"));
-        let mut child = cpvault_cmd(w.dir.path())
+        let child = cpvault_cmd(w.dir.path())
             .args(["extract", &r, "-i", w.key.to_str().unwrap(), "--to"])
             .arg(&to)
             .args(["--store", w.store.to_str().unwrap()])

@@ -32,6 +32,8 @@ mod restore;
 mod signing;
 // Interrupted commands: extract stopped by SIGINT, SIGTERM or SIGHUP leaves no plaintext.
 mod interrupt;
+// Reliability figures: the corruption matrix and the crash matrix (local store and moto).
+mod matrix;
 mod support;
 // Running unattended: status (exit 4), drill on a real etcd, metrics (promtool, Pushgateway),
 // the run entry point, completions and the man page.

@@ -46,7 +46,7 @@ fn corruption_matrix_every_flip_and_truncation_is_detected() {
         .unwrap();
     let store = Store::open(w.store.to_str().unwrap(), false).unwrap();
     let m = rt.block_on(cpvault::catalog::resolve(&store, &r)).unwrap();
-    let ids = Arc::new(cpvault::crypto::identities(&[w.key.clone()], None).unwrap());
+    let ids = Arc::new(cpvault::crypto::identities(std::slice::from_ref(&w.key), None).unwrap());
     let archive = w.archive(&r);
     let good = std::fs::read(&archive).unwrap();
     assert!(

@@ -441,3 +441,31 @@ fn the_shipped_cronjob_config_loads() {
     );
     assert!(stdout(&out).contains("admin"), "{}", stdout(&out));
 }
+
+// A scheduled run against S3 with no credentials reported a raw failed request to the cloud
+// metadata address instead of naming the settings it looked for. (The metadata endpoint is
+// pointed at a closed loopback port: no test talks to anything outside 127.0.0.0/8.)
+#[test]
+fn an_s3_store_without_credentials_names_the_settings_it_looked_for() {
+    let w = World::new();
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let vars = [
+        ("AWS_METADATA_ENDPOINT", closed.as_str()),
+        ("AWS_ENDPOINT_URL", closed.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_REGION", "us-east-1"),
+        ("CPVAULT_STORE_MAX_RETRIES", "0"),
+        ("CPVAULT_STORE_RETRY_TIMEOUT", "1"),
+    ];
+    let out = cpvault_with(
+        w.dir.path(),
+        pairs(&vars),
+        &["list", "--store", "s3://backups/cpvault"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("no S3 credentials were given") && e.contains("AWS_ACCESS_KEY_ID"),
+        "{e}"
+    );
+}

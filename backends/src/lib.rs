@@ -114,6 +114,9 @@ pub struct Store {
     upload: UploadOptions,
     /// The directory of a local store, for what object_store does not show (staging files).
     local_root: Option<std::path::PathBuf>,
+    /// Said with a credentials failure when no credential setting was given (the client then
+    /// falls back to instance metadata, whose failure alone names no setting).
+    credentials_hint: Option<&'static str>,
 }
 
 impl fmt::Debug for Store {
@@ -214,8 +217,14 @@ impl Store {
             ));
         }
         if url.starts_with("s3://") {
+            let given =
+                vars().any(|(k, v)| s3::CREDENTIAL_SETTINGS.contains(&k.as_str()) && !v.is_empty());
             let (store, display) = s3::open_with_vars(url, vars())?;
-            return Ok(Store::from_object_store(store, display));
+            let mut store = Store::from_object_store(store, display);
+            if !given {
+                store.credentials_hint = Some(s3::NO_CREDENTIALS);
+            }
+            return Ok(store);
         }
         if url.starts_with("gs://") {
             let (store, display) = gcs::open_with_vars(url, vars())?;
@@ -312,6 +321,7 @@ impl Store {
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, display: String) -> Store {
         Store {
             local_root: None,
+            credentials_hint: None,
             inner,
             display,
             upload: UploadOptions::default(),
@@ -339,12 +349,33 @@ impl Store {
                 store: self.display.clone(),
                 key: key.to_string(),
             },
-            source => StoreError::Backend {
-                store: self.display.clone(),
-                op,
-                key: key.to_string(),
-                source: Box::new(source),
-            },
+            source => {
+                let text = source.to_string();
+                let source = match self.credentials_hint {
+                    Some(hint)
+                        if [
+                            "credential",
+                            "169.254.169.254",
+                            "/latest/api/token",
+                            "/latest/meta-data",
+                        ]
+                        .iter()
+                        .any(|t| text.contains(t)) =>
+                    {
+                        object_store::Error::Generic {
+                            store: "cpvault",
+                            source: format!("{hint} ({text})").into(),
+                        }
+                    }
+                    _ => source,
+                };
+                StoreError::Backend {
+                    store: self.display.clone(),
+                    op,
+                    key: key.to_string(),
+                    source: Box::new(source),
+                }
+            }
         }
     }
 

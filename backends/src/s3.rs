@@ -20,6 +20,19 @@ const URL_RULES: UrlRules = UrlRules {
     endpoint_hint: "put the endpoint in AWS_ENDPOINT_URL",
 };
 
+/// The settings that give S3 credentials explicitly; with none of them, object_store asks the
+/// cloud's instance metadata service.
+pub const CREDENTIAL_SETTINGS: [&str; 5] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_SKIP_SIGNATURE",
+];
+
+/// What a credentials failure says when none of [`CREDENTIAL_SETTINGS`] was given.
+pub const NO_CREDENTIALS: &str = "no S3 credentials were given (looked for AWS_ACCESS_KEY_ID with AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI/FULL_URI, in the environment and the config's [store_settings]), and the instance metadata service gave none: set them, or run where instance credentials are served";
+
 /// Opens `url` with settings from `vars` (name, value) instead of the environment: the
 /// `AWS_*` names object_store understands, `AWS_CA_BUNDLE`, and `CPVAULT_STORE_RETRY_TIMEOUT`
 /// (seconds) / `CPVAULT_STORE_MAX_RETRIES`. Tests use it to point a store at their own

@@ -71,3 +71,67 @@ fn extract_interrupted_by_a_signal_leaves_no_file_of_its_own() {
         assert_eq!(left, 0, "SIG{signal}: files left in --to");
     }
 }
+
+// A drill holds the whole backup in plaintext (CA keys included) in its temp dir.
+#[test]
+#[ignore = "needs etcd, etcdctl and openssl (apt-get install etcd-server etcd-client openssl); CI runs it"]
+fn drill_interrupted_by_a_signal_leaves_no_plaintext() {
+    require("etcd", "etcd-server");
+    require("etcdctl", "etcd-client");
+    require("openssl", "openssl");
+    let w = World::new();
+    make_pki(&w.path("pki"));
+    // An incompressible "snapshot" with etcd's sha256 trailer, big enough to signal mid-way.
+    let st = Command::new("bash")
+        .arg("-c")
+        .arg("set -e; head -c 399998976 /dev/urandom > s.db; openssl dgst -sha256 -binary s.db > t; cat t >> s.db")
+        .current_dir(w.dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let r = w.backup(&["--etcd-snapshot-file", "s.db", "--pki-dir", "pki"]);
+    for signal in ["INT", "TERM", "HUP"] {
+        let tmp = w.path(&format!("tmp-{signal}"));
+        std::fs::create_dir(&tmp).unwrap();
+        let child = cpvault_cmd(w.dir.path())
+            .env("TMPDIR", &tmp)
+            .args(["drill", &r, "-i", w.key.to_str().unwrap()])
+            .args(["--store", w.store.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let writing = std::fs::read_dir(&tmp)
+                .unwrap()
+                .flatten()
+                .any(|e| walk_has_file(&e.path()));
+            if writing {
+                break;
+            }
+            assert!(Instant::now() < deadline, "drill never started writing");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let st = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "SIG{signal}: drill finished anyway");
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "SIG{signal}: drill left {left:?}");
+    }
+}
+
+fn walk_has_file(p: &std::path::Path) -> bool {
+    if p.is_file() {
+        return true;
+    }
+    std::fs::read_dir(p).map_or(false, |d| d.flatten().any(|e| walk_has_file(&e.path())))
+}

@@ -133,5 +133,5 @@ fn walk_has_file(p: &std::path::Path) -> bool {
     if p.is_file() {
         return true;
     }
-    std::fs::read_dir(p).map_or(false, |d| d.flatten().any(|e| walk_has_file(&e.path())))
+    std::fs::read_dir(p).is_ok_and(|d| d.flatten().any(|e| walk_has_file(&e.path())))
 }

@@ -1,9 +1,12 @@
 //! The step runner: runs a plan's steps in order on the nodes they name, keeps the journal of
-//! what completed, and on a failure or a Ctrl-C undoes the journal in reverse. The runner —
-//! not a step — owns ordering, cancellation and the journal, so a plan over several nodes
-//! ("stop on all, then restore on each") is only a different order of the same steps. What a
-//! step does on a node is an [`Executor`]'s business; the runner must never run anything
-//! itself, so it is tested with a fake executor.
+//! what completed — in memory, and through the executor on the node, before and after every
+//! step that changes it — and on a failure or a Ctrl-C undoes the journal in reverse. The
+//! runner — not a step — owns ordering, cancellation and the journal, so a plan over several
+//! nodes ("stop on all, then restore on each") is only a different order of the same steps.
+//! What a step does on a node is an [`Executor`]'s business; the runner must never run
+//! anything itself, so it is tested with a fake executor.
+
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -14,12 +17,27 @@ use super::plan::{NodeId, Step, StepKind};
 /// real binary. See [`fail_at_hook`], the one place it is read.
 pub const FAIL_AT_ENV: &str = "CPVAULT_RESTORE_FAIL_AT";
 
+/// TEST-ONLY hook: the environment variable naming a step after which the runner waits (its
+/// journal written) until it is interrupted, so the tests can kill cpvault at a known point.
+/// See [`pause_at_hook`], the one place it is read.
+pub const PAUSE_AT_ENV: &str = "CPVAULT_RESTORE_PAUSE_AT";
+
 /// TEST-ONLY fault-injection hook: the step [`FAIL_AT_ENV`] names, if any. Only debug builds
 /// (which the integration tests run) read it; a release build never fails a step on purpose.
 pub fn fail_at_hook() -> Option<StepKind> {
+    step_hook(FAIL_AT_ENV)
+}
+
+/// TEST-ONLY hook: the step [`PAUSE_AT_ENV`] names, if any. Only debug builds read it; a
+/// release build never waits on purpose.
+pub fn pause_at_hook() -> Option<StepKind> {
+    step_hook(PAUSE_AT_ENV)
+}
+
+fn step_hook(_env: &str) -> Option<StepKind> {
     #[cfg(debug_assertions)]
     {
-        std::env::var(FAIL_AT_ENV)
+        std::env::var(_env)
             .ok()
             .and_then(|name| StepKind::from_name(&name))
     }
@@ -29,16 +47,27 @@ pub fn fail_at_hook() -> Option<StepKind> {
     }
 }
 
+/// Undoes steps and keeps the journal that outlives this process: all a rollback needs, so
+/// a rollback from a journal read back from the node is the runner's own.
+#[allow(async_fn_in_trait)] // awaited in place by the runner; no Send bound wanted
+pub trait Undoer {
+    /// The node's name for messages (`user@host`).
+    fn node_name(&self, node: NodeId) -> String;
+    /// Runs `step`'s undo on its node (only called when it has one).
+    async fn undo(&self, step: &Step) -> Result<(), String>;
+    /// Writes the journal where it outlives this process: `done` in the order they ran, then
+    /// `in_flight`, the step about to run.
+    async fn record(&self, done: &[&Step], in_flight: Option<&Step>) -> Result<(), String>;
+    /// Removes the journal: nothing is left to undo.
+    async fn forget(&self) -> Result<(), String>;
+}
+
 /// Runs and undoes steps where they belong. Implemented over SSH for real restores and by a
 /// recording fake in the tests.
 #[allow(async_fn_in_trait)] // awaited in place by the runner; no Send bound wanted
-pub trait Executor {
-    /// The node's name for messages (`user@host`).
-    fn node_name(&self, node: NodeId) -> String;
+pub trait Executor: Undoer {
     /// Runs `step` on its node.
     async fn run(&self, step: &Step) -> Result<(), String>;
-    /// Runs `step`'s undo on its node (only called when it has one).
-    async fn undo(&self, step: &Step) -> Result<(), String>;
     /// Drops what the failed `step` produced on this machine, before the rollback.
     fn discard(&self, step: &Step);
     /// The warning for a best-effort step that failed with `error`.
@@ -52,6 +81,18 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Fail this step after it ran ([`fail_at_hook`]; tests only).
     pub fail_at: Option<StepKind>,
+    /// Wait after this step until interrupted ([`pause_at_hook`]; tests only).
+    pub pause_at: Option<StepKind>,
+}
+
+/// A run that went to the end without a rollback.
+#[derive(Debug)]
+pub struct Completed<'p> {
+    /// The steps that completed, in order.
+    pub journal: Vec<&'p Step>,
+    /// Best-effort steps that failed although their failure fails the run
+    /// ([`StepKind::fails_the_run`]), with why; nothing was rolled back for them.
+    pub failed: Vec<(StepKind, String)>,
 }
 
 /// How the rollback went.
@@ -107,25 +148,29 @@ pub struct StepFailed {
 }
 
 /// Runs `steps` in order — all but the checks done before any change
-/// ([`StepKind::checked_before_changes`]) — and returns the journal of completed steps. A
-/// cancelled `cancel` lets the step in flight finish, then fails it like any error: stopping
-/// halfway would leave the control plane down and the CA keys staged.
+/// ([`StepKind::checked_before_changes`]) — and returns the journal of completed steps. Before
+/// and after each step with an undo, the journal goes to [`Undoer::record`]; once the last
+/// step ran it is [forgotten](Undoer::forget). A cancelled `cancel` lets the step in flight
+/// finish, then fails it like any error: stopping halfway would leave the control plane down
+/// and the CA keys staged.
 ///
 /// # Errors
 /// [`StepFailed`] for the first step that fails; the journal (the failed step included: it may
 /// have changed something before failing) is undone in reverse first. A best-effort step
-/// ([`StepKind::best_effort`]) only prints a warning.
+/// ([`StepKind::best_effort`]) only prints a warning, and is listed in
+/// [`Completed::failed`] when its failure fails the run.
 pub async fn run<'p, E: Executor>(
     exec: &E,
     steps: &'p [Step],
     opts: &RunOptions,
     cancel: &CancellationToken,
-) -> Result<Vec<&'p Step>, StepFailed> {
+) -> Result<Completed<'p>, StepFailed> {
     let runnable: Vec<&Step> = steps
         .iter()
         .filter(|s| !s.kind.checked_before_changes())
         .collect();
     let mut journal: Vec<&Step> = vec![];
+    let mut failed = vec![];
     for (i, step) in runnable.iter().copied().enumerate() {
         if !opts.quiet {
             eprintln!(
@@ -136,6 +181,19 @@ pub async fn run<'p, E: Executor>(
                 step.does
             );
         }
+        let journaled = !step.undo.is_empty();
+        if journaled {
+            // Without a journal on the node a killed cpvault could not be undone: not started.
+            if let Err(e) = exec.record(&journal, Some(step)).await {
+                let rollback = roll_back(exec, &journal).await;
+                return Err(StepFailed {
+                    step: step.kind,
+                    node: exec.node_name(step.node),
+                    cause: format!("writing the journal before it: {e}"),
+                    rollback,
+                });
+            }
+        }
         let mut r = exec.run(step).await;
         if r.is_ok() && opts.fail_at == Some(step.kind) {
             r = Err(format!("injected failure ({FAIL_AT_ENV})"));
@@ -143,10 +201,26 @@ pub async fn run<'p, E: Executor>(
         if r.is_ok() && !step.kind.best_effort() && cancel.is_cancelled() {
             r = Err("interrupted (Ctrl-C)".into());
         }
+        if r.is_ok() && journaled {
+            let mut done = journal.clone();
+            done.push(step);
+            if let Err(e) = exec.record(&done, None).await {
+                r = Err(format!("writing the journal after it: {e}"));
+            }
+        }
         match r {
-            Ok(()) => journal.push(step),
+            Ok(()) => {
+                journal.push(step);
+                if opts.pause_at == Some(step.kind) {
+                    pause(step.kind, cancel).await;
+                }
+            }
             Err(e) if step.kind.best_effort() => {
                 eprintln!("warning: {}", exec.warning(step, &e));
+                if step.kind.fails_the_run() {
+                    exec.discard(step);
+                    failed.push((step.kind, e));
+                }
             }
             Err(cause) => {
                 journal.push(step);
@@ -161,20 +235,35 @@ pub async fn run<'p, E: Executor>(
             }
         }
     }
-    Ok(journal)
+    if let Err(e) = exec.forget().await {
+        eprintln!("warning: could not remove the restore journal ({e}); the restore itself is complete, remove it by hand");
+    }
+    Ok(Completed { journal, failed })
+}
+
+/// The [`PAUSE_AT_ENV`] test hook: waits until interrupted (or an hour), so a test can kill
+/// cpvault with a known journal on the node.
+async fn pause(after: StepKind, cancel: &CancellationToken) {
+    eprintln!("paused after {after} ({PAUSE_AT_ENV})");
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+    }
 }
 
 /// Undoes `journal` in reverse, stopping at the first undo that fails (later undos assume the
 /// earlier ones worked: moving the old data dir back while etcd still runs on the new one
-/// would be worse than stopping).
-async fn roll_back<E: Executor>(exec: &E, journal: &[&Step]) -> Rollback {
-    let pending: Vec<&Step> = journal
+/// would be worse than stopping). After each undo the journal is recorded without it, so an
+/// interrupted rollback resumes where it stopped; once all are undone it is forgotten.
+pub async fn roll_back<U: Undoer>(exec: &U, journal: &[&Step]) -> Rollback {
+    let pending: Vec<(usize, &Step)> = journal
         .iter()
-        .rev()
         .copied()
-        .filter(|s| !s.undo.is_empty())
+        .enumerate()
+        .rev()
+        .filter(|(_, s)| !s.undo.is_empty())
         .collect();
-    for (i, step) in pending.iter().enumerate() {
+    for (i, (at, step)) in pending.iter().enumerate() {
         eprintln!("rolling back {}", step.kind);
         if let Err(failure) = exec.undo(step).await {
             return Rollback::Stopped {
@@ -182,10 +271,18 @@ async fn roll_back<E: Executor>(exec: &E, journal: &[&Step]) -> Rollback {
                 failure,
                 left: pending[i..]
                     .iter()
-                    .map(|s| (s.kind, s.undo.clone()))
+                    .map(|(_, s)| (s.kind, s.undo.clone()))
                     .collect(),
             };
         }
+        if i + 1 < pending.len() {
+            if let Err(e) = exec.record(&journal[..*at], None).await {
+                eprintln!("warning: could not update the restore journal ({e})");
+            }
+        }
+    }
+    if let Err(e) = exec.forget().await {
+        eprintln!("warning: could not remove the restore journal ({e}); the rollback itself is complete, remove it by hand");
     }
     Rollback::Complete
 }
@@ -203,12 +300,39 @@ mod tests {
         fail_run: Option<(StepKind, NodeId)>,
         fail_undo: Option<(StepKind, NodeId)>,
         cancel_after: Option<(StepKind, CancellationToken)>,
+        /// Every journal recorded (`*` marks the step in flight); `forget` records "gone".
+        journals: RefCell<Vec<String>>,
     }
 
-    impl Executor for Fake {
+    impl Undoer for Fake {
         fn node_name(&self, node: NodeId) -> String {
             format!("node{}", node.0)
         }
+        async fn undo(&self, step: &Step) -> Result<(), String> {
+            self.log
+                .borrow_mut()
+                .push(format!("undo {}@{}", step.kind, step.node.0));
+            match self.fail_undo {
+                Some(f) if f == (step.kind, step.node) => Err("stuck".into()),
+                _ => Ok(()),
+            }
+        }
+        async fn record(&self, done: &[&Step], in_flight: Option<&Step>) -> Result<(), String> {
+            let mut names: Vec<String> = done
+                .iter()
+                .map(|s| format!("{}@{}", s.kind, s.node.0))
+                .collect();
+            names.extend(in_flight.map(|s| format!("*{}@{}", s.kind, s.node.0)));
+            self.journals.borrow_mut().push(names.join(" "));
+            Ok(())
+        }
+        async fn forget(&self) -> Result<(), String> {
+            self.journals.borrow_mut().push("gone".into());
+            Ok(())
+        }
+    }
+
+    impl Executor for Fake {
         async fn run(&self, step: &Step) -> Result<(), String> {
             self.log
                 .borrow_mut()
@@ -220,15 +344,6 @@ mod tests {
             }
             match self.fail_run {
                 Some(f) if f == (step.kind, step.node) => Err("boom".into()),
-                _ => Ok(()),
-            }
-        }
-        async fn undo(&self, step: &Step) -> Result<(), String> {
-            self.log
-                .borrow_mut()
-                .push(format!("undo {}@{}", step.kind, step.node.0));
-            match self.fail_undo {
-                Some(f) if f == (step.kind, step.node) => Err("stuck".into()),
                 _ => Ok(()),
             }
         }
@@ -274,7 +389,7 @@ mod tests {
             .as_ref()
             .map(|(_, t)| t.clone())
             .unwrap_or_default();
-        let journal = run(fake, &steps, &opts, &cancel).await?;
+        let journal = run(fake, &steps, &opts, &cancel).await?.journal;
         Ok(journal
             .iter()
             .map(|s| format!("{}@{}", s.kind, s.node.0))
@@ -293,6 +408,7 @@ mod tests {
             RunOptions {
                 quiet: true,
                 fail_at: None,
+                pause_at: None,
             },
         )
         .await
@@ -322,6 +438,7 @@ mod tests {
             RunOptions {
                 quiet: true,
                 fail_at: None,
+                pause_at: None,
             },
         )
         .await
@@ -360,6 +477,7 @@ mod tests {
             RunOptions {
                 quiet: true,
                 fail_at: None,
+                pause_at: None,
             },
         )
         .await
@@ -390,6 +508,7 @@ mod tests {
             RunOptions {
                 quiet: true,
                 fail_at: Some(StepKind::StopControlPlane),
+                pause_at: None,
             },
         )
         .await
@@ -415,6 +534,7 @@ mod tests {
             RunOptions {
                 quiet: true,
                 fail_at: None,
+                pause_at: None,
             },
         )
         .await
@@ -438,11 +558,112 @@ mod tests {
             RunOptions {
                 quiet: true,
                 fail_at: None,
+                pause_at: None,
             },
         )
         .await
         .unwrap();
         assert_eq!(journal.last().unwrap(), "wait-ready@0");
         assert!(!log(&f).iter().any(|l| l.starts_with("undo")));
+    }
+
+    fn quiet() -> RunOptions {
+        RunOptions {
+            quiet: true,
+            ..RunOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_journal_is_recorded_before_and_after_each_changing_step_then_forgotten() {
+        let f = Fake::default();
+        go(&f, quiet()).await.unwrap();
+        assert_eq!(
+            *f.journals.borrow(),
+            [
+                "*stop-control-plane@0",
+                "stop-control-plane@0",
+                "stop-control-plane@0 *stop-control-plane@1",
+                "stop-control-plane@0 stop-control-plane@1",
+                "stop-control-plane@0 stop-control-plane@1 *restore-snapshot@0",
+                "stop-control-plane@0 stop-control-plane@1 restore-snapshot@0",
+                "stop-control-plane@0 stop-control-plane@1 restore-snapshot@0 *restore-snapshot@1",
+                "stop-control-plane@0 stop-control-plane@1 restore-snapshot@0 restore-snapshot@1",
+                "gone",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rollback_shrinks_the_journal_after_each_undo_and_forgets_it_only_when_complete() {
+        let f = Fake {
+            fail_run: Some((StepKind::RestoreSnapshot, NodeId(1))),
+            ..Fake::default()
+        };
+        go(&f, quiet()).await.unwrap_err();
+        let j = f.journals.borrow();
+        // In flight when it failed; then one undo at a time.
+        assert_eq!(
+            j[j.len() - 4..],
+            [
+                "stop-control-plane@0 stop-control-plane@1 restore-snapshot@0",
+                "stop-control-plane@0 stop-control-plane@1",
+                "stop-control-plane@0",
+                "gone",
+            ]
+        );
+        drop(j);
+
+        let f = Fake {
+            fail_run: Some((StepKind::WaitReady, NodeId(0))),
+            fail_undo: Some((StepKind::RestoreSnapshot, NodeId(0))),
+            ..Fake::default()
+        };
+        go(&f, quiet()).await.unwrap_err();
+        let j = f.journals.borrow();
+        assert_ne!(j.last().unwrap(), "gone", "{j:?}");
+        assert_eq!(
+            j.last().unwrap(),
+            "stop-control-plane@0 stop-control-plane@1 restore-snapshot@0"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_kubeconfig_fails_the_run_without_rolling_back_and_cleanup_still_runs() {
+        use StepKind::*;
+        let steps = vec![
+            step(StopControlPlane, 0, "start0"),
+            step(WaitReady, 0, ""),
+            step(Kubeconfig, 0, ""),
+            step(Cleanup, 0, ""),
+        ];
+        let f = Fake {
+            fail_run: Some((Kubeconfig, NodeId(0))),
+            ..Fake::default()
+        };
+        let done = run(&f, &steps, &quiet(), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(done.failed, [(Kubeconfig, "boom".to_string())]);
+        assert_eq!(
+            log(&f),
+            [
+                "run stop-control-plane@0",
+                "run wait-ready@0",
+                "run kubeconfig@0",
+                "discard kubeconfig@0",
+                "run cleanup@0"
+            ]
+        );
+        assert_eq!(f.journals.borrow().last().unwrap(), "gone");
+        // A failed cleanup only warns.
+        let f = Fake {
+            fail_run: Some((Cleanup, NodeId(0))),
+            ..Fake::default()
+        };
+        let done = run(&f, &steps, &quiet(), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(done.failed.is_empty());
     }
 }

@@ -181,6 +181,16 @@ pub async fn run<'p, E: Executor>(
                 step.does
             );
         }
+        // Interrupted between steps (or while paused): the next one never starts.
+        if cancel.is_cancelled() && !step.kind.best_effort() {
+            let rollback = roll_back(exec, &journal).await;
+            return Err(StepFailed {
+                step: step.kind,
+                node: exec.node_name(step.node),
+                cause: "interrupted (Ctrl-C, SIGTERM or SIGHUP) before it started".into(),
+                rollback,
+            });
+        }
         let journaled = !step.undo.is_empty();
         if journaled {
             // Without a journal on the node a killed cpvault could not be undone: not started.

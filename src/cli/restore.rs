@@ -16,7 +16,10 @@ use crate::sources::settings::{NodeEtcdctlFlags, SshFlags};
 restore-snapshot, pki, start-control-plane, wait-ready, kubeconfig, cleanup. Any failure after \
 the first change undoes the completed steps in reverse order. The old data dir and PKI are \
 kept (<data dir>/member.before-<restore id>, <pki dir>.before-<restore id>) and never deleted. --dry-run prints the \
-plan with every command it would run."
+plan with every command it would run. The node keeps a journal of the completed steps \
+(<staging dir>/<restore id>.journal, 0600) until the restore or its rollback ends; if cpvault \
+is killed or loses the node, `restore --rollback <restore id>` with the same SSH and node flags \
+undoes what it lists."
 )]
 pub struct RestoreArgs {
     /// Store selection.
@@ -29,8 +32,16 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub identity: IdentityArgs,
     /// The backup: <cluster>/<id>, or <cluster>/latest.
-    #[arg(value_name = "REF")]
-    pub reference: String,
+    #[arg(value_name = "REF", required_unless_present = "rollback")]
+    pub reference: Option<String>,
+    /// Undo an interrupted restore from its journal on the node: the restore id it printed
+    /// when it started (cpvault-restore-…). Takes the same SSH and node flags.
+    #[arg(
+        long,
+        value_name = "RESTORE_ID",
+        conflicts_with_all = ["reference", "to_dir"]
+    )]
+    pub rollback: Option<String>,
     /// Restore locally instead: an etcd data dir in DIR/etcd and the PKI in DIR/pki.
     #[arg(
         long,

@@ -1,7 +1,8 @@
 //! `cpvault restore`: gathers the inputs (settings, store, keys, the backup, the node's
 //! connection), calls [`crate::restore`] — onto a control-plane node over SSH, or into a local
 //! dir with `--to-dir` — and renders the plan, the question and the result. The restore itself
-//! (preflight, plan, verify, the step runner and its rollback) lives in the core, never here.
+//! (preflight, plan, verify, the step runner and its rollback) lives in the core, never here;
+//! so does the journal that `--rollback RESTORE_ID` reads back from the node.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -29,8 +30,14 @@ use crate::trust::Authorship;
 /// Usage errors, a failed verify (exit 3), preflight refusals, or the failing step with the
 /// rollback's result.
 pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
-    crate::catalog::parse_ref(&args.reference)?;
     let node_settings = node_settings(ctx, &args);
+    if let Some(id) = &args.rollback {
+        return rollback(ctx, &args, &node_settings, id).await;
+    }
+    let reference = args.reference.clone().ok_or_else(|| {
+        Usage("restore needs a REF (<cluster>/<id>) or --rollback RESTORE_ID".into())
+    })?;
+    crate::catalog::parse_ref(&reference)?;
     if args.to_dir.is_none() && node_settings.ssh.is_none() && node_settings.kubeconfig.is_none() {
         return Err(Usage(
             "restore needs a target: --ssh USER@HOST (the control-plane node), --kubeconfig FILE or --cluster NAME (to find it), or --to-dir DIR (a local etcd data dir)".into(),
@@ -42,7 +49,7 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
         Usage("restore needs a key: pass -i IDENTITY_FILE (or set CPVAULT_PASSPHRASE)".into())
     })?;
     let signers = ctx.allowed_signers(&args.trust)?;
-    let (m, who) = crate::catalog::resolve_with(&store, &args.reference, signers.as_ref()).await?;
+    let (m, who) = crate::catalog::resolve_with(&store, &reference, signers.as_ref()).await?;
     authorship_allows_restore(&m, &who, args.allow_unsigned)?;
     if m.etcd.is_none() {
         return Err(Usage(format!(
@@ -86,7 +93,7 @@ fn node_settings(ctx: &Ctx, args: &RestoreArgs) -> Sources {
     let cluster = args
         .cluster
         .as_deref()
-        .or_else(|| args.reference.split('/').next());
+        .or_else(|| args.reference.as_deref()?.split('/').next());
     Sources {
         kubeconfig: args.kubeconfig.clone(),
         context: args.context.clone(),
@@ -240,12 +247,28 @@ async fn restore_onto(ctx: &Ctx, args: &RestoreArgs, job: &NodeRestore<'_>) -> a
         return print_plan(ctx, m, &dest, &prepared.restore_id, &prepared.steps);
     }
     check_kubeconfig_out(&job.kubeconfig_out)?;
+    // Always, even with -q: the one thing an operator needs if cpvault dies mid-way.
+    eprintln!(
+        "restore id {id} (journal on {dest}: {journal}); if cpvault is stopped before the restore ends, undo it with: cpvault restore --rollback {id} --ssh {ssh} and this restore's node flags",
+        id = prepared.restore_id,
+        journal = job.journal_path(&prepared),
+        ssh = job.nodes[0].destination(),
+    );
     let inner = job.verify(&prepared).await?;
     if !args.yes {
         confirm(m, &dest, &prepared.steps)?;
     }
-    job.execute(&prepared, &inner, &cancel_on_ctrl_c()).await?;
+    let failed = job.execute(&prepared, &inner, &cancel_on_ctrl_c()).await?;
     let p = job.paths(&prepared);
+    if let Some((step, cause)) = failed.first() {
+        anyhow::bail!(
+            "restored {} onto {dest}, but step {step} failed ({cause}); the control plane serves the restored state and was NOT rolled back — copy {} from the node by hand (the previous data dir is kept at {} and the previous PKI at {})",
+            m.reference(),
+            job.layout.admin_conf,
+            p.data_aside,
+            p.pki_aside
+        );
+    }
     if !ctx.quiet {
         eprintln!(
             "restored {} onto {dest}; the previous data dir is kept at {} and the previous PKI at {}",
@@ -255,6 +278,84 @@ async fn restore_onto(ctx: &Ctx, args: &RestoreArgs, job: &NodeRestore<'_>) -> a
         );
     }
     super::print_text(&job.kubeconfig_out.display().to_string())
+}
+
+/// `--rollback RESTORE_ID`: the journal read back from the node, printed, and (after the
+/// user's yes) undone in reverse.
+async fn rollback(
+    ctx: &Ctx,
+    args: &RestoreArgs,
+    settings: &Sources,
+    id: &str,
+) -> anyhow::Result<()> {
+    if settings.ssh.is_none() && settings.kubeconfig.is_none() {
+        return Err(Usage(
+            "restore --rollback needs the node: --ssh USER@HOST (with the restore's node flags), or --kubeconfig FILE / --cluster NAME to find it".into(),
+        )
+        .into());
+    }
+    crate::restore::journal::check_id(id)?;
+    let (node, _key_file) = connect(ctx, settings).await?;
+    let result = rollback_on(ctx, args, &node, id).await;
+    node.close().await;
+    result
+}
+
+async fn rollback_on(ctx: &Ctx, args: &RestoreArgs, node: &Node, id: &str) -> anyhow::Result<()> {
+    let staging_parent = layout(args).staging_parent;
+    let journal = crate::restore::journal::read(node, &staging_parent, id).await?;
+    let path = crate::restore::journal::path(&staging_parent, id);
+    let dest = node.destination();
+    let undo: Vec<_> = journal
+        .steps
+        .iter()
+        .rev()
+        .filter(|e| !e.undo.is_empty())
+        .collect();
+    if args.dry_run && ctx.json() {
+        return super::print_json(&serde_json::json!({
+            "restore_id": id, "node": dest, "journal": path, "backup": journal.backup,
+            "undo": undo,
+        }));
+    }
+    let mut text = format!(
+        "roll back restore {id} of {} on {dest} (journal {path}), in this order:\n",
+        journal.backup
+    );
+    for (i, e) in undo.iter().enumerate() {
+        let state = if e.done { "" } else { " (was running)" };
+        text.push_str(&format!(
+            "{:>2}. undo {}{state}\n      run:  {}\n",
+            i + 1,
+            e.name,
+            e.undo
+        ));
+    }
+    if undo.is_empty() {
+        text.push_str("    nothing: no step that changes the node had started\n");
+    }
+    if args.dry_run {
+        return super::print_text(text.trim_end());
+    }
+    if !args.yes {
+        ask(
+            &text,
+            &format!("Type 'yes' to roll back restore {id} on {dest}: "),
+        )?;
+    } else if !ctx.quiet {
+        eprint!("{text}");
+    }
+    match crate::restore::roll_back_journal(node, &path, &journal).await {
+        crate::restore::execute::Rollback::Complete => {
+            if !ctx.quiet {
+                eprintln!(
+                    "rolled back restore {id} on {dest}: the node is as it was before the restore"
+                );
+            }
+            Ok(())
+        }
+        stopped => anyhow::bail!("rollback of restore {id} on {dest}: {stopped}"),
+    }
 }
 
 /// The kubeconfig goes into an existing dir and never over a file.
@@ -321,14 +422,22 @@ fn render_plan(m: &Manifest, dest: &str, steps: &[Step]) -> String {
 }
 
 fn confirm(m: &Manifest, dest: &str, steps: &[Step]) -> anyhow::Result<()> {
+    ask(
+        &render_plan(m, dest, steps),
+        &format!("Type 'yes' to restore onto {dest}: "),
+    )
+}
+
+/// Shows `what` and asks `question` on the terminal.
+fn ask(what: &str, question: &str) -> anyhow::Result<()> {
     if !io::stdin().is_terminal() {
         return Err(Usage(
             "restore changes the node and asks first; stdin is not a terminal, so pass --yes (review the plan with --dry-run)".into(),
         )
         .into());
     }
-    eprint!("{}", render_plan(m, dest, steps));
-    eprint!("Type 'yes' to restore onto {dest}: ");
+    eprint!("{what}");
+    eprint!("{question}");
     io::stderr().flush()?;
     let mut answer = String::new();
     io::stdin().read_line(&mut answer)?;

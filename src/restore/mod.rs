@@ -1,13 +1,15 @@
 //! Restore (design.md §6): onto control-plane nodes over SSH, or into a local dir
 //! ([`local`]). A restore onto nodes goes preflight ([`preflight`], read-only) → plan
 //! ([`plan`], pure, what `--dry-run` prints) → a deep verify of the archive and the CA check →
-//! the step runner ([`execute`]), which undoes every completed step in reverse on a failure.
-//! Plaintext reaches a node only inside its 0700 staging dir ([`stage`]); nothing decrypted is
+//! the step runner ([`execute`]), which undoes every completed step in reverse on a failure and
+//! keeps a [`journal`] of them on the node, from which [`roll_back_journal`] undoes a restore
+//! whose cpvault died. Plaintext reaches a node only inside its 0700 staging dir ([`stage`]); nothing decrypted is
 //! written on this machine except the kubeconfig the user asked for (0600). The connections are
 //! made by the command and handed in; nothing here asks the user or renders output beyond
 //! progress on stderr.
 
 pub mod execute;
+pub mod journal;
 pub mod local;
 pub mod plan;
 pub mod preflight;
@@ -25,7 +27,8 @@ use crate::archive::manifest::Manifest;
 use crate::crypto::Identities;
 use crate::error::VerifyFailed;
 use crate::sources::ssh::Node;
-use execute::{Executor, RunOptions, StepFailed};
+use execute::{Executor, Rollback, RunOptions, StepFailed, Undoer};
+use journal::Journal;
 use plan::{NodeId, NodeLayout, Paths, Step, StepKind};
 use preflight::{NodeFacts, PreflightError};
 
@@ -174,8 +177,15 @@ impl NodeRestore<'_> {
         Ok(inner)
     }
 
+    /// The journal's path on the nodes.
+    pub fn journal_path(&self, p: &Prepared) -> String {
+        journal::path(&self.layout.staging_parent, &p.restore_id)
+    }
+
     /// Runs the plan (the verified `inner` manifest checks the staged files); a Ctrl-C that
-    /// cancels `cancel` rolls back after the step in flight.
+    /// cancels `cancel` rolls back after the step in flight. Returns the best-effort steps
+    /// that failed although their failure fails the restore (the kubeconfig): the control
+    /// plane serves the restored state and was not rolled back.
     ///
     /// # Errors
     /// [`StepFailed`], after the rollback.
@@ -184,18 +194,74 @@ impl NodeRestore<'_> {
         p: &Prepared,
         inner: &Manifest,
         cancel: &CancellationToken,
-    ) -> Result<(), StepFailed> {
+    ) -> Result<Vec<(StepKind, String)>, StepFailed> {
         let exec = OnNodes {
             job: self,
             inner,
             paths: self.paths(p),
+            journal: Journal::new(
+                &p.restore_id,
+                &self.backup.reference(),
+                &self.destination(),
+                &self.layout,
+            ),
+            journal_path: self.journal_path(p),
+            wrote_kubeconfig: std::cell::Cell::new(false),
         };
         let opts = RunOptions {
             quiet: self.quiet,
             fail_at: execute::fail_at_hook(),
+            pause_at: execute::pause_at_hook(),
         };
-        execute::run(&exec, &p.steps, &opts, cancel).await?;
-        Ok(())
+        Ok(execute::run(&exec, &p.steps, &opts, cancel).await?.failed)
+    }
+}
+
+/// Undoes, in reverse, what the journal `j` (read from `node`, where it lives at `path`)
+/// lists, with the runner's own rollback: it stops at the first undo that fails, keeps the
+/// journal of what is left, and removes it once everything is undone.
+pub async fn roll_back_journal(node: &Node, path: &str, j: &Journal) -> Rollback {
+    let steps = j.steps();
+    let refs: Vec<&Step> = steps.iter().collect();
+    let from = FromJournal {
+        node,
+        path,
+        journal: j,
+    };
+    execute::roll_back(&from, &refs).await
+}
+
+/// Undoes a journal's steps on the one node it was read from.
+struct FromJournal<'a> {
+    node: &'a Node,
+    path: &'a str,
+    journal: &'a Journal,
+}
+
+impl Undoer for FromJournal<'_> {
+    fn node_name(&self, _: NodeId) -> String {
+        self.node.destination()
+    }
+
+    async fn undo(&self, step: &Step) -> Result<(), String> {
+        undo_on(self.node, step).await
+    }
+
+    async fn record(&self, done: &[&Step], in_flight: Option<&Step>) -> Result<(), String> {
+        let j = self.journal.with_steps(done, in_flight);
+        journal::write(self.node, self.path, &j).await
+    }
+
+    async fn forget(&self) -> Result<(), String> {
+        journal::remove(self.node, self.path).await
+    }
+}
+
+async fn undo_on(node: &Node, step: &Step) -> Result<(), String> {
+    match node.run(&step.undo).await {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(node_err("undo failed", &out)),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -205,6 +271,11 @@ struct OnNodes<'a> {
     job: &'a NodeRestore<'a>,
     inner: &'a Manifest,
     paths: Paths,
+    /// The journal without steps, and where it goes on every node.
+    journal: Journal,
+    journal_path: String,
+    /// Whether this restore wrote the kubeconfig (only then is it ours to remove).
+    wrote_kubeconfig: std::cell::Cell<bool>,
 }
 
 impl OnNodes<'_> {
@@ -213,11 +284,33 @@ impl OnNodes<'_> {
     }
 }
 
-impl Executor for OnNodes<'_> {
+impl Undoer for OnNodes<'_> {
     fn node_name(&self, node: NodeId) -> String {
         self.node(node).destination()
     }
 
+    async fn undo(&self, step: &Step) -> Result<(), String> {
+        undo_on(self.node(step.node), step).await
+    }
+
+    // Every node gets the whole journal: any one of them is enough to undo the restore.
+    async fn record(&self, done: &[&Step], in_flight: Option<&Step>) -> Result<(), String> {
+        let j = self.journal.with_steps(done, in_flight);
+        for node in self.job.nodes {
+            journal::write(node, &self.journal_path, &j).await?;
+        }
+        Ok(())
+    }
+
+    async fn forget(&self) -> Result<(), String> {
+        for node in self.job.nodes {
+            journal::remove(node, &self.journal_path).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Executor for OnNodes<'_> {
     async fn run(&self, step: &Step) -> Result<(), String> {
         let node = self.node(step.node);
         let out = node.run(&step.script).await.map_err(|e| e.to_string())?;
@@ -237,26 +330,30 @@ impl Executor for OnNodes<'_> {
                 )
                 .await
             }
-            StepKind::Kubeconfig => write_private(&self.job.kubeconfig_out, &out.stdout),
+            StepKind::Kubeconfig => {
+                write_private(&self.job.kubeconfig_out, &out.stdout)?;
+                self.wrote_kubeconfig.set(true);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
 
-    async fn undo(&self, step: &Step) -> Result<(), String> {
-        match self.node(step.node).run(&step.undo).await {
-            Ok(out) if out.status.success() => Ok(()),
-            Ok(out) => Err(node_err("undo failed", &out)),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
     fn discard(&self, step: &Step) {
-        if step.kind == StepKind::Kubeconfig {
+        if step.kind == StepKind::Kubeconfig && self.wrote_kubeconfig.take() {
             let _ = std::fs::remove_file(&self.job.kubeconfig_out);
         }
     }
 
     fn warning(&self, step: &Step, error: &str) -> String {
+        if step.kind == StepKind::Kubeconfig {
+            return format!(
+                "could not fetch {} from {} to {} ({error}); the control plane serves the restored state and is NOT rolled back — copy that file from the node by hand",
+                self.job.layout.admin_conf,
+                self.node_name(step.node),
+                self.job.kubeconfig_out.display()
+            );
+        }
         format!(
             "could not remove the staging dir on {} ({error}); it holds the CA keys in plaintext — remove {} by hand",
             self.node_name(step.node),
@@ -265,7 +362,7 @@ impl Executor for OnNodes<'_> {
     }
 }
 
-/// Writes a new 0600 file (never over an existing one).
+/// Writes a new 0600 file (never over an existing one; a partly written one is removed).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -273,7 +370,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .mode(0o600)
         .open(path)
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("writing {}: {e}", path.display()))
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| {
+        let _ = std::fs::remove_file(path);
+        format!("writing {}: {e}", path.display())
+    })
 }

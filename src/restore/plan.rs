@@ -6,7 +6,7 @@
 //! aside under names carrying the restore id, and undo scripts only remove what the restore
 //! itself created.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::etcdctl::{quote, RemoteEtcdctl};
 
@@ -117,7 +117,7 @@ pub struct NodeId(pub usize);
 /// What a step does. Its kebab-case name (`stop-control-plane`) is what the plan prints, what
 /// `--dry-run --output json` carries as `name`, and what the test hook
 /// [`super::execute::fail_at_hook`] names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StepKind {
     /// Read-only checks on the node.
@@ -191,7 +191,13 @@ impl StepKind {
     /// A failure of this step only warns: it runs after the restore succeeded, so there is
     /// nothing to roll back for (and a rollback would undo a good restore).
     pub fn best_effort(self) -> bool {
-        self == StepKind::Cleanup
+        matches!(self, StepKind::Kubeconfig | StepKind::Cleanup)
+    }
+
+    /// A best-effort step whose failure still fails the run (a non-zero exit, no rollback):
+    /// the user asked for what it produces.
+    pub fn fails_the_run(self) -> bool {
+        self == StepKind::Kubeconfig
     }
 }
 
@@ -223,7 +229,7 @@ pub struct Step {
 }
 
 /// Paths the plan derives from the layout and the restore id.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Paths {
     /// 0700 dir holding the streamed archive content.
     pub staging: String,
@@ -300,6 +306,11 @@ pub fn plan(
     let (etcd_y, api_y) = (q(&l.etcd_manifest), q(&l.apiserver_manifest));
     let move_out = format!(
         "mkdir -m 0700 {aside} && for f in {etcd_y} {api_y}; do if [ -e {man}/$f ]; then mv {man}/$f {aside}/; fi; done"
+    );
+    // Undoing start-control-plane: also right when the step never ran (the journal's step in
+    // flight), where the aside dir still holds the manifests.
+    let move_out_again = format!(
+        "mkdir -p -m 0700 {aside} && for f in {etcd_y} {api_y}; do if [ -e {man}/$f ]; then mv {man}/$f {aside}/; fi; done"
     );
     let move_back = format!(
         "for f in {etcd_y} {api_y}; do if [ -e {aside}/$f ]; then mv {aside}/$f {man}/; fi; done; rmdir {aside} 2>/dev/null; true"
@@ -391,7 +402,7 @@ pub fn plan(
             changes_node: true,
             script: move_back,
             undo: format!(
-                "{move_out} && {}",
+                "{move_out_again} && {}",
                 wait_for(&l.stopped_check, "etcd and kube-apiserver stopped", l.wait_seconds)
             ),
         },

@@ -89,7 +89,7 @@ pub async fn stage(
         return Err(format!("tar on the node: {tar_said}"));
     }
     let out = node
-        .run(&check_script(inner, staging))
+        .run_with_stdin(&check_script(staging), check_list(inner).as_bytes())
         .await
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
@@ -101,19 +101,24 @@ pub async fn stage(
     Ok(())
 }
 
-/// `sha256sum -c` of every file with a recorded hash, run inside the staging dir.
-fn check_script(inner: &Manifest, staging: &str) -> String {
+/// `sha256sum -c` inside the staging dir, reading the list ([`check_list`]) from stdin: the
+/// PKI's hashes never appear on the node's command line, where `ps` and sudo's log show them.
+fn check_script(staging: &str) -> String {
+    format!(
+        "cd {} && exec sha256sum -c --quiet --strict -",
+        quote(staging)
+    )
+}
+
+/// `sha256sum -c`'s input: every file with a recorded hash.
+fn check_list(inner: &Manifest) -> String {
     let mut list = String::new();
     for e in &inner.entries {
         if let Some(h) = &e.sha256 {
             list.push_str(&format!("{h}  {}\n", e.path));
         }
     }
-    format!(
-        "cd {} && printf %s {} | sha256sum -c --quiet --strict",
-        quote(staging),
-        quote(&list)
-    )
+    list
 }
 
 type SharedTar = Arc<Mutex<TarWriter<Box<dyn Write + Send>>>>;
@@ -193,6 +198,52 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    // Regression: the PKI's sha256 values were put into the check's script, so `ps` and
+    // sudo's log on the node showed them.
+    #[test]
+    fn the_staged_files_hashes_go_to_the_node_on_stdin_never_in_the_script() {
+        use crate::archive::manifest::{Entry, EntryKind};
+        let hash = |c: char| c.to_string().repeat(64);
+        let mut inner: Manifest = serde_json::from_value(serde_json::json!({
+            "format": "cpvault-manifest", "version": 1, "id": "x", "cluster": "c",
+            "created": "2026-01-01T00:00:00Z", "completed": "2026-01-01T00:00:00Z",
+            "tool": {"name": "cpvault", "version": "0"}, "host": "h", "source": "s",
+            "entries": [],
+        }))
+        .unwrap();
+        for (path, kind, h) in [
+            ("etcd/snapshot.db", EntryKind::EtcdSnapshot, hash('a')),
+            ("pki/ca.key", EntryKind::Pki, hash('b')),
+        ] {
+            inner.entries.push(Entry {
+                path: path.into(),
+                kind,
+                size: 1,
+                sha256: Some(h),
+                mode: Some(0o600),
+                mtime: None,
+            });
+        }
+        let script = check_script("/var/tmp/cpvault-restore-X");
+        let list = check_list(&inner);
+        for h in [hash('a'), hash('b')] {
+            assert!(!script.contains(&h), "{script}");
+            assert!(list.contains(&h), "{list}");
+        }
+        assert!(
+            script.contains("sha256sum -c") && script.ends_with(" -"),
+            "{script}"
+        );
+        assert_eq!(
+            list,
+            format!(
+                "{}  etcd/snapshot.db\n{}  pki/ca.key\n",
+                hash('a'),
+                hash('b')
+            )
+        );
     }
 
     #[test]

@@ -301,6 +301,30 @@ impl Node {
             .map_err(|e| self.fail(format!("starting `{script}`: {e}"), "check the connection"))
     }
 
+    /// Runs `script` on the node (under sudo when needed) with `input` on its stdin, to the
+    /// end. What must not show in `ps` or sudo's log (hashes, file contents) goes this way
+    /// rather than into the script.
+    ///
+    /// # Errors
+    /// [`SourceError::Ssh`] when the connection fails; a non-zero exit is in the output.
+    pub async fn run_with_stdin(
+        &self,
+        script: &str,
+        input: &[u8],
+    ) -> Result<std::process::Output, SourceError> {
+        use tokio::io::AsyncWriteExt;
+        let mut child = self.spawn_with_stdin(script).await?;
+        let mut stdin = child.stdin().take().expect("piped");
+        // A script that exits without reading all of its input is reported by its status.
+        let _ = stdin.write_all(input).await;
+        let _ = stdin.shutdown().await;
+        drop(stdin);
+        child
+            .wait_with_output()
+            .await
+            .map_err(|e| self.fail(format!("running a command: {e}"), "check the connection"))
+    }
+
     /// `user@host[:port]`.
     pub fn destination(&self) -> String {
         self.target.display()

@@ -30,6 +30,9 @@ mod store_faults;
 mod restore;
 // Signed backups: keys, stock ssh-keygen, forgeries refused everywhere, prune, copy, list.
 mod signing;
+// A hostile store: oversized PAX paths and manifests in bounded memory (RSS measured), duplicate
+// entries, escaped control characters, no setuid on extract; property tests of every parser.
+mod hostile;
 mod support;
 // Azure store on Azurite: conformance suite, key/SAS/emulator settings, commit refusal, CLI.
 mod stores_azure;

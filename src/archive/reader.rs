@@ -22,6 +22,11 @@ use crate::crypto::Identities;
 use crate::text::escape_for_line;
 
 const COPY_BUF: usize = 256 * 1024;
+/// The largest zstd window a reader accepts (2^27 = 128 MiB, zstd's own default limit), and
+/// so the most memory a hostile frame can make the decoder hold. Not lower: a config file's
+/// `zstd_level` is not range-checked, and levels 20–22 write windows of 2^25–2^27; levels
+/// 1–19 (all the command line allows) stay at or under 2^23.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
 /// Receives the payload entries of an archive as they stream past.
 pub trait Sink: Send {
@@ -248,8 +253,10 @@ fn decrypt(
             },
         )
     };
-    let decryptor = age::Decryptor::new_buffered(io::BufReader::with_capacity(COPY_BUF, input))
-        .map_err(header_err)?;
+    let mut input = io::BufReader::with_capacity(COPY_BUF, input);
+    let header = read_age_header(&mut input).map_err(|e| header_err(e.into()))?;
+    let decryptor =
+        age::Decryptor::new_buffered(io::Cursor::new(header).chain(input)).map_err(header_err)?;
     let mut reader = decryptor.decrypt(ids.iter()).map_err(header_err)?;
     let mut out = ChanWriter::new(tx);
     let mut buf = vec![0u8; COPY_BUF];
@@ -272,6 +279,33 @@ fn decrypt(
             .map_err(|_| Failure::neighbor(Layer::Decrypt))?;
     }
     out.finish().map_err(|_| Failure::neighbor(Layer::Decrypt))
+}
+
+/// Largest age header a reader accepts: a recipient stanza is at most a few hundred bytes
+/// (ssh-rsa 4096), so this leaves room for a hundred recipients.
+const MAX_AGE_HEADER: usize = 128 * 1024;
+
+/// The age header's bytes, up to and including its `---` MAC line (or the end of input, for
+/// age to report): the age crate buffers a header whole and re-parses it on every line, so a
+/// hostile one is refused here once it passes [`MAX_AGE_HEADER`].
+fn read_age_header(input: &mut impl io::BufRead) -> io::Result<Vec<u8>> {
+    let mut header = Vec::new();
+    loop {
+        let start = header.len();
+        let room = (MAX_AGE_HEADER + 1 - start) as u64;
+        if io::BufRead::read_until(&mut input.take(room), b'\n', &mut header)? == 0 {
+            return Ok(header);
+        }
+        if header[start..].starts_with(b"--- ") {
+            return Ok(header);
+        }
+        if header.len() > MAX_AGE_HEADER {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("longer than {MAX_AGE_HEADER} bytes; not an archive cpvault wrote"),
+            ));
+        }
+    }
 }
 
 /// Wraps a reader and raises a flag when it fails.
@@ -346,7 +380,11 @@ pub fn read_decrypted(input: impl Read, mut sink: Box<dyn Sink>) -> Untarred {
         }
     };
     let input = Flagged::new(input, upstream.clone());
-    let decoder = match zstd::stream::read::Decoder::new(input) {
+    let decoder = zstd::stream::read::Decoder::new(input).and_then(|mut d| {
+        d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+        Ok(d)
+    });
+    let decoder = match decoder {
         Ok(d) => d,
         Err(e) => {
             out.failure = Some(Failure::new(Layer::Decompress, format!("zstd: {e}")));

@@ -38,7 +38,7 @@ pub struct Catalog {
 
 /// Largest outer manifest read: real ones are a few KiB; a hostile store must not make a
 /// listing hold hundreds of megabytes.
-pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+pub const MAX_MANIFEST_BYTES: u64 = crate::archive::manifest::MAX_MANIFEST_BYTES;
 
 /// Reads the catalog, of one cluster or all, without checking authorship.
 ///

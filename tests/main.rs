@@ -34,6 +34,9 @@ mod signing;
 mod interrupt;
 // Reliability figures: the corruption matrix and the crash matrix (local store and moto).
 mod matrix;
+// A hostile store: oversized PAX paths and manifests in bounded memory (RSS measured), duplicate
+// entries, escaped control characters, no setuid on extract; property tests of every parser.
+mod hostile;
 mod support;
 // Running unattended: status (exit 4), drill on a real etcd, metrics (promtool, Pushgateway),
 // the run entry point, completions and the man page.

@@ -8,6 +8,24 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::text::escape_for_line;
+
+/// Largest manifest (outer, inner, or `format.json`) a reader accepts: a real one is a few
+/// KiB, and a store or archive may be hostile.
+pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// How much of a parser's message (which may quote the input) an error keeps.
+const MESSAGE_LIMIT: usize = 300;
+
+fn too_big(what: &str, len: usize) -> Option<String> {
+    (len as u64 > MAX_MANIFEST_BYTES)
+        .then(|| format!("{what} is {len} bytes, over the {MAX_MANIFEST_BYTES}-byte limit"))
+}
+
+fn json_error(e: &serde_json::Error) -> String {
+    escape_for_line(&e.to_string(), MESSAGE_LIMIT)
+}
+
 /// What an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -211,19 +229,23 @@ impl Manifest {
 /// Parses `format.json`, refusing another format or major version.
 ///
 /// # Errors
-/// A message naming the format/version found and what this build reads.
+/// A message naming the format/version found and what this build reads; input over
+/// [`MAX_MANIFEST_BYTES`] is refused unread.
 pub fn check_format_json(bytes: &[u8]) -> Result<(), String> {
     #[derive(Deserialize)]
     struct F {
         format: String,
         version: u32,
     }
-    let f: F =
-        serde_json::from_slice(bytes).map_err(|e| format!("format.json is not valid: {e}"))?;
+    if let Some(m) = too_big("format.json", bytes.len()) {
+        return Err(m);
+    }
+    let f: F = serde_json::from_slice(bytes)
+        .map_err(|e| format!("format.json is not valid: {}", json_error(&e)))?;
     if f.format != super::ARCHIVE_FORMAT {
         return Err(format!(
             "format.json names format '{}', not '{}'",
-            f.format,
+            escape_for_line(&f.format, 100),
             super::ARCHIVE_FORMAT
         ));
     }
@@ -241,18 +263,28 @@ pub fn check_format_json(bytes: &[u8]) -> Result<(), String> {
 /// Parses a manifest, refusing an unknown format or major version with a clear message.
 ///
 /// # Errors
-/// Invalid JSON, another format, or another major version.
+/// Invalid JSON, another format, another major version, or input over
+/// [`MAX_MANIFEST_BYTES`] (refused unread). Messages quote the input escaped and cut short.
 pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
     #[derive(Deserialize)]
     struct Head {
         format: Option<String>,
         version: Option<u32>,
     }
-    let head: Head = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+    if let Some(m) = too_big("the manifest", bytes.len()) {
+        return Err(m);
+    }
+    let head: Head =
+        serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {}", json_error(&e)))?;
     if head.format.as_deref() != Some(super::MANIFEST_FORMAT) {
         return Err(format!(
-            "format is {:?}, expected \"{}\"",
-            head.format,
+            "format is {}, expected \"{}\"",
+            head.format
+                .as_deref()
+                .map_or("missing".to_string(), |f| format!(
+                    "\"{}\"",
+                    escape_for_line(f, 100)
+                )),
             super::MANIFEST_FORMAT
         ));
     }
@@ -267,7 +299,7 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
             ));
         }
     }
-    serde_json::from_slice(bytes).map_err(|e| format!("invalid manifest: {e}"))
+    serde_json::from_slice(bytes).map_err(|e| format!("invalid manifest: {}", json_error(&e)))
 }
 
 /// `format.json`'s content.

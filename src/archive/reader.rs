@@ -15,12 +15,18 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::hashing::TrailerHasher;
-use super::manifest::{check_format_json, parse_manifest, Manifest};
+use super::manifest::{check_format_json, parse_manifest, Manifest, MAX_MANIFEST_BYTES};
 use super::pipe::{self, ChanReader, ChanWriter, Msg};
+use super::tarfmt::TarReader;
 use crate::crypto::Identities;
+use crate::text::escape_for_line;
 
 const COPY_BUF: usize = 256 * 1024;
-const MAX_SMALL_ENTRY: u64 = 64 * 1024 * 1024;
+/// The largest zstd window a reader accepts (2^27 = 128 MiB, zstd's own default limit), and
+/// so the most memory a hostile frame can make the decoder hold. Not lower: a config file's
+/// `zstd_level` is not range-checked, and levels 20–22 write windows of 2^25–2^27; levels
+/// 1–19 (all the command line allows) stay at or under 2^23.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
 /// Receives the payload entries of an archive as they stream past.
 pub trait Sink: Send {
@@ -164,7 +170,9 @@ pub async fn read_archive<E: std::fmt::Display>(
         let (tx2, rx2) = pipe::channel();
         tx = Some(tx1);
         stages.push(tokio::task::spawn_blocking(move || decrypt(rx1, tx2, &ids)));
-        tail = Some(tokio::task::spawn_blocking(move || untar(rx2, sink)));
+        tail = Some(tokio::task::spawn_blocking(move || {
+            read_decrypted(ChanReader::new(rx2), sink)
+        }));
     }
 
     let mut hasher = Sha256::new();
@@ -245,8 +253,10 @@ fn decrypt(
             },
         )
     };
-    let decryptor = age::Decryptor::new_buffered(io::BufReader::with_capacity(COPY_BUF, input))
-        .map_err(header_err)?;
+    let mut input = io::BufReader::with_capacity(COPY_BUF, input);
+    let header = read_age_header(&mut input).map_err(|e| header_err(e.into()))?;
+    let decryptor =
+        age::Decryptor::new_buffered(io::Cursor::new(header).chain(input)).map_err(header_err)?;
     let mut reader = decryptor.decrypt(ids.iter()).map_err(header_err)?;
     let mut out = ChanWriter::new(tx);
     let mut buf = vec![0u8; COPY_BUF];
@@ -271,6 +281,33 @@ fn decrypt(
     out.finish().map_err(|_| Failure::neighbor(Layer::Decrypt))
 }
 
+/// Largest age header a reader accepts: a recipient stanza is at most a few hundred bytes
+/// (ssh-rsa 4096), so this leaves room for a hundred recipients.
+const MAX_AGE_HEADER: usize = 128 * 1024;
+
+/// The age header's bytes, up to and including its `---` MAC line (or the end of input, for
+/// age to report): the age crate buffers a header whole and re-parses it on every line, so a
+/// hostile one is refused here once it passes [`MAX_AGE_HEADER`].
+fn read_age_header(input: &mut impl io::BufRead) -> io::Result<Vec<u8>> {
+    let mut header = Vec::new();
+    loop {
+        let start = header.len();
+        let room = (MAX_AGE_HEADER + 1 - start) as u64;
+        if io::BufRead::read_until(&mut input.take(room), b'\n', &mut header)? == 0 {
+            return Ok(header);
+        }
+        if header[start..].starts_with(b"--- ") {
+            return Ok(header);
+        }
+        if header.len() > MAX_AGE_HEADER {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("longer than {MAX_AGE_HEADER} bytes; not an archive cpvault wrote"),
+            ));
+        }
+    }
+}
+
 /// Wraps a reader and raises a flag when it fails.
 struct Flagged<R> {
     inner: R,
@@ -291,14 +328,37 @@ impl<R: Read> Read for Flagged<R> {
     }
 }
 
-struct Untarred {
-    entries: Vec<SeenEntry>,
-    inner: Option<Manifest>,
-    format_ok: bool,
-    failure: Option<Failure>,
+/// What the zstd → tar → sha256 part of a read saw.
+#[derive(Debug)]
+pub struct Untarred {
+    /// Payload entries in order.
+    pub entries: Vec<SeenEntry>,
+    /// The inner manifest, when reached and parsed.
+    pub inner: Option<Manifest>,
+    /// Whether `format.json` was present and acceptable.
+    pub format_ok: bool,
+    /// Where and why the read stopped early.
+    pub failure: Option<Failure>,
 }
 
-fn untar(rx: tokio::sync::mpsc::Receiver<Msg>, mut sink: Box<dyn Sink>) -> Untarred {
+/// Most payload entries an archive may hold: a manifest of [`MAX_MANIFEST_BYTES`] cannot
+/// list more (each entry takes over 100 bytes of JSON), and it bounds what a read keeps.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// How much of a name from the archive an error message quotes.
+const NAME_IN_ERROR: usize = 200;
+
+fn quoted(name: &str) -> String {
+    escape_for_line(name, NAME_IN_ERROR)
+}
+
+/// Runs the part of a read after decryption over `input` (a zstd stream of a tar):
+/// checks `format.json`, hashes every payload entry into `sink`, parses the inner manifest,
+/// and reads to the end so zstd checks its frame checksum. Memory stays bounded whatever the
+/// bytes: tar extension headers are capped by
+/// [`MAX_EXTENSION_BYTES`](super::tarfmt::MAX_EXTENSION_BYTES), `format.json` and
+/// `manifest.json` by [`MAX_MANIFEST_BYTES`], and payload entries by [`MAX_ENTRIES`].
+pub fn read_decrypted(input: impl Read, mut sink: Box<dyn Sink>) -> Untarred {
     let mut out = Untarred {
         entries: vec![],
         inner: None,
@@ -319,29 +379,27 @@ fn untar(rx: tokio::sync::mpsc::Receiver<Msg>, mut sink: Box<dyn Sink>) -> Untar
             Failure::new(layer, format!("tar: {e}"))
         }
     };
-    let input = Flagged::new(ChanReader::new(rx), upstream.clone());
-    let decoder = match zstd::stream::read::Decoder::new(input) {
+    let input = Flagged::new(input, upstream.clone());
+    let decoder = zstd::stream::read::Decoder::new(input).and_then(|mut d| {
+        d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+        Ok(d)
+    });
+    let decoder = match decoder {
         Ok(d) => d,
         Err(e) => {
             out.failure = Some(Failure::new(Layer::Decompress, format!("zstd: {e}")));
             return out;
         }
     };
-    let mut archive = tar::Archive::new(Flagged::new(decoder, zstd_failed.clone()));
+    let mut archive = TarReader::new(Flagged::new(decoder, zstd_failed.clone()));
     let result = (|| -> Result<(), Failure> {
-        let mut entries = archive.entries().map_err(|e| classify(&e, Layer::Tar))?;
         let mut first = true;
-        while let Some(entry) = entries.next() {
-            let mut entry = entry.map_err(|e| classify(&e, Layer::Tar))?;
-            let path = entry
-                .path()
-                .map_err(|e| classify(&e, Layer::Tar))?
-                .to_string_lossy()
-                .into_owned();
-            if entry.header().entry_type() != tar::EntryType::Regular {
+        while let Some(head) = archive.next_entry().map_err(|e| classify(&e, Layer::Tar))? {
+            let path = head.path;
+            if head.entry_type != tar::EntryType::Regular {
                 return Err(Failure::new(
                     Layer::Tar,
-                    format!("entry '{path}' is not a regular file"),
+                    format!("entry '{}' is not a regular file", quoted(&path)),
                 ));
             }
             if first {
@@ -349,28 +407,31 @@ fn untar(rx: tokio::sync::mpsc::Receiver<Msg>, mut sink: Box<dyn Sink>) -> Untar
                 if path != super::FORMAT_ENTRY {
                     return Err(Failure::new(
                         Layer::Format,
-                        format!("first entry is '{path}', not format.json: not a cpvault archive"),
+                        format!(
+                            "first entry is '{}', not format.json: not a cpvault archive",
+                            quoted(&path)
+                        ),
                     ));
                 }
-                let bytes = read_small(&mut entry).map_err(|e| classify(&e, Layer::Format))?;
+                let bytes = read_small(&mut archive, head.size, super::FORMAT_ENTRY)
+                    .map_err(|e| classify(&e, Layer::Format))?;
                 check_format_json(&bytes).map_err(|m| Failure::new(Layer::Format, m))?;
                 out.format_ok = true;
                 continue;
             }
             if path == super::MANIFEST_ENTRY {
-                let bytes = read_small(&mut entry).map_err(|e| classify(&e, Layer::Tar))?;
+                let bytes = read_small(&mut archive, head.size, super::MANIFEST_ENTRY)
+                    .map_err(|e| classify(&e, Layer::Tar))?;
                 let inner = parse_manifest(&bytes)
                     .map_err(|m| Failure::new(Layer::Tar, format!("inner manifest.json: {m}")))?;
                 out.inner = Some(inner);
-                if let Some(next) = entries.next() {
-                    let next = next.map_err(|e| classify(&e, Layer::Tar))?;
-                    let extra = next
-                        .path()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default();
+                if let Some(next) = archive.next_entry().map_err(|e| classify(&e, Layer::Tar))? {
                     return Err(Failure::new(
                         Layer::Tar,
-                        format!("entry '{extra}' follows manifest.json, which must be last"),
+                        format!(
+                            "entry '{}' follows manifest.json, which must be last",
+                            quoted(&next.path)
+                        ),
                     ));
                 }
                 break;
@@ -378,18 +439,23 @@ fn untar(rx: tokio::sync::mpsc::Receiver<Msg>, mut sink: Box<dyn Sink>) -> Untar
             if !is_safe_payload_path(&path) {
                 return Err(Failure::new(
                     Layer::Tar,
-                    format!("entry path '{path}' is not allowed (must be etcd/, pki/ or files/ with no '..')"),
+                    format!("entry path '{}' is not allowed (must be etcd/, pki/ or files/ with no '..')", quoted(&path)),
                 ));
             }
-            let mode = entry.header().mode().unwrap_or(0o600);
-            let size = entry.size();
+            if out.entries.len() >= MAX_ENTRIES {
+                return Err(Failure::new(
+                    Layer::Tar,
+                    format!("more than {MAX_ENTRIES} entries; not a cpvault backup"),
+                ));
+            }
+            let mode = head.mode;
             let mut dest = sink
-                .open(&path, size, mode)
-                .map_err(|e| Failure::new(Layer::Write, format!("{path}: {e}")))?;
+                .open(&path, head.size, mode)
+                .map_err(|e| Failure::new(Layer::Write, format!("{}: {e}", quoted(&path))))?;
             let mut hasher = TrailerHasher::new();
             let mut buf = vec![0u8; COPY_BUF];
             loop {
-                let n = match entry.read(&mut buf) {
+                let n = match archive.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -399,13 +465,13 @@ fn untar(rx: tokio::sync::mpsc::Receiver<Msg>, mut sink: Box<dyn Sink>) -> Untar
                 if let Some(d) = dest.as_mut() {
                     d.write_all(&buf[..n]).map_err(|e| {
                         sink_failed.store(true, Ordering::Relaxed);
-                        Failure::new(Layer::Write, format!("{path}: {e}"))
+                        Failure::new(Layer::Write, format!("{}: {e}", quoted(&path)))
                     })?;
                 }
             }
             if let Some(mut d) = dest {
                 d.flush()
-                    .map_err(|e| Failure::new(Layer::Write, format!("{path}: {e}")))?;
+                    .map_err(|e| Failure::new(Layer::Write, format!("{}: {e}", quoted(&path))))?;
             }
             let d = hasher.finish();
             out.entries.push(SeenEntry {
@@ -438,9 +504,17 @@ fn untar(rx: tokio::sync::mpsc::Receiver<Msg>, mut sink: Box<dyn Sink>) -> Untar
     out
 }
 
-fn read_small(entry: &mut impl Read) -> io::Result<Vec<u8>> {
-    let mut v = vec![];
-    entry.take(MAX_SMALL_ENTRY).read_to_end(&mut v)?;
+/// The whole of a small entry (`format.json`, `manifest.json`), refused by its declared size
+/// before any of it is read when over [`MAX_MANIFEST_BYTES`].
+fn read_small(entry: &mut impl Read, size: u64, name: &str) -> io::Result<Vec<u8>> {
+    if size > MAX_MANIFEST_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{name} is {size} bytes, over the {MAX_MANIFEST_BYTES}-byte limit; not read"),
+        ));
+    }
+    let mut v = Vec::with_capacity(size as usize);
+    entry.take(size).read_to_end(&mut v)?;
     Ok(v)
 }
 

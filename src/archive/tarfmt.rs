@@ -1,7 +1,10 @@
-//! The tar layer of format v1: POSIX ustar headers, with a PAX extended header only where a
-//! path or size does not fit. Every entry's size is declared before its data, so this writer
-//! streams exactly that many bytes and refuses a source that turns out shorter or longer;
-//! it must never emit an entry whose header and data disagree.
+//! The tar layer of format v1, writing and reading: POSIX ustar headers, with a PAX extended
+//! header only where a path or size does not fit. Every entry's size is declared before its
+//! data, so the writer streams exactly that many bytes and refuses a source that turns out
+//! shorter or longer; it must never emit an entry whose header and data disagree. The reader
+//! takes archives from anyone who can write to the store, so it must never hold more than a
+//! bounded amount of header data in memory: a PAX or GNU long-name body is refused by its
+//! declared size before a byte of it is read.
 
 use std::io::{self, Read, Write};
 
@@ -10,6 +13,9 @@ use super::hashing::TrailerHasher;
 const BLOCK: usize = 512;
 const USTAR_MAX_SIZE: u64 = 0o77777777777;
 const COPY_BUF: usize = 256 * 1024;
+/// Largest PAX extended header or GNU long-name body the reader accepts. Our writer puts one
+/// path (and at most a size) in one; paths longer than this have no place in a backup.
+pub const MAX_EXTENSION_BYTES: u64 = 4 * 1024;
 
 /// Streams tar entries into `W`.
 pub struct TarWriter<W: Write> {
@@ -211,6 +217,208 @@ fn pax_records(items: &[(&str, String)]) -> Vec<u8> {
     out
 }
 
+/// One entry's header as [`TarReader`] resolved it, extension headers applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadHeader {
+    /// Path: a GNU long name or PAX `path` if present, else the ustar name (lossy UTF-8).
+    pub path: String,
+    /// Data size: PAX `size` if present, else the header's.
+    pub size: u64,
+    /// Mode bits from the header (0o600 when unreadable).
+    pub mode: u32,
+    /// The header's type; the caller decides which it accepts.
+    pub entry_type: tar::EntryType,
+}
+
+/// Reads tar entries from `R` one header at a time, handling PAX (`x`) and GNU long-name
+/// (`L`) headers itself so that their bodies are bounded by [`MAX_EXTENSION_BYTES`]; global
+/// PAX headers (`g`), GNU long link names (`K`) and PAX sparse files are refused. The current
+/// entry's data is read through the `Read` impl.
+pub struct TarReader<R: Read> {
+    inner: R,
+    left: u64,
+    pad: u64,
+}
+
+fn bad(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl<R: Read> TarReader<R> {
+    /// A reader over `inner`.
+    pub fn new(inner: R) -> Self {
+        TarReader {
+            inner,
+            left: 0,
+            pad: 0,
+        }
+    }
+
+    /// The underlying reader, positioned after what was consumed.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    /// Skips what is left of the current entry and reads the next header; `None` at the
+    /// end-of-archive marker or a clean end of input.
+    ///
+    /// # Errors
+    /// `InvalidData` for a bad checksum, an oversized or repeated extension header, a global
+    /// header, a long link name, or an extension header with no entry after it; `UnexpectedEof`
+    /// for a truncated header or body; the underlying reader's errors.
+    pub fn next_entry(&mut self) -> io::Result<Option<ReadHeader>> {
+        let skip = self.left + self.pad;
+        self.left = 0;
+        self.pad = 0;
+        let skipped = io::copy(&mut (&mut self.inner).take(skip), &mut io::sink())?;
+        if skipped != skip {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "tar data ends inside an entry",
+            ));
+        }
+        let mut long_name: Option<Vec<u8>> = None;
+        let mut pax: Option<Vec<u8>> = None;
+        loop {
+            let mut block = [0u8; BLOCK];
+            if !self.read_block(&mut block)? || block.iter().all(|b| *b == 0) {
+                if long_name.is_some() || pax.is_some() {
+                    return Err(bad("an extension header is not followed by an entry".into()));
+                }
+                return Ok(None);
+            }
+            let header = tar::Header::from_byte_slice(&block);
+            let sum: u32 = block[..148]
+                .iter()
+                .chain(&block[156..])
+                .map(|b| u32::from(*b))
+                .sum::<u32>()
+                + 8 * u32::from(b' ');
+            if header.cksum().ok() != Some(sum) {
+                return Err(bad("tar header checksum mismatch".into()));
+            }
+            let size = header.entry_size()?;
+            let kind = header.entry_type();
+            let slot = match kind {
+                tar::EntryType::XHeader => Some(("PAX extended header", &mut pax)),
+                tar::EntryType::GNULongName => Some(("GNU long-name header", &mut long_name)),
+                tar::EntryType::XGlobalHeader => {
+                    return Err(bad(
+                        "a PAX global header is not allowed in a cpvault archive".into(),
+                    ))
+                }
+                tar::EntryType::GNULongLink => {
+                    return Err(bad(
+                        "a GNU long link name is not allowed: links are refused".into(),
+                    ))
+                }
+                _ => None,
+            };
+            if let Some((what, slot)) = slot {
+                if slot.is_some() {
+                    return Err(bad(format!("two {what}s for one entry")));
+                }
+                if size > MAX_EXTENSION_BYTES {
+                    return Err(bad(format!(
+                        "{what} of {size} bytes, over the {MAX_EXTENSION_BYTES}-byte limit; not read"
+                    )));
+                }
+                let mut body = vec![0u8; size as usize];
+                self.inner.read_exact(&mut body)?;
+                self.skip_padding(size)?;
+                *slot = Some(body);
+                continue;
+            }
+            let mut path = match &long_name {
+                Some(n) => {
+                    String::from_utf8_lossy(n.split(|b| *b == 0).next().unwrap_or(&[])).into_owned()
+                }
+                None => String::from_utf8_lossy(&header.path_bytes()).into_owned(),
+            };
+            let mut size = size;
+            if let Some(body) = &pax {
+                for record in tar::PaxExtensions::new(body) {
+                    let record = record.map_err(|_| bad("malformed PAX record".into()))?;
+                    let key = record.key().map_err(|_| bad("malformed PAX key".into()))?;
+                    match key {
+                        "path" if long_name.is_none() => {
+                            path = String::from_utf8_lossy(record.value_bytes()).into_owned()
+                        }
+                        "size" => {
+                            size = record
+                                .value()
+                                .ok()
+                                .and_then(|v| v.parse().ok())
+                                .ok_or_else(|| bad("malformed PAX size".into()))?
+                        }
+                        k if k.starts_with("GNU.sparse.") => {
+                            return Err(bad("sparse files are not allowed".into()))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            self.left = size;
+            self.pad = padding(size);
+            return Ok(Some(ReadHeader {
+                path,
+                size,
+                mode: header.mode().unwrap_or(0o600),
+                entry_type: kind,
+            }));
+        }
+    }
+
+    /// Reads one block; `false` at a clean end of input.
+    fn read_block(&mut self, block: &mut [u8; BLOCK]) -> io::Result<bool> {
+        let mut got = 0;
+        while got < BLOCK {
+            match self.inner.read(&mut block[got..]) {
+                Ok(0) if got == 0 => return Ok(false),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "tar data ends inside a header",
+                    ))
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn skip_padding(&mut self, size: u64) -> io::Result<()> {
+        let mut pad = [0u8; BLOCK];
+        self.inner.read_exact(&mut pad[..padding(size) as usize])
+    }
+}
+
+fn padding(size: u64) -> u64 {
+    (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
+}
+
+impl<R: Read> Read for TarReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "tar data ends inside an entry",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +496,82 @@ mod tests {
             )
             .unwrap_err();
         assert!(err.to_string().contains("longer than"), "{err}");
+    }
+
+    fn raw_header(path: &str, size: u64, kind: tar::EntryType) -> Vec<u8> {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(path).unwrap();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_entry_type(kind);
+        h.set_cksum();
+        h.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn the_reader_reads_what_the_writer_writes() {
+        let long = format!("pki/{}/ca.crt", "d".repeat(200));
+        let mut w = TarWriter::new(Vec::new());
+        w.append_bytes(&long, 0o600, 1, b"hello").unwrap();
+        w.append_bytes("short", 0o644, 2, b"xy").unwrap();
+        let bytes = w.finish().unwrap();
+        let mut r = TarReader::new(&bytes[..]);
+        let mut seen = vec![];
+        while let Some(h) = r.next_entry().unwrap() {
+            let mut data = vec![];
+            r.read_to_end(&mut data).unwrap();
+            seen.push((h.path, h.mode, data));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (long, 0o600, b"hello".to_vec()),
+                ("short".to_string(), 0o644, b"xy".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pax_size_overrides_the_header_size() {
+        // What the writer emits for an entry over 8 GiB, at a size a test can hold.
+        let body = pax_records(&[("size", "5".into())]);
+        let mut t = raw_header("PaxHeader", body.len() as u64, tar::EntryType::XHeader);
+        t.extend(&body);
+        t.resize(t.len() + 512 - body.len() % 512, 0);
+        t.extend(raw_header("big", 0, tar::EntryType::Regular));
+        t.extend(b"hello");
+        t.resize(t.len() + 507 + 1024, 0);
+        let mut r = TarReader::new(&t[..]);
+        let h = r.next_entry().unwrap().unwrap();
+        assert_eq!((h.path.as_str(), h.size), ("big", 5));
+        let mut data = vec![];
+        r.read_to_end(&mut data).unwrap();
+        assert_eq!(data, b"hello");
+        assert!(r.next_entry().unwrap().is_none());
+    }
+
+    #[test]
+    fn oversized_extension_headers_are_refused_unread() {
+        // Declares 40 MB and holds none of it: the refusal must come from the size alone.
+        for kind in [tar::EntryType::XHeader, tar::EntryType::GNULongName] {
+            let t = raw_header("x", 40_000_000, kind);
+            let err = TarReader::new(&t[..]).next_entry().unwrap_err();
+            assert!(err.to_string().contains("4096-byte limit"), "{err}");
+        }
+        for kind in [tar::EntryType::XGlobalHeader, tar::EntryType::GNULongLink] {
+            let t = raw_header("x", 10, kind);
+            assert!(TarReader::new(&t[..]).next_entry().is_err());
+        }
+    }
+
+    #[test]
+    fn two_pax_headers_for_one_entry_are_refused() {
+        let body = pax_records(&[("path", "pki/a".into())]);
+        let mut one = raw_header("PaxHeader", body.len() as u64, tar::EntryType::XHeader);
+        one.extend(&body);
+        one.resize(1024, 0);
+        let t = [one.clone(), one].concat();
+        let err = TarReader::new(&t[..]).next_entry().unwrap_err();
+        assert!(err.to_string().contains("two PAX"), "{err}");
     }
 }

@@ -1,10 +1,18 @@
-//! `cpvault show REF`: one outer manifest, as JSON or as a readable summary.
+//! `cpvault show REF`: one outer manifest, as JSON or as a readable summary. The manifest
+//! comes from the store, which may be hostile: every string from it is escaped and cut short
+//! on its way to the terminal, never printed raw.
 
 use std::fmt::Write as _;
 
 use super::Ctx;
 use crate::cli::ShowArgs;
 use crate::progress::human;
+use crate::text::escape_for_line;
+
+/// Escaped and bounded text from the manifest.
+fn esc(s: &str) -> String {
+    escape_for_line(s, 200)
+}
 
 /// Runs the command.
 ///
@@ -18,24 +26,26 @@ pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
         return super::print_json(&m);
     }
     let mut t = String::new();
-    writeln!(t, "backup:    {}", m.reference())?;
+    writeln!(t, "backup:    {}", esc(&m.reference()))?;
     writeln!(t, "created:   {}", m.created.to_rfc3339())?;
     writeln!(t, "completed: {}", m.completed.to_rfc3339())?;
     writeln!(
         t,
         "host:      {}  ({} {})",
-        m.host, m.tool.name, m.tool.version
+        esc(&m.host),
+        esc(&m.tool.name),
+        esc(&m.tool.version)
     )?;
-    writeln!(t, "source:    {}", m.source)?;
+    writeln!(t, "source:    {}", escape_for_line(&m.source, 1000))?;
     if !m.tags.is_empty() {
         let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        writeln!(t, "tags:      {}", tags.join(", "))?;
+        writeln!(t, "tags:      {}", escape_for_line(&tags.join(", "), 1000))?;
     }
     if let Some(e) = &m.etcd {
         writeln!(
             t,
             "etcd:      {} ({}, sha256 trailer {}{})",
-            e.entry,
+            esc(&e.entry),
             human(e.db_size),
             if e.hash_trailer { "present" } else { "absent" },
             e.revision
@@ -47,35 +57,35 @@ pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
         writeln!(
             t,
             "archive:   {} ({}, sha256 {})",
-            a.key,
+            esc(&a.key),
             human(a.size),
-            a.sha256
+            esc(&a.sha256)
         )?;
         writeln!(
             t,
             "encrypted: {} to {}",
-            a.encryption,
-            a.recipients.join(", ")
+            esc(&a.encryption),
+            escape_for_line(&a.recipients.join(", "), 2000)
         )?;
     }
     if let Some(e) = &m.etcd {
         let mut facts = vec![format!(
             "{} ({}, sha256 trailer {})",
-            e.entry,
+            esc(&e.entry),
             human(e.db_size),
             if e.hash_trailer { "verified" } else { "absent" }
         )];
         if let Some(v) = &e.version {
-            facts.push(format!("etcd {v}"));
+            facts.push(format!("etcd {}", esc(v)));
         }
         if let Some(r) = e.revision {
             facts.push(format!("revision {r}"));
         }
         if let Some(c) = &e.cluster_id {
-            facts.push(format!("cluster {c}"));
+            facts.push(format!("cluster {}", esc(c)));
         }
         if let Some(mb) = &e.member_id {
-            facts.push(format!("member {mb}"));
+            facts.push(format!("member {}", esc(mb)));
         }
         writeln!(t, "etcd:      {}", facts.join(", "))?;
     }
@@ -86,7 +96,7 @@ pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
         human(m.payload_size())
     )?;
     for e in &m.entries {
-        writeln!(t, "  {:>10}  {}", human(e.size), e.path)?;
+        writeln!(t, "  {:>10}  {}", human(e.size), esc(&e.path))?;
     }
     super::print_text(&t)
 }

@@ -42,6 +42,11 @@ pub async fn stage(
     let sink = TarSink {
         out: writer.clone(),
         open: None,
+        verified: inner
+            .entries
+            .iter()
+            .map(|e| (e.path.clone(), (e.size, e.mtime.unwrap_or(0))))
+            .collect(),
     };
     let key = &m.archive.as_ref().expect("committed backup").key;
     let ciphertext = store.get_stream(key).await.map_err(|e| e.to_string());
@@ -52,7 +57,18 @@ pub async fn stage(
         indicatif::ProgressBar::hidden(),
     )
     .await;
-    let stream_failure = seen.failure.map(|f| f.message);
+    // This second read must be the very archive the verify read: same size and sha256 as
+    // the manifest (a store that swaps it in between is caught here, and the staged files are
+    // removed with the rollback).
+    let archive = m.archive.as_ref().expect("committed backup");
+    let swapped = (seen.ciphertext_size != archive.size || seen.ciphertext_sha256 != archive.sha256)
+        .then(|| {
+            format!(
+                "the archive read for staging ({} bytes, sha256 {}) is not the one verified ({} bytes, sha256 {}); the store changed it in between",
+                seen.ciphertext_size, seen.ciphertext_sha256, archive.size, archive.sha256
+            )
+        });
+    let stream_failure = seen.failure.map(|f| f.message).or(swapped);
     // End the tar stream (unless the read failed) and close tar's stdin either way, then
     // wait for tar: nothing may still be writing into the staging dir when this returns (a
     // rollback removes it next). The bridge blocks, so not on a runtime thread.
@@ -129,6 +145,9 @@ struct TarSink {
     out: SharedTar,
     /// Size of the entry in progress, padded when the next one starts or the sink drops.
     open: Option<u64>,
+    /// The verified inner manifest's entries (size, recorded mtime), each taken once: nothing
+    /// else reaches the node, whatever the second read of the archive holds.
+    verified: std::collections::HashMap<String, (u64, i64)>,
 }
 
 fn locked(
@@ -145,15 +164,26 @@ impl Sink for TarSink {
         size: u64,
         mode: u32,
     ) -> io::Result<Option<Box<dyn Write + Send>>> {
+        let Some((want, mtime)) = self.verified.remove(path).filter(|(s, _)| *s == size) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: not an entry of the verified manifest (or not its size, or twice); nothing of it is staged",
+                    crate::text::escape_for_line(path, 200)
+                ),
+            ));
+        };
+        debug_assert_eq!(want, size);
         let mut tar = locked(&self.out)?;
         if let Some(prev) = self.open.take() {
             tar.end_entry(prev)?;
         }
+        // Permission bits only (never setuid, setgid or sticky), and the recorded mtime.
         tar.start_entry(&EntryHeader {
             path,
             size,
-            mode,
-            mtime: 0,
+            mode: mode & 0o777,
+            mtime,
         })?;
         self.open = Some(size);
         Ok(Some(Box::new(Through(self.out.clone()))))
@@ -256,34 +286,52 @@ mod tests {
             let mut sink = TarSink {
                 out: writer.clone(),
                 open: None,
+                verified: [
+                    ("etcd/snapshot.db".to_string(), (5, 1_700_000_000)),
+                    (long.clone(), (3, 1_700_000_001)),
+                ]
+                .into_iter()
+                .collect(),
             };
             let mut w = sink.open("etcd/snapshot.db", 5, 0o600).unwrap().unwrap();
             w.write_all(b"hello").unwrap();
             drop(w);
-            let mut w = sink.open(&long, 3, 0o644).unwrap().unwrap();
+            // setuid is never passed on.
+            let mut w = sink.open(&long, 3, 0o4644).unwrap().unwrap();
             w.write_all(b"abc").unwrap();
+            drop(w);
+            // Nothing outside the verified manifest, and nothing twice.
+            assert!(sink.open("pki/extra.key", 3, 0o600).is_err());
+            assert!(sink.open("etcd/snapshot.db", 5, 0o600).is_err());
         }
         let tar = Arc::try_unwrap(writer).ok().unwrap().into_inner().unwrap();
         tar.finish().unwrap();
         let bytes = buf.0.lock().unwrap().clone();
         let mut archive = tar::Archive::new(&bytes[..]);
-        let got: Vec<(String, u32, Vec<u8>)> = archive
+        let got: Vec<(String, u32, u64, Vec<u8>)> = archive
             .entries()
             .unwrap()
             .map(|e| {
                 let mut e = e.unwrap();
                 let path = e.path().unwrap().display().to_string();
                 let mode = e.header().mode().unwrap();
+                let mtime = e.header().mtime().unwrap();
                 let mut data = vec![];
                 e.read_to_end(&mut data).unwrap();
-                (path, mode, data)
+                (path, mode, mtime, data)
             })
             .collect();
+        // The recorded mtimes travel, instead of 1970.
         assert_eq!(
             got,
             [
-                ("etcd/snapshot.db".to_string(), 0o600, b"hello".to_vec()),
-                (long, 0o644, b"abc".to_vec()),
+                (
+                    "etcd/snapshot.db".to_string(),
+                    0o600,
+                    1_700_000_000,
+                    b"hello".to_vec()
+                ),
+                (long, 0o644, 1_700_000_001, b"abc".to_vec()),
             ]
         );
     }

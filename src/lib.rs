@@ -2,6 +2,25 @@
 //! command implementations the `cpvault` binary dispatches to. It never exits the process;
 //! only the commands' renderers print.
 
+/// Writes a line to stderr, ignoring a closed or failing stderr: a message must never turn
+/// into a panic (`eprintln!` panics when stderr is a closed pipe).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// [`say!`] without the newline.
+#[macro_export]
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod archive;
 pub mod catalog;
 pub mod cli;

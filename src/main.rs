@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<StdoutClosed>() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            cpvault::say!("error: {}", one_line(&e));
             ExitCode::from(if e.is::<Usage>() {
                 2
             } else if e.is::<VerifyFailed>() {

@@ -135,3 +135,23 @@ fn walk_has_file(p: &std::path::Path) -> bool {
     }
     std::fs::read_dir(p).is_ok_and(|d| d.flatten().any(|e| walk_has_file(&e.path())))
 }
+
+// cpvault panicked (exit 101) when its stderr was a pipe nobody read any more and it had a
+// note to print.
+#[test]
+fn a_closed_stderr_pipe_is_no_panic() {
+    let w = World::new();
+    fake_snapshot(&w.path("snapshot.db"), 4);
+    let r = w.backup(&["--etcd-snapshot-file", "snapshot.db"]);
+    let mut child = cpvault_cmd(w.dir.path())
+        .args(["verify", &r, "--store", w.store.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reading end goes away before cpvault writes its note.
+    drop(child.stderr.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("OK"), "{}", stdout(&out));
+}

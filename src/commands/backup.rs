@@ -146,7 +146,7 @@ async fn backup_one(
     let gathered = gather::gather(&sources, report).await;
     let mut gathered = gathered?;
     if stop.is_cancelled() {
-        eprintln!("interrupted: cleaning up the sources, then stopping");
+        crate::say!("interrupted: cleaning up the sources, then stopping");
         gathered.finish().await;
         anyhow::bail!("interrupted before the upload started; nothing was committed");
     }
@@ -206,7 +206,7 @@ async fn write(
     let outer = outer?;
     if report {
         let a = outer.archive.as_ref().expect("outer manifest has archive");
-        eprintln!(
+        crate::say!(
             "backed up {count} {}, {} → {} encrypted, to {store} in {:.1}s",
             if count == 1 { "entry" } else { "entries" },
             crate::progress::human(total),

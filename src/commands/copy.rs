@@ -75,7 +75,7 @@ pub async fn run(ctx: &Ctx, args: CopyArgs) -> anyhow::Result<()> {
     let mut outcomes = vec![];
     for (m, reason) in untrusted {
         if !ctx.quiet && !ctx.json() {
-            eprintln!("FAILED   {}: not copied: {reason}", m.reference());
+            crate::say!("FAILED   {}: not copied: {reason}", m.reference());
         }
         outcomes.push(Outcome {
             backup: m.reference(),
@@ -93,11 +93,11 @@ pub async fn run(ctx: &Ctx, args: CopyArgs) -> anyhow::Result<()> {
         };
         if !ctx.quiet && !ctx.json() {
             match &error {
-                None => eprintln!(
+                None => crate::say!(
                     "{action:<8} {reference} ({})",
                     crate::progress::human(bytes)
                 ),
-                Some(e) => eprintln!("FAILED   {reference}: {e}"),
+                Some(e) => crate::say!("FAILED   {reference}: {e}"),
             }
         }
         outcomes.push(Outcome {

@@ -27,7 +27,7 @@ pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<()> {
             if ctx.json() {
                 super::print_json(&report)?;
             } else {
-                eprint!("{}", report.render());
+                crate::say_raw!("{}", report.render());
             }
             return Err(VerifyFailed(format!(
                 "{} failed verification; nothing was left in {}",
@@ -44,7 +44,7 @@ pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<()> {
         );
     }
     if !ctx.quiet {
-        eprintln!(
+        crate::say!(
             "extracted and verified {} files of {} into {}",
             done.written.len(),
             m.reference(),

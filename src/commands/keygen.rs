@@ -27,7 +27,7 @@ pub fn run(ctx: &Ctx, args: KeygenArgs) -> anyhow::Result<()> {
                 super::print_json(&serde_json::json!({"recipient": public, "identity_file": path}))
             } else {
                 if !ctx.quiet {
-                    eprintln!(
+                    crate::say!(
                         "Wrote identity to {} (mode 0600). Public recipient:",
                         path.display()
                     );
@@ -37,7 +37,7 @@ pub fn run(ctx: &Ctx, args: KeygenArgs) -> anyhow::Result<()> {
         }
         None => {
             if !ctx.quiet {
-                eprintln!("Public key: {public}");
+                crate::say!("Public key: {public}");
             }
             super::print_text(identity.expose_secret())
         }
@@ -62,7 +62,7 @@ fn signing(ctx: &Ctx, args: &KeygenArgs) -> anyhow::Result<()> {
         );
     }
     if !ctx.quiet {
-        eprintln!(
+        crate::say!(
             "Wrote signing key to {} (mode 0600). Public key, for the allowed_signers file as `NAME {public}`:",
             path.display()
         );

@@ -22,7 +22,7 @@ pub async fn run(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
     let signers = ctx.allowed_signers(&args.trust)?;
     let mut cat = crate::catalog::load_with(&store, cluster.as_deref(), signers.as_ref()).await?;
     for (key, why) in &cat.unreadable {
-        eprintln!(
+        crate::say!(
             "warning: manifest {} is unreadable and not listed: {}",
             escape_for_line(key, 200),
             escape_for_line(why, 300)
@@ -54,7 +54,7 @@ pub async fn run(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
     }
     if rows.is_empty() {
         if !ctx.quiet {
-            eprintln!("no backups in {store}");
+            crate::say!("no backups in {store}");
         }
         return Ok(());
     }

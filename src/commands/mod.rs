@@ -151,7 +151,7 @@ pub async fn finish_with_metrics(
 /// Says on stderr that a backup's author was not checked (no allowed signers configured).
 pub fn note_authorship(ctx: &Ctx, backup: &str, who: &crate::trust::Authorship) {
     if !ctx.quiet && matches!(who, crate::trust::Authorship::NotChecked { .. }) {
-        eprintln!("note: {backup}: {}", who.describe());
+        crate::say!("note: {backup}: {}", who.describe());
     }
 }
 

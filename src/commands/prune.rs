@@ -55,7 +55,7 @@ pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
         })
         .collect();
     for (key, why) in &cat.unreadable {
-        eprintln!("warning: manifest {key} is unreadable and left alone: {why}");
+        crate::say!("warning: manifest {key} is unreadable and left alone: {why}");
     }
     let backups: Vec<Snapshot> = cat
         .backups
@@ -177,7 +177,7 @@ async fn execute(
         }
     }
     if !ctx.quiet && !ctx.json() {
-        eprintln!(
+        crate::say!(
             "removed {} backups and {} abandoned uploads from {store}",
             plan.remove.len(),
             plan.remove_orphans.len()

@@ -123,7 +123,7 @@ async fn to_dir(
                 if ctx.json() {
                     super::print_json(&report)?;
                 } else {
-                    eprint!("{}", report.render());
+                    crate::say_raw!("{}", report.render());
                 }
                 Err(VerifyFailed(format!(
                     "{} failed verification; nothing was restored into {}",
@@ -137,7 +137,7 @@ async fn to_dir(
     })
     .await?;
     if !ctx.quiet {
-        eprintln!(
+        crate::say!(
             "restored {} into {}: etcd data dir {}, PKI {}",
             m.reference(),
             dir.display(),
@@ -194,9 +194,10 @@ async fn connect(
         NodeAt::Given(t) => (t, None),
         NodeAt::Discovered(found) => {
             if !ctx.quiet {
-                eprintln!(
+                crate::say!(
                     "control-plane node {} at {} (found through the cluster's API)",
-                    found.name, found.address
+                    found.name,
+                    found.address
                 );
             }
             (found.target, found.key_file)
@@ -248,7 +249,7 @@ async fn restore_onto(ctx: &Ctx, args: &RestoreArgs, job: &NodeRestore<'_>) -> a
     }
     check_kubeconfig_out(&job.kubeconfig_out)?;
     // Always, even with -q: the one thing an operator needs if cpvault dies mid-way.
-    eprintln!(
+    crate::say!(
         "restore id {id} (journal on {dest}: {journal}); if cpvault is stopped before the restore ends, undo it with: cpvault restore --rollback {id} --ssh {ssh} and this restore's node flags",
         id = prepared.restore_id,
         journal = job.journal_path(&prepared),
@@ -270,7 +271,7 @@ async fn restore_onto(ctx: &Ctx, args: &RestoreArgs, job: &NodeRestore<'_>) -> a
         );
     }
     if !ctx.quiet {
-        eprintln!(
+        crate::say!(
             "restored {} onto {dest}; the previous data dir is kept at {} and the previous PKI at {}",
             m.reference(),
             p.data_aside,
@@ -343,12 +344,12 @@ async fn rollback_on(ctx: &Ctx, args: &RestoreArgs, node: &Node, id: &str) -> an
             &format!("Type 'yes' to roll back restore {id} on {dest}: "),
         )?;
     } else if !ctx.quiet {
-        eprint!("{text}");
+        crate::say_raw!("{text}");
     }
     match crate::restore::roll_back_journal(node, &path, &journal).await {
         crate::restore::execute::Rollback::Complete => {
             if !ctx.quiet {
-                eprintln!(
+                crate::say!(
                     "rolled back restore {id} on {dest}: the node is as it was before the restore"
                 );
             }
@@ -387,7 +388,7 @@ fn cancel_on_ctrl_c() -> CancellationToken {
     let token = cancel.clone();
     tokio::spawn(async move {
         token.cancelled().await;
-        eprintln!("interrupted: finishing the current step, then rolling back");
+        crate::say!("interrupted: finishing the current step, then rolling back");
     });
     cancel
 }
@@ -436,8 +437,8 @@ fn ask(what: &str, question: &str) -> anyhow::Result<()> {
         )
         .into());
     }
-    eprint!("{what}");
-    eprint!("{question}");
+    crate::say_raw!("{what}");
+    crate::say_raw!("{question}");
     io::stderr().flush()?;
     let mut answer = String::new();
     io::stdin().read_line(&mut answer)?;

@@ -66,7 +66,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<()> {
     }
     let step = |what: &str, argv: &[&str]| -> bool {
         if !ctx.quiet {
-            eprintln!("== cpvault {}", argv.join(" "));
+            crate::say!("== cpvault {}", argv.join(" "));
         }
         let mut cmd = Command::new(&me);
         cmd.args(argv)
@@ -77,11 +77,11 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<()> {
         match cmd.status() {
             Ok(s) if s.success() => true,
             Ok(s) => {
-                eprintln!("run: {what} failed ({s})");
+                crate::say!("run: {what} failed ({s})");
                 false
             }
             Err(e) => {
-                eprintln!("run: {what} could not start: {e}");
+                crate::say!("run: {what} could not start: {e}");
                 false
             }
         }
@@ -94,7 +94,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<()> {
         failed.push("prune".to_string());
     }
     if identities.is_empty() && crate::crypto::passphrase_from_env().is_none() {
-        eprintln!("run: no identity (-i or config identities), so no drill; status will show drills as never run");
+        crate::say!("run: no identity (-i or config identities), so no drill; status will show drills as never run");
     } else {
         let every = args
             .drill_every
@@ -119,7 +119,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<()> {
     }
     if failed.is_empty() {
         if !ctx.quiet {
-            eprintln!("run: every step succeeded");
+            crate::say!("run: every step succeeded");
         }
         return Ok(());
     }

@@ -173,7 +173,7 @@ pub async fn run<'p, E: Executor>(
     let mut failed = vec![];
     for (i, step) in runnable.iter().copied().enumerate() {
         if !opts.quiet {
-            eprintln!(
+            crate::say!(
                 "[{}/{}] {}: {}",
                 i + 1,
                 runnable.len(),
@@ -226,7 +226,7 @@ pub async fn run<'p, E: Executor>(
                 }
             }
             Err(e) if step.kind.best_effort() => {
-                eprintln!("warning: {}", exec.warning(step, &e));
+                crate::say!("warning: {}", exec.warning(step, &e));
                 if step.kind.fails_the_run() {
                     exec.discard(step);
                     failed.push((step.kind, e));
@@ -246,7 +246,7 @@ pub async fn run<'p, E: Executor>(
         }
     }
     if let Err(e) = exec.forget().await {
-        eprintln!("warning: could not remove the restore journal ({e}); the restore itself is complete, remove it by hand");
+        crate::say!("warning: could not remove the restore journal ({e}); the restore itself is complete, remove it by hand");
     }
     Ok(Completed { journal, failed })
 }
@@ -254,7 +254,7 @@ pub async fn run<'p, E: Executor>(
 /// The [`PAUSE_AT_ENV`] test hook: waits until interrupted (or an hour), so a test can kill
 /// cpvault with a known journal on the node.
 async fn pause(after: StepKind, cancel: &CancellationToken) {
-    eprintln!("paused after {after} ({PAUSE_AT_ENV})");
+    crate::say!("paused after {after} ({PAUSE_AT_ENV})");
     tokio::select! {
         _ = cancel.cancelled() => {}
         _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
@@ -274,7 +274,7 @@ pub async fn roll_back<U: Undoer>(exec: &U, journal: &[&Step]) -> Rollback {
         .filter(|(_, s)| !s.undo.is_empty())
         .collect();
     for (i, (at, step)) in pending.iter().enumerate() {
-        eprintln!("rolling back {}", step.kind);
+        crate::say!("rolling back {}", step.kind);
         if let Err(failure) = exec.undo(step).await {
             return Rollback::Stopped {
                 at: step.kind,
@@ -287,12 +287,12 @@ pub async fn roll_back<U: Undoer>(exec: &U, journal: &[&Step]) -> Rollback {
         }
         if i + 1 < pending.len() {
             if let Err(e) = exec.record(&journal[..*at], None).await {
-                eprintln!("warning: could not update the restore journal ({e})");
+                crate::say!("warning: could not update the restore journal ({e})");
             }
         }
     }
     if let Err(e) = exec.forget().await {
-        eprintln!("warning: could not remove the restore journal ({e}); the rollback itself is complete, remove it by hand");
+        crate::say!("warning: could not remove the restore journal ({e}); the rollback itself is complete, remove it by hand");
     }
     Rollback::Complete
 }

@@ -259,7 +259,7 @@ pub async fn locate_node(s: &Sources, cluster: Option<&Cluster>) -> anyhow::Resu
 pub async fn gather(s: &Sources, warn: bool) -> anyhow::Result<Gathered> {
     let plan = plan(s)?;
     if let (Some(w), true) = (&plan.warning, warn) {
-        eprintln!("warning: {w}");
+        crate::say!("warning: {w}");
     }
     let mut g = Gathered {
         entries: vec![],

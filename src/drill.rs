@@ -136,6 +136,7 @@ pub async fn drill(
         name: "drill".into(),
         initial_cluster: None,
         initial_advertise_peer_urls: Some(format!("http://127.0.0.1:{peer}")),
+        skip_hash_check: !m.etcd.as_ref().is_some_and(|e| e.hash_trailer),
     };
     let restored = tokio::select! {
         r = to_dir(&root, &member, async |dir: &Path| {

@@ -158,4 +158,9 @@ pub struct RestoreArgs {
     /// who can write to the store can build a backup that decrypts with your key.
     #[arg(long)]
     pub allow_unsigned: bool,
+    /// Restore a snapshot that has no etcd sha256 trailer (e.g. one copied from a data dir's
+    /// `member/snap/db`) with `snapshot restore --skip-hash-check`; without it such a backup is
+    /// refused before anything changes.
+    #[arg(long)]
+    pub skip_hash_check: bool,
 }

@@ -51,9 +51,17 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
     let signers = ctx.allowed_signers(&args.trust)?;
     let (m, who) = crate::catalog::resolve_with(&store, &reference, signers.as_ref()).await?;
     authorship_allows_restore(&m, &who, args.allow_unsigned)?;
-    if m.etcd.is_none() {
+    let Some(etcd) = &m.etcd else {
         return Err(Usage(format!(
             "{} holds no etcd snapshot, so there is nothing to restore; use extract for its files",
+            m.reference()
+        ))
+        .into());
+    };
+    // Caught here, not by `snapshot restore` after the control plane is down.
+    if !etcd.hash_trailer && !args.skip_hash_check {
+        return Err(Usage(format!(
+            "{}: its snapshot has no etcd sha256 trailer (it was not written by `etcdctl snapshot save`), so `snapshot restore` would refuse it after the control plane is stopped; nothing was changed — pass --skip-hash-check to restore it without etcd's own hash check (cpvault's checksums still cover every byte)",
             m.reference()
         ))
         .into());
@@ -115,6 +123,7 @@ async fn to_dir(
         name: args.name.clone(),
         initial_cluster: args.initial_cluster.clone(),
         initial_advertise_peer_urls: args.initial_advertise_peer_urls.clone(),
+        skip_hash_check: args.skip_hash_check,
     };
     crate::restore::local::to_dir(dir, &member, async |work: &Path| {
         match extract_verified(store, m, who, identities, work, ctx.quiet).await {
@@ -164,6 +173,7 @@ fn layout(args: &RestoreArgs) -> NodeLayout {
     l.admin_conf = args.admin_conf.clone();
     l.staging_parent = args.staging_dir.clone();
     l.wait_seconds = args.wait_timeout;
+    l.skip_hash_check = args.skip_hash_check;
     if let Some(c) = &args.stopped_check {
         l.stopped_check = c.clone();
     }

@@ -18,6 +18,8 @@ pub struct LocalMember {
     pub initial_cluster: Option<String>,
     /// `--initial-advertise-peer-urls` [default: `http://localhost:2380`].
     pub initial_advertise_peer_urls: Option<String>,
+    /// `--skip-hash-check`, for a snapshot without etcd's sha256 trailer.
+    pub skip_hash_check: bool,
 }
 
 impl LocalMember {
@@ -71,6 +73,7 @@ fn restore_extracted(member: &LocalMember, dir: &Path, work: &Path) -> anyhow::R
         .arg(format!("--name={}", member.name))
         .arg(format!("--initial-cluster={}", member.cluster()))
         .arg(format!("--initial-advertise-peer-urls={}", member.peer()))
+        .args(member.skip_hash_check.then_some("--skip-hash-check"))
         .output()
         .map_err(|e| {
             anyhow::anyhow!(
@@ -104,6 +107,7 @@ mod tests {
             name: "default".into(),
             initial_cluster: None,
             initial_advertise_peer_urls: None,
+            skip_hash_check: false,
         };
         assert_eq!(m.cluster(), "default=http://localhost:2380");
         m.initial_advertise_peer_urls = Some("http://127.0.0.1:9".into());
@@ -120,6 +124,7 @@ mod tests {
             name: "default".into(),
             initial_cluster: None,
             initial_advertise_peer_urls: None,
+            skip_hash_check: false,
         };
         let e = to_dir(dir.path(), &m, async |_: &Path| -> anyhow::Result<()> {
             panic!("extracted into a non-empty dir")

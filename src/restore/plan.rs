@@ -36,6 +36,9 @@ pub struct NodeLayout {
     pub ready_check: Option<String>,
     /// Seconds to wait for stopped/ready.
     pub wait_seconds: u64,
+    /// `snapshot restore --skip-hash-check`: for a snapshot without etcd's sha256 trailer
+    /// (the archive's own checksums still cover it).
+    pub skip_hash_check: bool,
 }
 
 impl NodeLayout {
@@ -65,6 +68,7 @@ impl NodeLayout {
             ready_check: None,
             etcdctl: RemoteEtcdctl::kubeadm(),
             wait_seconds: 300,
+            skip_hash_check: false,
         }
     }
 }
@@ -277,10 +281,15 @@ fn wait_for(check: &str, what: &str, seconds: u64) -> String {
 /// where the node has it; a configured etcdctl command is used as given.
 fn restore_command(l: &NodeLayout, m: &Member, snapshot: &str, data: &str) -> String {
     let args = format!(
-        "snapshot restore {snapshot} --data-dir={data} --name={} --initial-cluster={} --initial-advertise-peer-urls={}",
+        "snapshot restore {snapshot} --data-dir={data} --name={} --initial-cluster={} --initial-advertise-peer-urls={}{}",
         quote(&m.name),
         quote(&m.initial_cluster),
         quote(&m.initial_advertise_peer_urls),
+        if l.skip_hash_check {
+            " --skip-hash-check"
+        } else {
+            ""
+        },
     );
     let etcdctl = format!("ETCDCTL_API=3 {} {args}", l.etcdctl.command);
     if l.etcdctl.command == "etcdctl" {
@@ -438,6 +447,17 @@ mod tests {
     use super::*;
 
     const ETCD_YAML: &str = "spec:\n  containers:\n  - command:\n    - etcd\n    - --advertise-client-urls=https://10.0.0.5:2379\n    - --name=admin-cp-1\n    - --initial-cluster=admin-cp-1=https://10.0.0.5:2380\n    - \"--initial-advertise-peer-urls=https://10.0.0.5:2380\"\n";
+
+    #[test]
+    fn skip_hash_check_reaches_the_node_command_only_when_asked() {
+        let m = parse_member(ETCD_YAML).unwrap();
+        let mut l = NodeLayout::kubeadm();
+        assert!(!restore_command(&l, &m, "s.db", "d").contains("--skip-hash-check"));
+        l.skip_hash_check = true;
+        let cmd = restore_command(&l, &m, "s.db", "d");
+        // Both forms (etcdutl and etcdctl) get it.
+        assert_eq!(cmd.matches("--skip-hash-check").count(), 2, "{cmd}");
+    }
 
     #[test]
     fn member_flags_come_from_the_manifest() {

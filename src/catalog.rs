@@ -64,20 +64,31 @@ pub async fn load_with(
     let mut cat = Catalog::default();
     for o in &objects {
         if let Some(stem) = o.key.strip_suffix(MANIFEST_SUFFIX) {
-            match read_manifest(store, &o.key, o.size).await {
+            let read = if o.size > MAX_MANIFEST_BYTES {
+                Err(format!(
+                    "{} bytes, over the {MAX_MANIFEST_BYTES}-byte limit; not read (manifest)",
+                    o.size
+                ))
+            } else {
+                read_manifest(store, &o.key)
+                    .await
+                    .and_then(|r| r.ok_or_else(|| "it vanished while listing".to_string()))
+            };
+            match read {
                 Ok((bytes, m)) if format!("{}/{}", m.cluster, m.id) == stem && names_own_archive(&m) => {
                     if !keys.contains(format!("{stem}{ARCHIVE_SUFFIX}").as_str()) {
                         cat.broken.push(m.reference());
                     }
                     let sig_key = format!("{stem}{SIGNATURE_SUFFIX}");
-                    let signature = match (signers, keys.contains(sig_key.as_str())) {
-                        (Some(_), true) => read_signature(store, &sig_key).await,
-                        (None, true) => Ok(Some(Bytes::new())),
-                        (_, false) => Ok(None),
-                    };
-                    let who = match signature {
-                        Ok(sig) => Authorship::judge(&bytes, sig.as_deref(), signers),
-                        Err(reason) => Authorship::Untrusted { reason },
+                    let signed = keys.contains(sig_key.as_str());
+                    // Without allowed signers nothing is checked, so the signature is not read.
+                    let who = match (signers, signed) {
+                        (None, signed) => Authorship::NotChecked { signed },
+                        (Some(_), false) => Authorship::judge(&bytes, None, signers),
+                        (Some(_), true) => match read_signature(store, &sig_key).await {
+                            Ok(sig) => Authorship::judge(&bytes, sig.as_deref(), signers),
+                            Err(reason) => Authorship::Untrusted { reason },
+                        },
                     };
                     cat.authorship.insert(m.reference(), who.clone());
                     match who {
@@ -109,41 +120,54 @@ pub async fn load_with(
     Ok(cat)
 }
 
-/// Reads and parses a manifest object of listed `size`, refusing oversized ones unread.
-async fn read_manifest(store: &Store, key: &str, size: u64) -> Result<(Bytes, Manifest), String> {
-    if size > MAX_MANIFEST_BYTES {
-        return Err(format!(
-            "{size} bytes, over the {MAX_MANIFEST_BYTES}-byte limit for a manifest; not read"
-        ));
+/// Reads a small object of the store in one request, refusing it unread when the store
+/// announces more than `limit` bytes (and stopping if it streams more); `Ok(None)` when the
+/// object does not exist. The one bounded read for manifests and signatures.
+///
+/// # Errors
+/// Over the limit, or the store's error, as a sentence.
+pub async fn read_small(store: &Store, key: &str, limit: u64) -> Result<Option<Bytes>, String> {
+    use futures::StreamExt;
+    let (size, mut stream) = match store.get_stream(key).await {
+        Ok(s) => s,
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let over = |n: u64| format!("{n} bytes, over the {limit}-byte limit; not read");
+    if size > limit {
+        return Err(over(size));
     }
-    let bytes = store.get_bytes(key).await.map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(format!(
-            "over the {MAX_MANIFEST_BYTES}-byte limit for a manifest"
-        ));
+    let mut buf = bytes::BytesMut::with_capacity(size as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Err(over((buf.len() + chunk.len()) as u64));
+        }
+        buf.extend_from_slice(&chunk);
     }
+    Ok(Some(buf.freeze()))
+}
+
+/// Reads and parses a manifest; `Ok(None)` when there is none.
+async fn read_manifest(store: &Store, key: &str) -> Result<Option<(Bytes, Manifest)>, String> {
+    let Some(bytes) = read_small(store, key, MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| format!("{e} (manifest)"))?
+    else {
+        return Ok(None);
+    };
     let m = parse_manifest(&bytes)?;
-    Ok((bytes, m))
+    Ok(Some((bytes, m)))
 }
 
 /// Reads a signature object, bounded; `Ok(None)` when there is none.
-async fn read_signature(store: &Store, key: &str) -> Result<Option<Bytes>, String> {
-    match store.head(key).await {
-        Ok(info) if info.size > MAX_SIGNATURE_BYTES => {
-            return Err(format!(
-                "signature rejected: {} bytes, over the {MAX_SIGNATURE_BYTES}-byte limit",
-                info.size
-            ))
-        }
-        Ok(_) => {}
-        Err(StoreError::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(format!("signature unreadable: {e}")),
-    }
-    match store.get_bytes(key).await {
-        Ok(b) => Ok(Some(b)),
-        Err(StoreError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(format!("signature unreadable: {e}")),
-    }
+///
+/// # Errors
+/// Why it cannot be used, as a sentence starting with "signature".
+pub async fn read_signature(store: &Store, key: &str) -> Result<Option<Bytes>, String> {
+    read_small(store, key, MAX_SIGNATURE_BYTES)
+        .await
+        .map_err(|e| format!("signature rejected: {e}"))
 }
 
 /// Whether `key` is the staging file of an upload of one of cpvault's own objects that was
@@ -232,19 +256,16 @@ pub async fn resolve_with(
         return Ok((m, who));
     }
     let key = manifest_key(&cluster, &id);
-    let size = match store.head(&key).await {
-        Ok(info) => info.size,
-        Err(cpvault_backends::StoreError::NotFound { .. }) => {
-            return Err(ResolveError::Missing(format!(
+    let (bytes, m) = read_manifest(store, &key)
+        .await
+        .map_err(|e| {
+            crate::error::VerifyFailed(format!("manifest of {reference} is unreadable: {e}"))
+        })?
+        .ok_or_else(|| {
+            ResolveError::Missing(format!(
                 "backup {reference} not found in {store} (no manifest; an archive alone is an incomplete upload); run `cpvault list` to see what is there"
             ))
-            .into())
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let (bytes, m) = read_manifest(store, &key, size).await.map_err(|e| {
-        crate::error::VerifyFailed(format!("manifest of {reference} is unreadable: {e}"))
-    })?;
+        })?;
     if m.cluster != cluster || m.id != id || !names_own_archive(&m) {
         return Err(crate::error::VerifyFailed(format!(
             "manifest at {key} names backup {}, not {reference} (the manifest was edited or moved)",

@@ -63,6 +63,28 @@ pub struct Run {
     pub backups: Option<u64>,
 }
 
+impl Run {
+    /// A run of `operation` on `cluster` that started at `started` (wall clock) and has just
+    /// ended (`clock` measured it), with no sizes or counts.
+    pub fn ended(
+        cluster: impl Into<String>,
+        operation: &'static str,
+        started: SystemTime,
+        clock: std::time::Instant,
+        success: bool,
+    ) -> Run {
+        Run {
+            cluster: cluster.into(),
+            operation,
+            started,
+            duration: clock.elapsed(),
+            success,
+            backup_size: None,
+            backups: None,
+        }
+    }
+}
+
 /// Where metrics go.
 #[derive(Debug, Clone, Default)]
 pub struct Sinks {

@@ -152,7 +152,8 @@ async fn last_drill(
         .collect();
     records.sort_by_key(|o| std::cmp::Reverse(o.last_modified));
     for o in records {
-        let Ok(bytes) = store.get_bytes(&o.key).await else {
+        let Ok(Some(bytes)) = crate::catalog::read_small(store, &o.key, MAX_DRILL_BYTES).await
+        else {
             continue;
         };
         if let Some(s) = signers {
@@ -160,8 +161,11 @@ async fn last_drill(
                 "{}{DRILL_SIGNATURE_SUFFIX}",
                 o.key.trim_end_matches(DRILL_SUFFIX)
             );
-            let Ok(sig) = store.get_bytes(&sig_key).await else {
-                tracing::warn!("drill record {} is unsigned; not counted", o.key);
+            let Ok(Some(sig)) = crate::catalog::read_signature(store, &sig_key).await else {
+                tracing::warn!(
+                    "drill record {} is unsigned or its signature unusable; not counted",
+                    o.key
+                );
                 continue;
             };
             if let Err(why) = s.verify(&bytes, &sig, Utc::now()) {

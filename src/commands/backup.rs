@@ -80,13 +80,8 @@ fn metrics_run(
     outer: Option<&Manifest>,
 ) -> crate::metrics::Run {
     crate::metrics::Run {
-        cluster: cluster.to_string(),
-        operation: "backup",
-        started,
-        duration: clock.elapsed(),
-        success: outer.is_some(),
         backup_size: outer.map(|m| (m.payload_size(), m.archive.as_ref().map_or(0, |a| a.size))),
-        backups: None,
+        ..crate::metrics::Run::ended(cluster, "backup", started, clock, outer.is_some())
     }
 }
 

@@ -14,7 +14,7 @@ use crate::archive::{archive_key, manifest_key};
 use crate::cli::CopyArgs;
 use crate::commit::{self, CommitError, Uploaded};
 use crate::error::Usage;
-use crate::trust::{signature_key, SigningKey, MAX_SIGNATURE_BYTES};
+use crate::trust::{signature_key, SigningKey};
 use cpvault_backends::{Store, StoreError};
 
 /// What happened to one backup.
@@ -115,15 +115,7 @@ pub async fn run(ctx: &Ctx, args: CopyArgs) -> anyhow::Result<()> {
     }
     let runs: Vec<crate::metrics::Run> = per_cluster
         .into_iter()
-        .map(|(cluster, ok)| crate::metrics::Run {
-            cluster,
-            operation: "copy",
-            started,
-            duration: clock.elapsed(),
-            success: ok,
-            backup_size: None,
-            backups: None,
-        })
+        .map(|(cluster, ok)| crate::metrics::Run::ended(cluster, "copy", started, clock, ok))
         .collect();
     let result = summarize(ctx, &outcomes, failed, &to);
     super::finish_with_metrics(&ctx.metrics_sinks(&args.metrics), &runs, result).await
@@ -184,17 +176,13 @@ async fn copy_one(
         Err(e) => return Err(e.into()),
     }
     // The signature travels with its backup; one is made only for a backup that has none.
-    let signature = match from.head(&skey).await {
-        Ok(info) if info.size > MAX_SIGNATURE_BYTES => anyhow::bail!(
-            "the signature {skey} in {from} is {} bytes, over the {MAX_SIGNATURE_BYTES}-byte limit; not copied",
-            info.size
-        ),
-        Ok(_) => Some(from.get_bytes(&skey).await?),
-        Err(StoreError::NotFound { .. }) => match signing {
+    let signature = match crate::catalog::read_signature(from, &skey).await {
+        Ok(Some(sig)) => Some(sig),
+        Ok(None) => match signing {
             Some(k) => Some(crate::commit::sign(k, &m.reference(), &manifest_bytes)?),
             None => None,
         },
-        Err(e) => return Err(e.into()),
+        Err(reason) => anyhow::bail!("{skey} in {from}: {reason}; not copied"),
     };
     let (size, stream) = from.get_stream(&akey).await?;
     let bar = crate::progress::bytes(

@@ -42,15 +42,13 @@ pub async fn run(ctx: &Ctx, args: DrillArgs) -> anyhow::Result<()> {
         let clock = Instant::now();
         let outcome = drill_one(ctx, &store, &m, &who, identities.clone(), signing.as_ref()).await;
         let ok = matches!(&outcome, Ok(r) if r.ok);
-        runs.push(crate::metrics::Run {
-            cluster: m.cluster.clone(),
-            operation: "drill",
+        runs.push(crate::metrics::Run::ended(
+            m.cluster.clone(),
+            "drill",
             started,
-            duration: clock.elapsed(),
-            success: ok,
-            backup_size: None,
-            backups: None,
-        });
+            clock,
+            ok,
+        ));
         match outcome {
             Ok(r) => {
                 if !r.ok {

@@ -4,7 +4,7 @@
 
 use super::Ctx;
 use crate::cli::ExtractArgs;
-use crate::error::{Usage, VerifyFailed};
+use crate::error::Usage;
 use crate::extract::{extract_verified, ExtractError};
 
 /// Runs the command.
@@ -24,17 +24,15 @@ pub async fn run(ctx: &Ctx, args: ExtractArgs) -> anyhow::Result<()> {
     let done = match extract_verified(&store, &m, &who, identities, &args.to, ctx.quiet).await {
         Ok(done) => done,
         Err(ExtractError::Verify(report)) => {
-            if ctx.json() {
-                super::print_json(&report)?;
-            } else {
-                crate::say_raw!("{}", report.render());
-            }
-            return Err(VerifyFailed(format!(
-                "{} failed verification; nothing was left in {}",
-                m.reference(),
-                args.to.display()
-            ))
-            .into());
+            return Err(super::verify_failed(
+                ctx,
+                &report,
+                format!(
+                    "{} failed verification; nothing was left in {}",
+                    m.reference(),
+                    args.to.display()
+                ),
+            ));
         }
         Err(ExtractError::Other(e)) => return Err(e),
     };

@@ -148,6 +148,19 @@ pub async fn finish_with_metrics(
     }
 }
 
+/// Shows a failed verification report (JSON on stdout, or text on stderr) and returns the
+/// exit-3 error with `message`.
+pub fn verify_failed(ctx: &Ctx, report: &crate::verify::Report, message: String) -> anyhow::Error {
+    if ctx.json() {
+        if let Err(e) = print_json(report) {
+            return e;
+        }
+    } else {
+        crate::say_raw!("{}", report.render());
+    }
+    crate::error::VerifyFailed(message).into()
+}
+
 /// Says on stderr that a backup's author was not checked (no allowed signers configured).
 pub fn note_authorship(ctx: &Ctx, backup: &str, who: &crate::trust::Authorship) {
     if !ctx.quiet && matches!(who, crate::trust::Authorship::NotChecked { .. }) {

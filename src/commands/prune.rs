@@ -123,13 +123,8 @@ pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
     let runs: Vec<crate::metrics::Run> = kept
         .into_iter()
         .map(|(cluster, n)| crate::metrics::Run {
-            cluster: cluster.to_string(),
-            operation: "prune",
-            started,
-            duration: clock.elapsed(),
-            success: result.is_ok(),
-            backup_size: None,
             backups: result.is_ok().then_some(n),
+            ..crate::metrics::Run::ended(cluster, "prune", started, clock, result.is_ok())
         })
         .collect();
     super::finish_with_metrics(&ctx.metrics_sinks(&args.metrics), &runs, result).await

@@ -128,19 +128,15 @@ async fn to_dir(
     crate::restore::local::to_dir(dir, &member, async |work: &Path| {
         match extract_verified(store, m, who, identities, work, ctx.quiet).await {
             Ok(_) => Ok(()),
-            Err(ExtractError::Verify(report)) => {
-                if ctx.json() {
-                    super::print_json(&report)?;
-                } else {
-                    crate::say_raw!("{}", report.render());
-                }
-                Err(VerifyFailed(format!(
+            Err(ExtractError::Verify(report)) => Err(super::verify_failed(
+                ctx,
+                &report,
+                format!(
                     "{} failed verification; nothing was restored into {}",
                     m.reference(),
                     dir.display()
-                ))
-                .into())
-            }
+                ),
+            )),
             Err(ExtractError::Other(e)) => Err(e),
         }
     })

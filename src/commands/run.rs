@@ -24,9 +24,8 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    let store = ctx
-        .store(&args.store, false)
-        .or_else(|_| ctx.store(&args.store, true))?;
+    // The backups this run makes create a local store's directory anyway.
+    let store = ctx.store(&args.store, true)?;
     let me = std::env::current_exe()?;
     let mut env: Vec<(&str, String)> = vec![("CPVAULT_STORE", store.to_string())];
     if let Some(c) = &ctx.config_path {

@@ -122,15 +122,7 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> anyhow::Result<()> {
     };
     let runs: Vec<crate::metrics::Run> = per_cluster
         .into_iter()
-        .map(|(cluster, ok)| crate::metrics::Run {
-            cluster,
-            operation: "verify",
-            started,
-            duration: clock.elapsed(),
-            success: ok,
-            backup_size: None,
-            backups: None,
-        })
+        .map(|(cluster, ok)| crate::metrics::Run::ended(cluster, "verify", started, clock, ok))
         .collect();
     super::finish_with_metrics(&ctx.metrics_sinks(&args.metrics), &runs, result).await
 }

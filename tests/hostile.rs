@@ -4,29 +4,14 @@
 // duplicates, escape control characters, and never apply setuid bits. Property tests run the
 // same parsers the fuzz targets in fuzz/ do, so CI exercises them on every run.
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use proptest::prelude::*;
-use sha2::{Digest, Sha256};
 
+use crate::support::forge::*;
 use crate::support::*;
 
 const MIB: u64 = 1024 * 1024;
-
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
-fn sh(script: &str) {
-    let st = Command::new("bash")
-        .arg("-c")
-        .arg(format!("set -euo pipefail; {script}"))
-        .stderr(Stdio::inherit())
-        .status()
-        .unwrap();
-    assert!(st.success(), "{script}");
-}
 
 fn require_tools() {
     for (tool, pkg) in [
@@ -73,85 +58,6 @@ fn world_with_backup() -> (World, String) {
     fake_snapshot(&w.path("snapshot.db"), 4);
     let genuine = w.backup(&["--etcd-snapshot-file", "snapshot.db", "--pki-dir", "pki"]);
     (w, genuine)
-}
-
-/// A backup id `minutes` after `genuine`'s creation time, and that time.
-fn later_id(w: &World, genuine: &str, minutes: i64) -> (String, String) {
-    let outer: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(w.manifest(genuine)).unwrap()).unwrap();
-    let created: chrono::DateTime<chrono::Utc> =
-        outer["created"].as_str().unwrap().parse().unwrap();
-    let created = created + chrono::TimeDelta::minutes(minutes);
-    let id = format!(
-        "{}-{:08x}",
-        created.format("%Y%m%dT%H%M%SZ"),
-        rand::random::<u32>()
-    );
-    (id, created.to_rfc3339())
-}
-
-/// Encrypts `tar` (plain tar bytes) with stock zstd and age to `w`'s recipient as backup `id`
-/// and writes its outer manifest (see [`describe`]). Returns the reference.
-fn seal(
-    w: &World,
-    genuine: &str,
-    id: &str,
-    created: &str,
-    tar: &Path,
-    edit: impl FnOnce(&mut serde_json::Value),
-) -> String {
-    let archive = w.store.join(format!("admin/{id}.tar.zst.age"));
-    sh(&format!(
-        "zstd -q -c '{}' | age -r '{}' > '{}'",
-        tar.display(),
-        w.recipient,
-        archive.display()
-    ));
-    describe(w, genuine, id, created, edit)
-}
-
-/// Writes the outer manifest of the archive already stored as backup `id`: `genuine`'s, with
-/// `edit` applied, then the new id, times and the ciphertext's size and sha256.
-fn describe(
-    w: &World,
-    genuine: &str,
-    id: &str,
-    created: &str,
-    edit: impl FnOnce(&mut serde_json::Value),
-) -> String {
-    let ciphertext = std::fs::read(w.store.join(format!("admin/{id}.tar.zst.age"))).unwrap();
-    let mut outer: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(w.manifest(genuine)).unwrap()).unwrap();
-    edit(&mut outer);
-    outer["id"] = id.into();
-    outer["created"] = created.into();
-    outer["completed"] = created.into();
-    outer["archive"]["key"] = format!("admin/{id}.tar.zst.age").into();
-    outer["archive"]["size"] = ciphertext.len().into();
-    outer["archive"]["sha256"] = sha256_hex(&ciphertext).into();
-    let reference = format!("admin/{id}");
-    std::fs::write(
-        w.manifest(&reference),
-        serde_json::to_vec_pretty(&outer).unwrap(),
-    )
-    .unwrap();
-    reference
-}
-
-/// Decrypts `genuine` with stock tools into a new work dir and returns it with the inner
-/// manifest.
-fn unpack(w: &World, genuine: &str, name: &str) -> (std::path::PathBuf, serde_json::Value) {
-    let work = w.path(name);
-    std::fs::create_dir_all(&work).unwrap();
-    sh(&format!(
-        "age -d -i '{}' '{}' | zstd -d | tar -x -p -C '{}'",
-        w.key.display(),
-        w.archive(genuine).display(),
-        work.display()
-    ));
-    let inner =
-        serde_json::from_slice(&std::fs::read(work.join("manifest.json")).unwrap()).unwrap();
-    (work, inner)
 }
 
 /// A raw ustar header block.
@@ -418,22 +324,8 @@ fn extract_never_applies_setuid_and_keeps_recorded_mtimes() {
         std::fs::Permissions::from_mode(0o4755),
     )
     .unwrap();
-    let mut names = vec!["format.json".to_string()];
-    names.extend(
-        inner["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["path"].as_str().unwrap().to_string()),
-    );
-    names.push("manifest.json".into());
     let tar = w.path("suid.tar");
-    sh(&format!(
-        "tar -c --no-recursion --format=posix -f '{}' -C '{}' {}",
-        tar.display(),
-        work.display(),
-        names.join(" ")
-    ));
+    repack(&work, &inner, &tar);
     let forged = seal(&w, &genuine, &id, &created, &tar, |_| {});
     let to = w.extract(&forged, "out");
     let meta = std::fs::metadata(to.join("pki/ca.crt")).unwrap();

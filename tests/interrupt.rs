@@ -31,9 +31,9 @@ fn extract_interrupted_by_a_signal_leaves_no_file_of_its_own() {
             .spawn()
             .unwrap();
         // Wait until plaintext is being written into the work dir, then signal.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let work = loop {
-            let found = std::fs::read_dir(w.dir.path())
+        let mut work = None;
+        let out = signal_when(child, signal, || {
+            work = std::fs::read_dir(w.dir.path())
                 .unwrap()
                 .flatten()
                 .map(|e| e.path())
@@ -42,22 +42,9 @@ fn extract_interrupted_by_a_signal_leaves_no_file_of_its_own() {
                         .is_some_and(|n| n.to_string_lossy().starts_with(".cpvault-extract-"))
                         && p.join("files/big.db").exists()
                 });
-            if let Some(p) = found {
-                break p;
-            }
-            assert!(Instant::now() < deadline, "extract never started writing");
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let st = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            !out.status.success(),
-            "SIG{signal}: extract finished anyway"
-        );
+            work.is_some()
+        });
+        let work = work.unwrap();
         assert!(
             stderr(&out).contains("interrupted"),
             "SIG{signal}: {}",
@@ -101,25 +88,12 @@ fn drill_interrupted_by_a_signal_leaves_no_plaintext() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let writing = std::fs::read_dir(&tmp)
+        signal_when(child, signal, || {
+            std::fs::read_dir(&tmp)
                 .unwrap()
                 .flatten()
-                .any(|e| walk_has_file(&e.path()));
-            if writing {
-                break;
-            }
-            assert!(Instant::now() < deadline, "drill never started writing");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let st = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let out = child.wait_with_output().unwrap();
-        assert!(!out.status.success(), "SIG{signal}: drill finished anyway");
+                .any(|e| walk_has_file(&e.path()))
+        });
         let left: Vec<_> = std::fs::read_dir(&tmp)
             .unwrap()
             .flatten()
@@ -154,4 +128,29 @@ fn a_closed_stderr_pipe_is_no_panic() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains("OK"), "{}", stdout(&out));
+}
+
+/// Waits (up to a minute) until `ready` says the child is writing plaintext, sends it
+/// SIG`signal`, and returns its output once it exited, which must be a failure.
+fn signal_when(
+    child: std::process::Child,
+    signal: &str,
+    mut ready: impl FnMut() -> bool,
+) -> std::process::Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "SIG{signal}: it never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let st = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "SIG{signal}: it finished anyway");
+    out
 }

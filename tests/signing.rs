@@ -4,10 +4,9 @@
 // counts untrusted backups; copy carries signatures; list shows who signed.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
+use crate::support::forge::*;
 use crate::support::*;
 
 /// A world with a signing key and an allowed_signers file naming it.
@@ -59,20 +58,6 @@ fn signature(w: &World, reference: &str) -> PathBuf {
     w.store.join(format!("{reference}.manifest.sig"))
 }
 
-fn sh(script: &str) {
-    let st = Command::new("bash")
-        .arg("-c")
-        .arg(format!("set -euo pipefail; {script}"))
-        .stderr(Stdio::inherit())
-        .status()
-        .unwrap();
-    assert!(st.success(), "{script}");
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
 /// How a forged backup carries a signature.
 enum ForgedSig {
     None,
@@ -83,31 +68,13 @@ enum ForgedSig {
 /// and tar: `pki/ca.key` replaced, inner and outer manifests recomputed, stored under a new
 /// id `minutes` later. Returns the forged reference.
 fn forge(w: &World, genuine: &str, minutes: i64, sig: ForgedSig) -> String {
-    let outer: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(w.manifest(genuine)).unwrap()).unwrap();
-    let created: chrono::DateTime<chrono::Utc> =
-        outer["created"].as_str().unwrap().parse().unwrap();
-    let created = created + chrono::TimeDelta::minutes(minutes);
-    let id = format!(
-        "{}-{:08x}",
-        created.format("%Y%m%dT%H%M%SZ"),
-        rand::random::<u32>()
-    );
-    let work = w.path(&format!("forge-{id}"));
-    std::fs::create_dir_all(&work).unwrap();
-    sh(&format!(
-        "age -d -i '{}' '{}' | zstd -d | tar -x -C '{}'",
-        w.key.display(),
-        w.archive(genuine).display(),
-        work.display()
-    ));
+    let (id, created) = later_id(w, genuine, minutes);
+    let (work, mut inner) = unpack(w, genuine, &format!("forge-{id}"));
     let evil = b"-----BEGIN PRIVATE KEY-----\nattacker\n-----END PRIVATE KEY-----\n";
     std::fs::write(work.join("pki/ca.key"), evil).unwrap();
-    let mut inner: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(work.join("manifest.json")).unwrap()).unwrap();
     inner["id"] = id.clone().into();
-    inner["created"] = created.to_rfc3339().into();
-    inner["completed"] = created.to_rfc3339().into();
+    inner["created"] = created.clone().into();
+    inner["completed"] = created.clone().into();
     for e in inner["entries"].as_array_mut().unwrap() {
         let path = e["path"].as_str().unwrap().to_string();
         let bytes = std::fs::read(work.join(&path)).unwrap();
@@ -119,45 +86,18 @@ fn forge(w: &World, genuine: &str, minutes: i64, sig: ForgedSig) -> String {
         serde_json::to_vec_pretty(&inner).unwrap(),
     )
     .unwrap();
-    let mut names = vec!["format.json".to_string()];
-    names.extend(
-        inner["entries"]
-            .as_array()
+    let tar = w.path(&format!("forge-{id}.tar"));
+    repack(&work, &inner, &tar);
+    let reference = seal(w, genuine, &id, &created, &tar, |outer| {
+        for (o, i) in outer["entries"]
+            .as_array_mut()
             .unwrap()
-            .iter()
-            .map(|e| e["path"].as_str().unwrap().to_string()),
-    );
-    names.push("manifest.json".into());
-    let archive = w.store.join(format!("admin/{id}.tar.zst.age"));
-    sh(&format!(
-        "tar -c --no-recursion --format=posix -C '{}' {} | zstd -q | age -r '{}' > '{}'",
-        work.display(),
-        names.join(" "),
-        w.recipient,
-        archive.display()
-    ));
-    let ciphertext = std::fs::read(&archive).unwrap();
-    let mut forged = outer.clone();
-    forged["id"] = id.clone().into();
-    forged["created"] = inner["created"].clone();
-    forged["completed"] = inner["completed"].clone();
-    forged["archive"]["key"] = format!("admin/{id}.tar.zst.age").into();
-    forged["archive"]["size"] = ciphertext.len().into();
-    forged["archive"]["sha256"] = sha256_hex(&ciphertext).into();
-    for (o, i) in forged["entries"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .zip(inner["entries"].as_array().unwrap())
-    {
-        o["size"] = i["size"].clone();
-    }
-    let reference = format!("admin/{id}");
-    std::fs::write(
-        w.manifest(&reference),
-        serde_json::to_vec_pretty(&forged).unwrap(),
-    )
-    .unwrap();
+            .iter_mut()
+            .zip(inner["entries"].as_array().unwrap())
+        {
+            o["size"] = i["size"].clone();
+        }
+    });
     if let ForgedSig::CopiedFrom(from) = sig {
         std::fs::copy(signature(w, &from), signature(w, &reference)).unwrap();
     }

@@ -494,6 +494,8 @@ pub mod azurite;
 pub mod s3;
 // Base64 and percent-encoding for the test servers and emulator clients.
 pub mod encoding;
+// Backups forged with stock age, zstd and tar, as a hostile store could hold them.
+pub mod forge;
 // A server child process: log file, wait until ready, killed on drop; one raw HTTP request.
 pub mod server;
 // A GCS XML-API test server (in process, credential-checking) and the real fake-gcs-server.

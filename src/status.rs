@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use cpvault_backends::Store;
+use cpvault_backends::{ObjectInfo, Store};
 use serde::Serialize;
 
 use crate::archive::manifest::Manifest;
@@ -109,15 +109,18 @@ pub async fn gather(
     signers: Option<&AllowedSigners>,
     cutoff: DateTime<Utc>,
 ) -> anyhow::Result<Vec<ClusterStatus>> {
-    let cat: Catalog = crate::catalog::load_with(
-        store,
-        match (all, clusters) {
-            (false, [one]) => Some(one.as_str()),
-            _ => None,
-        },
-        signers,
-    )
-    .await?;
+    let prefix = match (all, clusters) {
+        (false, [one]) => Some(one.as_str()),
+        _ => None,
+    };
+    let cat: Catalog = crate::catalog::load_with(store, prefix, signers).await?;
+    // One listing for every cluster's drill records, not one per cluster.
+    let drills: Vec<ObjectInfo> = store
+        .list(prefix.map(|c| format!("{c}/")).as_deref())
+        .await?
+        .into_iter()
+        .filter(|o| o.key.ends_with(DRILL_SUFFIX) && o.size <= MAX_DRILL_BYTES)
+        .collect();
     let mut names: BTreeSet<String> = clusters.iter().cloned().collect();
     if all {
         names.extend(cat.backups.iter().map(|m| m.cluster.clone()));
@@ -132,7 +135,9 @@ pub async fn gather(
             .iter()
             .filter(|(m, _)| m.cluster == name)
             .count();
-        let drill = last_drill(store, &name, signers).await?;
+        let own = format!("{name}/");
+        let records = drills.iter().filter(|o| o.key.starts_with(&own));
+        let drill = last_drill(store, records, signers).await;
         out.push(judge(&name, &backups, untrusted, drill, cutoff, now));
     }
     Ok(out)
@@ -140,16 +145,12 @@ pub async fn gather(
 
 /// The cluster's most recent drill record (by store time); with allowed signers, only a
 /// signed and trusted one counts.
-async fn last_drill(
+async fn last_drill<'a>(
     store: &Store,
-    cluster: &str,
+    records: impl Iterator<Item = &'a ObjectInfo>,
     signers: Option<&AllowedSigners>,
-) -> anyhow::Result<Option<LastDrill>> {
-    let objects = store.list(Some(&format!("{cluster}/"))).await?;
-    let mut records: Vec<_> = objects
-        .iter()
-        .filter(|o| o.key.ends_with(DRILL_SUFFIX) && o.size <= MAX_DRILL_BYTES)
-        .collect();
+) -> Option<LastDrill> {
+    let mut records: Vec<&ObjectInfo> = records.collect();
     records.sort_by_key(|o| std::cmp::Reverse(o.last_modified));
     for o in records {
         let Ok(Some(bytes)) = crate::catalog::read_small(store, &o.key, MAX_DRILL_BYTES).await
@@ -174,14 +175,14 @@ async fn last_drill(
             }
         }
         if let Ok(r) = serde_json::from_slice::<Record>(&bytes) {
-            return Ok(Some(LastDrill {
+            return Some(LastDrill {
                 backup: r.backup,
                 drilled_at: r.drilled_at,
                 ok: r.ok,
-            }));
+            });
         }
     }
-    Ok(None)
+    None
 }
 
 #[cfg(test)]

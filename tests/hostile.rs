@@ -131,6 +131,73 @@ fn huge_pax_path_is_refused_in_bounded_memory_and_output() {
 
 #[test]
 #[ignore = "needs age, zstd, tar and time (apt-get install age zstd tar time); CI runs it"]
+fn a_zstd_frame_with_a_huge_window_is_refused_in_bounded_memory() {
+    // Broke: the reader accepted zstd's default limit (a 2^27 window), so a forged frame made
+    // verify hold about 150 MB before it read a byte of the tar.
+    require_tools();
+    let (w, genuine) = world_with_backup();
+    let (work, inner) = unpack(&w, &genuine, "work");
+    let tar = w.path("repacked.tar");
+    repack(&work, &inner, &tar);
+    let (id, created) = later_id(&w, &genuine, 60);
+    // The same genuine content, compressed with a 128 MiB window (long mode, from stdin so
+    // the frame gives no content size that would let the decoder allocate less).
+    let forged = seal_with(
+        &w,
+        &genuine,
+        &id,
+        &created,
+        &tar,
+        "zstd -q -c --long=27",
+        |_| {},
+    );
+    let key = w.key.to_str().unwrap();
+    let (out, rss) = run_measured(&w, &["verify", &forged, "-i", key]);
+    eprintln!(
+        "2^27 zstd window: verify exit {:?}, {} MiB RSS",
+        out.status.code(),
+        rss / MIB
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert!(rss < 100 * MIB, "verify used {} MiB", rss / MIB);
+    assert!(
+        stdout(&out).contains("decompression window larger than 8 MiB"),
+        "{}",
+        stdout(&out)
+    );
+    // The genuine backup (level 3, the default) still reads.
+    let ok = w.run(&["verify", &genuine, "-i", key]);
+    assert!(ok.status.success(), "{}", stdout(&ok));
+}
+
+#[test]
+#[ignore = "needs age and zstd (apt-get install age zstd); CI runs it"]
+fn a_config_zstd_level_above_19_is_refused_before_anything_runs() {
+    // Broke: the config file's zstd_level was not range-checked, so level 22 wrote archives
+    // with a window the reader now refuses.
+    let w = World::new();
+    make_pki(&w.path("pki"));
+    let config = w.path("config.toml");
+    std::fs::write(&config, "zstd_level = 22\n").unwrap();
+    let out = w.run(&[
+        "backup",
+        "--config",
+        config.to_str().unwrap(),
+        "--cluster",
+        "admin",
+        "-r",
+        &w.recipient,
+        "--pki-dir",
+        "pki",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("zstd_level = 22"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1–19"), "{}", stderr(&out));
+    assert!(!w.store.join("admin").exists(), "something was written");
+}
+
+#[test]
+#[ignore = "needs age, zstd, tar and time (apt-get install age zstd tar time); CI runs it"]
 fn hostile_names_in_errors_are_escaped_and_cut() {
     // A path under the 4 KiB cap, full of terminal escapes: quoted escaped and cut short.
     require_tools();

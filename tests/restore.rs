@@ -384,6 +384,36 @@ fn a_bad_archive_a_wrong_key_or_another_clusters_ca_stops_before_any_change() {
 
 #[test]
 #[ignore = "needs etcd-server, etcd-client (apt-get install); CI runs it"]
+fn a_backup_lacking_a_pki_file_the_manifests_name_stops_in_preflight() {
+    // Broke: the restore moved the node's PKI aside and put the backup's in place even when
+    // the backup lacked a file kube-apiserver.yaml names, so the apiserver could not start.
+    let s = scene();
+    let pki = s.node.pki_dir().display().to_string();
+    std::fs::write(s.node.pki_dir().join("apiserver-2027.key"), "issued later").unwrap();
+    let api = s.node.manifests_dir().join("kube-apiserver.yaml");
+    let yaml = std::fs::read_to_string(&api).unwrap();
+    let yaml = yaml.replacen(
+        "    - \"100000\"\n",
+        &format!(
+            "    - \"100000\"\n    args:\n    - --tls-cert-file={pki}/apiserver.crt\n    - --tls-private-key-file={pki}/apiserver-2027.key\n"
+        ),
+        1,
+    );
+    assert!(yaml.contains("apiserver-2027.key"));
+    std::fs::write(&api, yaml).unwrap();
+    let before = s.node.snapshot_tree();
+    let out = s.run(&["--yes"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = err.lines().find(|l| l.starts_with("error")).unwrap();
+    assert!(line.contains("1 file(s)"), "{line}");
+    assert!(line.contains(": apiserver-2027.key;"), "{line}");
+    assert!(line.contains("nothing was changed"), "{line}");
+    assert_eq!(s.node.snapshot_tree(), before);
+}
+
+#[test]
+#[ignore = "needs etcd-server, etcd-client (apt-get install); CI runs it"]
 fn to_dir_gives_a_data_dir_a_real_etcd_starts_on() {
     let w = World::new();
     let etcd = Etcd::start();

@@ -22,11 +22,24 @@ use crate::crypto::Identities;
 use crate::text::escape_for_line;
 
 const COPY_BUF: usize = 256 * 1024;
-/// The largest zstd window a reader accepts (2^27 = 128 MiB, zstd's own default limit), and
-/// so the most memory a hostile frame can make the decoder hold. Not lower: a config file's
-/// `zstd_level` is not range-checked, and levels 20–22 write windows of 2^25–2^27; levels
-/// 1–19 (all the command line allows) stay at or under 2^23.
-const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+/// zstd's own words, with the window refusal said in terms of this archive format.
+fn zstd_failure(e: &io::Error) -> String {
+    let text = e.to_string();
+    if text.contains("too much memory") || text.contains("window") {
+        format!(
+            "zstd: the frame asks for a decompression window larger than {} MiB, which no cpvault backup writes (zstd levels 1–19); refused as foreign or forged ({text})",
+            1u32 << (ZSTD_WINDOW_LOG_MAX - 20)
+        )
+    } else {
+        format!("zstd: {text}")
+    }
+}
+/// The largest zstd window a reader accepts (2^23 = 8 MiB), and so the most memory a hostile
+/// frame can make the decoder hold. Levels 1–19, the only ones backup writes (the command
+/// line and the config file are both range-checked), stay at or under 2^23; zstd's own
+/// default limit (2^27) let a forged frame hold about 150 MB.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 /// Receives the payload entries of an archive as they stream past.
 pub trait Sink: Send {
@@ -372,7 +385,7 @@ pub fn read_decrypted(input: impl Read, mut sink: Box<dyn Sink>) -> Untarred {
         if upstream.load(Ordering::Relaxed) {
             Failure::neighbor(Layer::Decompress)
         } else if zstd_failed.load(Ordering::Relaxed) {
-            Failure::new(Layer::Decompress, format!("zstd: {e}"))
+            Failure::new(Layer::Decompress, zstd_failure(e))
         } else if sink_failed.load(Ordering::Relaxed) {
             Failure::new(Layer::Write, e.to_string())
         } else {
@@ -387,7 +400,7 @@ pub fn read_decrypted(input: impl Read, mut sink: Box<dyn Sink>) -> Untarred {
     let decoder = match decoder {
         Ok(d) => d,
         Err(e) => {
-            out.failure = Some(Failure::new(Layer::Decompress, format!("zstd: {e}")));
+            out.failure = Some(Failure::new(Layer::Decompress, zstd_failure(&e)));
             return out;
         }
     };

@@ -28,6 +28,7 @@ use crate::sources::settings::Sources;
 pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
     let cfg = &ctx.config;
     // Usage errors first, before keys or stores are touched.
+    check_zstd_level(args.zstd_level.or(cfg.zstd_level))?;
     let cluster = if args.all {
         None
     } else {
@@ -82,6 +83,19 @@ fn metrics_run(
     crate::metrics::Run {
         backup_size: outer.map(|m| (m.payload_size(), m.archive.as_ref().map_or(0, |a| a.size))),
         ..crate::metrics::Run::ended(cluster, "backup", started, clock, outer.is_some())
+    }
+}
+
+/// The command line allows 1–19 only; a config file is held to the same range, because levels
+/// 20–22 write zstd windows (up to 128 MiB) that readers refuse: a reader's window cap is
+/// what bounds the memory a hostile archive can make it use.
+fn check_zstd_level(level: Option<i32>) -> Result<(), Usage> {
+    match level {
+        Some(l) if !(1..=19).contains(&l) => Err(Usage(format!(
+            "zstd_level = {l} in the config file: the level must be 1–19 (levels above 19 need a decompression window larger than the {} MiB cpvault reads); change zstd_level",
+            1u32 << (crate::archive::reader::ZSTD_WINDOW_LOG_MAX - 20)
+        ))),
+        _ => Ok(()),
     }
 }
 

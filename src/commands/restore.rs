@@ -178,12 +178,9 @@ fn layout(args: &RestoreArgs) -> NodeLayout {
 }
 
 /// Connects to the node: the one `--ssh` names, or the control-plane node found through the
-/// cluster's API (its key from the cluster's secret, in a 0600 temp file removed when the
-/// returned guard drops, after the restore).
-async fn connect(
-    ctx: &Ctx,
-    settings: &Sources,
-) -> anyhow::Result<(Node, Option<tempfile::NamedTempFile>)> {
+/// cluster's API (its key from the cluster's secret, offered from memory through a private
+/// ssh-agent for the login only).
+async fn connect(ctx: &Ctx, settings: &Sources) -> anyhow::Result<Node> {
     let cluster = match (&settings.ssh, &settings.kubeconfig) {
         (None, Some(kubeconfig)) => Some(
             Cluster::connect(&KubeTarget {
@@ -196,8 +193,8 @@ async fn connect(
         ),
         _ => None,
     };
-    let (target, key_file) = match gather::locate_node(settings, cluster.as_ref()).await? {
-        NodeAt::Given(t) => (t, None),
+    let target = match gather::locate_node(settings, cluster.as_ref()).await? {
+        NodeAt::Given(t) => t,
         NodeAt::Discovered(found) => {
             if !ctx.quiet {
                 crate::say!(
@@ -206,10 +203,10 @@ async fn connect(
                     found.address
                 );
             }
-            (found.target, found.key_file)
+            found.target
         }
     };
-    Ok((Node::connect(&target).await?, key_file))
+    Ok(Node::connect(&target).await?)
 }
 
 async fn onto_node(
@@ -221,7 +218,7 @@ async fn onto_node(
     who: &Authorship,
     identities: Arc<crate::crypto::Identities>,
 ) -> anyhow::Result<()> {
-    let (node, _key_file) = connect(ctx, settings).await?;
+    let node = connect(ctx, settings).await?;
     let nodes = [node];
     let job = NodeRestore {
         store,
@@ -302,7 +299,7 @@ async fn rollback(
         .into());
     }
     crate::restore::journal::check_id(id)?;
-    let (node, _key_file) = connect(ctx, settings).await?;
+    let node = connect(ctx, settings).await?;
     let result = rollback_on(ctx, args, &node, id).await;
     node.close().await;
     result

@@ -1,7 +1,8 @@
 //! Preflight: read-only probes of the node before anything changes — its etcd member flags
 //! (from its own `etcd.yaml`), that the data dir is the one etcd runs on and is a data dir,
 //! the tools the plan's scripts use, free space, and the node's CA to compare with the
-//! archive's. Each probe is a script and a pure reading of its output, so the decisions are
+//! archive's, and that the archive holds every PKI file the node's static-pod manifests name
+//! (the restore replaces the PKI dir). Each probe is a script and a pure reading of its output, so the decisions are
 //! tested without a node. A probe must never change the node: every script here only reads.
 
 use crate::archive::manifest::Manifest;
@@ -110,6 +111,28 @@ pub enum PreflightError {
         /// The PKI dir there.
         pki_dir: String,
     },
+    /// Another restore is running on the node, or one was killed and not rolled back.
+    #[error("preflight on {node}: restore {} is unfinished on this node (its journal is in {staging_parent}): another cpvault restore is running there, or one was killed; nothing was changed — if none is running, undo it first with `cpvault restore --rollback {} --ssh … --staging-dir {staging_parent}`", ids.join(", "), ids[0])]
+    Unfinished {
+        /// The node.
+        node: String,
+        /// Where the journals are.
+        staging_parent: String,
+        /// The unfinished restores' ids.
+        ids: Vec<String>,
+    },
+    /// The node's manifests name PKI files the archive lacks.
+    #[error("preflight on {node}: the node's static-pod manifests name {} file(s) under {pki_dir} that {reference} does not hold: {}; the restore replaces {pki_dir} with the backup's, so the control plane could not start; nothing was changed — restore a backup that includes the node's PKI (backup --ssh … or --pki-dir)", missing.len(), crate::text::escape_for_line(&missing.join(", "), 2000))]
+    PkiMissing {
+        /// The node.
+        node: String,
+        /// The PKI dir there.
+        pki_dir: String,
+        /// The backup.
+        reference: String,
+        /// Paths relative to the PKI dir.
+        missing: Vec<String>,
+    },
     /// The archive has no CA to compare.
     #[error("preflight: {reference} has no pki/ca.crt to compare with the node's CA; nothing was changed — pass --force-different-cluster to restore anyway")]
     ArchiveHasNoCa {
@@ -124,7 +147,42 @@ pub enum PreflightError {
 /// The first [`PreflightError`]; the node is unchanged either way.
 pub async fn probe(node: &Node, l: &NodeLayout, m: &Manifest) -> Result<NodeFacts, PreflightError> {
     let dest = node.destination();
-    let member = member(node, l, &dest).await?;
+    // First: two restores on one node would move each other's state aside.
+    let out = node.run(&journals_script(&l.staging_parent)).await?;
+    let ids = unfinished(&String::from_utf8_lossy(&out.stdout));
+    if !ids.is_empty() {
+        return Err(PreflightError::Unfinished {
+            node: dest,
+            staging_parent: l.staging_parent.clone(),
+            ids,
+        });
+    }
+    let (member, etcd_yaml) = member(node, l, &dest).await?;
+    // The apiserver's manifest names most of the PKI; a node without one (an etcd-only
+    // member) is checked against etcd.yaml alone.
+    let api = node
+        .run(&format!(
+            "cat {}",
+            quote(&format!("{}/{}", l.manifests_dir, l.apiserver_manifest))
+        ))
+        .await?;
+    let api_yaml = String::from_utf8_lossy(&api.stdout);
+    let needed = pki_files_named(
+        &[
+            &etcd_yaml,
+            if api.status.success() { &api_yaml } else { "" },
+        ],
+        &l.pki_dir,
+    );
+    let missing = missing_from(&needed, m);
+    if !missing.is_empty() {
+        return Err(PreflightError::PkiMissing {
+            node: dest,
+            pki_dir: l.pki_dir.clone(),
+            reference: m.reference(),
+            missing,
+        });
+    }
     check_data_dir(&member, l, &dest)?;
     let out = node
         .run(&format!("test -d {}/member", quote(&l.data_dir)))
@@ -162,7 +220,11 @@ pub async fn probe(node: &Node, l: &NodeLayout, m: &Manifest) -> Result<NodeFact
     Ok(NodeFacts { member, ca_sha256 })
 }
 
-async fn member(node: &Node, l: &NodeLayout, dest: &str) -> Result<Member, PreflightError> {
+async fn member(
+    node: &Node,
+    l: &NodeLayout,
+    dest: &str,
+) -> Result<(Member, String), PreflightError> {
     let path = etcd_manifest(l);
     let out = node.run(&format!("cat {}", quote(&path))).await?;
     if !out.status.success() {
@@ -172,10 +234,62 @@ async fn member(node: &Node, l: &NodeLayout, dest: &str) -> Result<Member, Prefl
             cause: said(&out),
         });
     }
-    parse_member(&String::from_utf8_lossy(&out.stdout)).map_err(|cause| PreflightError::Member {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let member = parse_member(&text).map_err(|cause| PreflightError::Member {
         node: dest.into(),
         cause,
-    })
+    })?;
+    Ok((member, text))
+}
+
+/// Lists the restore journals in `staging_parent`, one file name per line (read-only).
+fn journals_script(staging_parent: &str) -> String {
+    format!(
+        "for f in {}/cpvault-restore-*.journal; do if [ -e \"$f\" ]; then basename \"$f\"; fi; done; true",
+        quote(staging_parent.trim_end_matches('/'))
+    )
+}
+
+/// The restore ids of the journals `journals_script` listed.
+fn unfinished(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| l.trim().strip_suffix(".journal"))
+        .filter(|id| super::journal::check_id(id).is_ok())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The files under `pki_dir` that the manifests' `- --flag=PATH` items name, relative to it
+/// (kubeadm writes every certificate and key flag that way, in `command:`).
+pub fn pki_files_named(manifests: &[&str], pki_dir: &str) -> std::collections::BTreeSet<String> {
+    let prefix = format!("{}/", pki_dir.trim_end_matches('/'));
+    manifests
+        .iter()
+        .flat_map(|m| m.lines())
+        .filter_map(|l| l.trim().strip_prefix("- ").map(str::trim))
+        .map(|v| v.trim_matches(|c| c == '"' || c == '\''))
+        .filter_map(|v| v.strip_prefix("--")?.split_once('=').map(|(_, p)| p))
+        // A flag can list several files (`--service-account-key-file` may repeat, a CA
+        // bundle flag may not), but one path per item is kubeadm's shape.
+        .filter_map(|p| p.strip_prefix(&prefix))
+        .filter(|rel| !rel.is_empty() && !rel.split('/').any(|c| c == ".." || c.is_empty()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Which of `needed` (relative to the PKI dir) the archive does not hold as `pki/<path>`.
+pub fn missing_from(needed: &std::collections::BTreeSet<String>, m: &Manifest) -> Vec<String> {
+    let held: std::collections::HashSet<&str> = m
+        .entries
+        .iter()
+        .filter_map(|e| e.path.strip_prefix("pki/"))
+        .collect();
+    needed
+        .iter()
+        .filter(|p| !held.contains(p.as_str()))
+        .cloned()
+        .collect()
 }
 
 fn etcd_manifest(l: &NodeLayout) -> String {
@@ -324,6 +438,37 @@ pub fn same_cluster(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_journal_left_on_the_node_is_an_unfinished_restore() {
+        assert!(unfinished("").is_empty());
+        assert_eq!(
+            unfinished("cpvault-restore-20260102T030405Z-1a2b.journal\nnotes.journal\ncpvault-restore-x y.journal\n"),
+            ["cpvault-restore-20260102T030405Z-1a2b"]
+        );
+    }
+
+    #[test]
+    fn the_pki_files_the_manifests_name_must_all_be_in_the_archive() {
+        let etcd = "    command:\n    - etcd\n    - --cert-file=/etc/kubernetes/pki/etcd/server.crt\n    - --data-dir=/var/lib/etcd\n    - '--trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt'\n";
+        let api = "    - --tls-cert-file=/etc/kubernetes/pki/apiserver.crt\n    - --encryption-provider-config=/etc/kubernetes/enc/enc.yaml\n    - --sneaky=/etc/kubernetes/pki/../admin.conf\n";
+        let needed = pki_files_named(&[etcd, api], "/etc/kubernetes/pki/");
+        assert_eq!(
+            needed.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["apiserver.crt", "etcd/ca.crt", "etcd/server.crt"]
+        );
+        let mut m = inner(Some("x"));
+        assert_eq!(
+            missing_from(&needed, &m),
+            ["apiserver.crt", "etcd/ca.crt", "etcd/server.crt"]
+        );
+        for p in ["pki/apiserver.crt", "pki/etcd/ca.crt"] {
+            let mut e = m.entries[0].clone();
+            e.path = p.into();
+            m.entries.push(e);
+        }
+        assert_eq!(missing_from(&needed, &m), ["etcd/server.crt"]);
+    }
 
     #[test]
     fn space_adds_up_on_one_filesystem_and_splits_across_two() {

@@ -2,13 +2,12 @@
 //! provides the etcd snapshot and which the PKI (and refuses contradictions), then
 //! [`gather`] opens the connections it needs — once each — and asks each source for its
 //! entries. What must happen after the backup (remote temp dirs removed, connections closed,
-//! the in-memory SSH key file deleted) is returned with the entries and run by
+//! the SSH master connections) is returned with the entries and run by
 //! [`Gathered::finish`], whatever the backup's outcome.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
+use super::agent::SecretKey;
 use super::etcd_grpc::EtcdEndpoint;
 use super::kube::{Cluster, KubeTarget, Profile};
 use super::settings::Sources;
@@ -139,8 +138,6 @@ pub struct Gathered {
     pub described: Vec<String>,
     cleanups: Vec<Cleanup>,
     nodes: Vec<Node>,
-    // The node key from the cluster's secret, in a 0600 temp file removed on drop.
-    _key_file: Option<tempfile::NamedTempFile>,
 }
 
 impl Gathered {
@@ -183,46 +180,31 @@ pub fn ssh_target(s: &Sources, dest: &str) -> SshTarget {
 
 /// The control-plane node found through the cluster's API.
 pub struct DiscoveredNode {
-    /// How to reach it (user `ubuntu` unless `ssh_user` says otherwise).
+    /// How to reach it (user `ubuntu` unless `ssh_user` says otherwise); unless the settings
+    /// give `ssh_key`, it carries the node key from `kube-system/sshkeys` in memory.
     pub target: SshTarget,
     /// Node name.
     pub name: String,
     /// The address used.
     pub address: String,
-    /// The node key from `kube-system/sshkeys`, in a 0600 temp file removed on drop; `None`
-    /// when the settings give `ssh_key`.
-    pub key_file: Option<tempfile::NamedTempFile>,
 }
 
-/// Finds the control-plane node and, unless a key is given, its SSH key in the cluster.
+/// Finds the control-plane node and, unless a key is given, its SSH key in the cluster
+/// (kept in memory; [`Node::connect`] offers it through a private ssh-agent).
 ///
 /// # Errors
-/// The API calls' errors ([`super::SourceError::Kube`]) or a temp file that cannot be written.
+/// The API calls' errors ([`super::SourceError::Kube`]).
 pub async fn discover_node(c: &Cluster, s: &Sources) -> anyhow::Result<DiscoveredNode> {
     let (name, address) = c.control_plane_address().await?;
     let mut target = ssh_target(s, &address);
     target.user = Some(s.ssh_user.clone().unwrap_or_else(|| "ubuntu".into()));
-    let mut key_file = None;
     if target.key.is_none() {
-        let key = c.ssh_key().await?;
-        let mut f = tempfile::Builder::new()
-            .prefix("cpvault-node-key.")
-            .tempfile()?;
-        f.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(&key)?;
-        if !key.ends_with(b"\n") {
-            f.write_all(b"\n")?;
-        }
-        f.flush()?;
-        target.key = Some(f.path().to_path_buf());
-        key_file = Some(f);
+        target.key_in_memory = Some(SecretKey::new(c.ssh_key().await?));
     }
     Ok(DiscoveredNode {
         target,
         name,
         address,
-        key_file,
     })
 }
 
@@ -266,7 +248,6 @@ pub async fn gather(s: &Sources, warn: bool) -> anyhow::Result<Gathered> {
         described: vec![],
         cleanups: vec![],
         nodes: vec![],
-        _key_file: None,
     };
     match fill(s, &plan, &mut g).await {
         Ok(()) => Ok(g),
@@ -297,7 +278,6 @@ async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered) -> anyhow::Result<()> 
                 NodeAt::Given(t) => t,
                 NodeAt::Discovered(found) => {
                     let (t, name, addr) = (found.target, found.name, found.address);
-                    g._key_file = found.key_file;
                     tracing::info!("control-plane node {name} at {addr}");
                     g.described.push(format!("node:{name}"));
                     t

@@ -4,6 +4,7 @@
 //! Remote sources (etcd gRPC, SSH, Kubernetes exec) stream asynchronously; [`bridge`] hands
 //! such a stream to the writer's producer thread.
 
+pub mod agent;
 pub mod etcd_grpc;
 pub mod etcdctl;
 pub mod gather;

@@ -46,6 +46,9 @@ pub struct SshTarget {
     pub port: Option<u16>,
     /// Private key file.
     pub key: Option<PathBuf>,
+    /// A private key held in memory (read from the cluster), offered through a private
+    /// ssh-agent for the login only; it is never written to a file.
+    pub key_in_memory: Option<super::agent::SecretKey>,
     /// `USER@HOST[:PORT]` of a jump host.
     pub jump: Option<String>,
     /// known_hosts file to use instead of the user's.
@@ -190,7 +193,24 @@ impl Node {
         if let Some(j) = &t.jump {
             b.jump_hosts([j]);
         }
-        let session = b.connect(&t.host).await.map_err(|e| connect_error(t, &e))?;
+        // The agent only lives through the login: the master connection is authenticated
+        // once and every later command rides on it.
+        let agent = match &t.key_in_memory {
+            Some(key) => Some(super::agent::PrivateAgent::start(key).await.map_err(|e| {
+                SourceError::Ssh {
+                    destination: t.display(),
+                    message: e.to_string(),
+                    fix: e.fix().into(),
+                }
+            })?),
+            None => None,
+        };
+        if let Some(a) = &agent {
+            b.ssh_auth_sock(a.socket());
+        }
+        let session = b.connect(&t.host).await.map_err(|e| connect_error(t, &e));
+        drop(agent);
+        let session = session?;
         let mut node = Node {
             session: Arc::new(session),
             target: t.clone(),

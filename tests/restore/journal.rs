@@ -111,6 +111,17 @@ fn a_restore_killed_mid_way_is_rolled_back_from_the_node_journal() {
         child.wait().unwrap();
         assert!(journal.exists(), "{step}: the journal went with cpvault");
 
+        // A second restore meanwhile is refused, naming the unfinished one (regression: it
+        // went ahead and moved the half-restored state aside as if it were the old one).
+        let second = s.run(&["--yes"], &[]);
+        assert_eq!(second.status.code(), Some(1), "{step}: {}", stderr(&second));
+        assert!(
+            stderr(&second).contains(&format!("restore {id} is unfinished")),
+            "{step}: {}",
+            stderr(&second)
+        );
+        assert!(journal.exists());
+
         // What it would undo, without doing it.
         let dry = s.run_args(s.rollback_args(&id), &["--dry-run"], &[]);
         assert!(dry.status.success(), "{step}: {}", stderr(&dry));

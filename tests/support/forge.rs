@@ -49,9 +49,23 @@ pub fn seal(
     tar: &Path,
     edit: impl FnOnce(&mut serde_json::Value),
 ) -> String {
+    seal_with(w, genuine, id, created, tar, "zstd -q -c", edit)
+}
+
+/// [`seal`] with another zstd command line (`zstd` reading the tar on stdin, so the frame
+/// does not record the content size).
+pub fn seal_with(
+    w: &World,
+    genuine: &str,
+    id: &str,
+    created: &str,
+    tar: &Path,
+    zstd: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> String {
     let archive = w.store.join(format!("admin/{id}.tar.zst.age"));
     sh(&format!(
-        "zstd -q -c '{}' | age -r '{}' > '{}'",
+        "{zstd} < '{}' | age -r '{}' > '{}'",
         tar.display(),
         w.recipient,
         archive.display()

@@ -58,50 +58,15 @@ pub async fn load_with(
     cluster: Option<&str>,
     signers: Option<&AllowedSigners>,
 ) -> anyhow::Result<Catalog> {
+    use futures::StreamExt;
     let prefix = cluster.map(|c| format!("{c}/"));
     let objects = store.list(prefix.as_deref()).await?;
     let keys: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     let mut cat = Catalog::default();
+    let mut manifests = vec![];
     for o in &objects {
         if let Some(stem) = o.key.strip_suffix(MANIFEST_SUFFIX) {
-            let read = if o.size > MAX_MANIFEST_BYTES {
-                Err(format!(
-                    "{} bytes, over the {MAX_MANIFEST_BYTES}-byte limit; not read (manifest)",
-                    o.size
-                ))
-            } else {
-                read_manifest(store, &o.key)
-                    .await
-                    .and_then(|r| r.ok_or_else(|| "it vanished while listing".to_string()))
-            };
-            match read {
-                Ok((bytes, m)) if format!("{}/{}", m.cluster, m.id) == stem && names_own_archive(&m) => {
-                    if !keys.contains(format!("{stem}{ARCHIVE_SUFFIX}").as_str()) {
-                        cat.broken.push(m.reference());
-                    }
-                    let sig_key = format!("{stem}{SIGNATURE_SUFFIX}");
-                    let signed = keys.contains(sig_key.as_str());
-                    // Without allowed signers nothing is checked, so the signature is not read.
-                    let who = match (signers, signed) {
-                        (None, signed) => Authorship::NotChecked { signed },
-                        (Some(_), false) => Authorship::judge(&bytes, None, signers),
-                        (Some(_), true) => match read_signature(store, &sig_key).await {
-                            Ok(sig) => Authorship::judge(&bytes, sig.as_deref(), signers),
-                            Err(reason) => Authorship::Untrusted { reason },
-                        },
-                    };
-                    cat.authorship.insert(m.reference(), who.clone());
-                    match who {
-                        Authorship::Untrusted { reason } => cat.untrusted.push((m, reason)),
-                        _ => cat.backups.push(m),
-                    }
-                }
-                Ok((_, m)) => cat.unreadable.push((
-                    o.key.clone(),
-                    format!("names backup {} (archive {:?}), not its own key — the manifest was edited or moved", escape_for_line(&m.reference(), 200), m.archive.as_ref().map(|a| escape_for_line(&a.key, 200))),
-                )),
-                Err(e) => cat.unreadable.push((o.key.clone(), e)),
-            }
+            manifests.push((o, stem));
         } else if let Some(stem) = o
             .key
             .strip_suffix(ARCHIVE_SUFFIX)
@@ -113,11 +78,82 @@ pub async fn load_with(
             }
         }
     }
+    // One request per manifest (and per signature, when signers judge them), many in flight:
+    // on a cloud store each is a round trip, and a fleet has tens of thousands.
+    let judged: Vec<_> = futures::stream::iter(manifests)
+        .map(|(o, stem)| {
+            let signed = keys.contains(format!("{stem}{SIGNATURE_SUFFIX}").as_str());
+            let archived = keys.contains(format!("{stem}{ARCHIVE_SUFFIX}").as_str());
+            async move { (o, judge(store, o, stem, signed, signers).await, archived) }
+        })
+        .buffer_unordered(READ_CONCURRENCY)
+        .collect()
+        .await;
+    for (o, judged, archived) in judged {
+        match judged {
+            Ok((m, who)) => {
+                if !archived {
+                    cat.broken.push(m.reference());
+                }
+                cat.authorship.insert(m.reference(), who.clone());
+                match who {
+                    Authorship::Untrusted { reason } => cat.untrusted.push((m, reason)),
+                    _ => cat.backups.push(m),
+                }
+            }
+            Err(e) => cat.unreadable.push((o.key.clone(), e)),
+        }
+    }
+    cat.broken.sort();
+    cat.unreadable.sort();
     cat.backups
         .sort_by(|a, b| (&b.created, &b.id).cmp(&(&a.created, &a.id)));
     cat.untrusted
         .sort_by(|(a, _), (b, _)| (&b.created, &b.id).cmp(&(&a.created, &a.id)));
     Ok(cat)
+}
+
+/// Manifest (and signature) reads in flight at once while listing: enough to hide a cloud
+/// store's round trips, few enough to stay far below its request limits.
+const READ_CONCURRENCY: usize = 64;
+
+/// Reads the manifest `o` (whose key is `stem` + the manifest suffix) and judges who wrote
+/// it: the signature is read only when `signers` will check it.
+async fn judge(
+    store: &Store,
+    o: &ObjectInfo,
+    stem: &str,
+    signed: bool,
+    signers: Option<&AllowedSigners>,
+) -> Result<(Manifest, Authorship), String> {
+    if o.size > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "{} bytes, over the {MAX_MANIFEST_BYTES}-byte limit; not read (manifest)",
+            o.size
+        ));
+    }
+    let (bytes, m) = read_manifest(store, &o.key)
+        .await?
+        .ok_or_else(|| "it vanished while listing".to_string())?;
+    if format!("{}/{}", m.cluster, m.id) != stem || !names_own_archive(&m) {
+        return Err(format!(
+            "names backup {} (archive {:?}), not its own key — the manifest was edited or moved",
+            escape_for_line(&m.reference(), 200),
+            m.archive.as_ref().map(|a| escape_for_line(&a.key, 200))
+        ));
+    }
+    // Without allowed signers nothing is checked, so the signature is not read.
+    let who = match (signers, signed) {
+        (None, signed) => Authorship::NotChecked { signed },
+        (Some(_), false) => Authorship::judge(&bytes, None, signers),
+        (Some(_), true) => {
+            match read_signature(store, &format!("{stem}{SIGNATURE_SUFFIX}")).await {
+                Ok(sig) => Authorship::judge(&bytes, sig.as_deref(), signers),
+                Err(reason) => Authorship::Untrusted { reason },
+            }
+        }
+    };
+    Ok((m, who))
 }
 
 /// Reads a small object of the store in one request, refusing it unread when the store

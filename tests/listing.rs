@@ -78,3 +78,84 @@ fn list_is_newest_first_and_filters_by_cluster() {
     assert!(pos2 < pos1, "newest first: {text}");
     assert!(!text.contains("user-a"), "{text}");
 }
+
+/// Fills `w`'s store with `clusters` × `per_cluster` backups copied from `genuine` (each
+/// with its own id, time and archive object, a hard link to the genuine archive): what a
+/// fleet's store looks like to a listing, which reads manifests and only names archives.
+fn fabricate(w: &World, genuine: &str, clusters: usize, per_cluster: usize) -> Vec<String> {
+    let outer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.manifest(genuine)).unwrap()).unwrap();
+    let archive = w.archive(genuine);
+    let base: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+    let mut refs = vec![];
+    for c in 0..clusters {
+        let cluster = format!("fleet-{c:02}");
+        std::fs::create_dir_all(w.store.join(&cluster)).unwrap();
+        for i in 0..per_cluster {
+            let created = base + chrono::TimeDelta::minutes((i * clusters + c) as i64);
+            let id = format!("{}-{:08x}", created.format("%Y%m%dT%H%M%SZ"), i * 7919 + c);
+            let reference = format!("{cluster}/{id}");
+            let mut m = outer.clone();
+            m["cluster"] = cluster.clone().into();
+            m["id"] = id.clone().into();
+            m["created"] = created.to_rfc3339().into();
+            m["completed"] = created.to_rfc3339().into();
+            m["archive"]["key"] = format!("{reference}.tar.zst.age").into();
+            std::fs::write(w.manifest(&reference), serde_json::to_vec(&m).unwrap()).unwrap();
+            std::fs::hard_link(&archive, w.archive(&reference)).unwrap();
+            refs.push(reference);
+        }
+    }
+    refs
+}
+
+#[test]
+fn ten_thousand_backups_list_correctly_and_leftovers_are_classified_as_before() {
+    let w = World::new();
+    fake_snapshot(&w.path("s.db"), 1);
+    let genuine = w.backup(&["--etcd-snapshot-file", "s.db"]);
+    let mut refs = fabricate(&w, &genuine, 10, 1000);
+    refs.push(genuine.clone());
+    // An archive without its manifest (an upload that never committed) and a manifest without
+    // its archive (a broken backup), among them.
+    let orphan = refs.remove(123);
+    std::fs::remove_file(w.manifest(&orphan)).unwrap();
+    let broken = refs[4567].clone();
+    std::fs::remove_file(w.archive(&broken)).unwrap();
+
+    let list = w.run(&["list", "--output", "json"]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let listed: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["cluster"].as_str().unwrap(),
+                m["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), 10_000);
+    let mut want = refs.clone();
+    let created = |r: &str| r.split_once('/').unwrap().1.to_string();
+    want.sort_by_key(|r| std::cmp::Reverse((created(r), r.clone())));
+    assert_eq!(listed, want, "not every backup, newest first");
+
+    // One cluster's listing holds that cluster's backups only.
+    let one = w.run(&["list", "--cluster", "fleet-03", "--output", "json"]);
+    let one: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!(one.as_array().unwrap().len(), 1000);
+
+    // What the catalog makes of the leftovers, as prune and verify --all see it.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = cpvault_backends::Store::open(w.store.to_str().unwrap(), false).unwrap();
+    let cat = rt.block_on(cpvault::catalog::load(&store, None)).unwrap();
+    assert_eq!(cat.backups.len(), 10_000);
+    assert_eq!(cat.broken, vec![broken]);
+    let incomplete: Vec<&str> = cat.incomplete.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(incomplete, vec![format!("{orphan}.tar.zst.age")]);
+    assert!(cat.unreadable.is_empty(), "{:?}", cat.unreadable);
+}

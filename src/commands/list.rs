@@ -12,6 +12,14 @@ use crate::progress::human;
 use crate::text::escape_for_line;
 use crate::trust::Authorship;
 
+/// One backup in `--output json`: its outer manifest with a `signature` object added.
+#[derive(serde::Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    manifest: &'a Manifest,
+    signature: &'a Authorship,
+}
+
 /// Runs the command.
 ///
 /// # Errors
@@ -42,14 +50,13 @@ pub async fn run(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
         .collect();
     rows.sort_by(|(a, _), (b, _)| (&b.created, &b.id).cmp(&(&a.created, &a.id)));
     if ctx.json() {
-        let values = rows
+        let values: Vec<Row> = rows
             .iter()
-            .map(|(m, who)| {
-                let mut v = serde_json::to_value(m)?;
-                v["signature"] = serde_json::to_value(who)?;
-                Ok(v)
+            .map(|(manifest, signature)| Row {
+                manifest,
+                signature,
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect();
         return super::print_json(&values);
     }
     if rows.is_empty() {

@@ -173,9 +173,21 @@ pub fn note_authorship(ctx: &Ctx, backup: &str, who: &crate::trust::Authorship) 
 /// # Errors
 /// A write error (a closed pipe is handled by the caller).
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let mut text = serde_json::to_string_pretty(value)?;
-    text.push('\n');
-    write_stdout(&text)
+    // Straight into stdout: a fleet's listing is tens of megabytes of JSON, never held whole.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(|e| match e.io_error_kind() {
+            Some(kind) => std::io::Error::from(kind),
+            None => std::io::Error::other(e),
+        })
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(crate::error::StdoutClosed.into())
+        }
+        r => Ok(r?),
+    }
 }
 
 fn write_stdout(text: &str) -> anyhow::Result<()> {

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Listing at fleet scale: fabricates CLUSTERS × PER_CLUSTER backups in a local directory store
+# (each a copy of one genuine manifest with its own id and time, its archive a hard link to
+# the genuine one), then times `cpvault list`, `list --cluster`, `show CLUSTER/latest` and
+# `prune --dry-run` on it, REPEAT times each, with peak RSS from /usr/bin/time.
+#
+#   bash bench/list_scale.sh
+#
+# Env: CLUSTERS (10), PER_CLUSTER (1000), REPEAT (5)
+#      CPVAULT   cpvault binary (default target/release/cpvault, built if missing)
+#      BENCH_TMP where the store goes (default ${TMPDIR:-/tmp}); removed at exit
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CLUSTERS=${CLUSTERS:-10}
+PER_CLUSTER=${PER_CLUSTER:-1000}
+REPEAT=${REPEAT:-5}
+CPVAULT=${CPVAULT:-$REPO/target/release/cpvault}
+if [[ ! -x "$CPVAULT" ]]; then
+  (cd "$REPO" && cargo build --release --quiet)
+fi
+[[ -x /usr/bin/time ]] || { echo "list_scale.sh: needs GNU time (apt-get install -y time)" >&2; exit 1; }
+WORK=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/cpvault-list.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+export XDG_CONFIG_HOME="$WORK/no-config"
+STORE="$WORK/store"
+"$CPVAULT" keygen -o "$WORK/key.txt" > "$WORK/recipient" 2>/dev/null
+head -c 65536 /dev/urandom > "$WORK/snapshot.db"
+REF=$("$CPVAULT" backup --store "$STORE" --cluster genuine -r "$(cat "$WORK/recipient")" \
+  --etcd-snapshot-file "$WORK/snapshot.db" --quiet)
+python3 - "$STORE" "$REF" "$CLUSTERS" "$PER_CLUSTER" <<'PY'
+import json, os, sys, datetime
+store, ref, clusters, per = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+outer = json.load(open(f"{store}/{ref}.manifest.json"))
+archive = f"{store}/{ref}.tar.zst.age"
+base = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+for c in range(clusters):
+    cluster = f"fleet-{c:02d}"
+    os.makedirs(f"{store}/{cluster}", exist_ok=True)
+    for i in range(per):
+        t = base + datetime.timedelta(minutes=i * clusters + c)
+        bid = t.strftime("%Y%m%dT%H%M%SZ") + f"-{i * 7919 + c:08x}"
+        m = dict(outer, cluster=cluster, id=bid, created=t.isoformat(), completed=t.isoformat())
+        m["archive"] = dict(outer["archive"], key=f"{cluster}/{bid}.tar.zst.age")
+        with open(f"{store}/{cluster}/{bid}.manifest.json", "w") as f:
+            json.dump(m, f)
+        os.link(archive, f"{store}/{cluster}/{bid}.tar.zst.age")
+PY
+N=$((CLUSTERS * PER_CLUSTER + 1))
+echo "store: $N backups ($CLUSTERS clusters × $PER_CLUSTER + 1), local directory; median of $REPEAT"
+echo
+echo "| command | median s | runs (s) | peak RSS MiB |"
+echo "| --- | --- | --- | --- |"
+measure() {
+  local label=$1; shift
+  local times=() rss=0
+  for _ in $(seq "$REPEAT"); do
+    /usr/bin/time -f '%e %M' -o "$WORK/t" "$CPVAULT" "$@" --store "$STORE" > /dev/null
+    read -r t m < <(tail -1 "$WORK/t")
+    times+=("$t"); (( m > rss )) && rss=$m
+  done
+  local median
+  median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p")
+  echo "| \`$label\` | $median | ${times[*]} | $(( rss / 1024 )) |"
+}
+measure "cpvault list" list
+measure "cpvault list --output json" list --output json
+measure "cpvault list --cluster fleet-03" list --cluster fleet-03
+measure "cpvault show fleet-03/latest" show fleet-03/latest
+measure "cpvault prune --dry-run --keep-last 10" prune --dry-run --keep-last 10

@@ -273,7 +273,7 @@ pub async fn snapshot(
     let ne = resolve(manifest.as_deref(), &t.overrides).map_err(|m| SourceError::Ssh {
         destination: node.destination(),
         message: format!("{manifest_path}: {m}"),
-        fix: "see the setting named".into(),
+        fix: "or point --ssh-manifests-dir at the node's static-pod manifests".into(),
     })?;
     let mut pem = TlsPem {
         server_name: ne.server_name.clone(),

@@ -455,7 +455,7 @@ async fn tunnel(s: &Sources, n: &Node, g: &mut Gathered) -> Result<(), SourceErr
     let (entry, endpoint) = etcd_tunnel::snapshot(n, &t).await?;
     g.entries.push(entry);
     g.described
-        .push(format!("ssh-etcd-tunnel:{} {endpoint}", n.destination()));
+        .push(format!("ssh-etcd-tunnel:{} to {endpoint}", n.destination()));
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! How `etcdctl` is invoked on another machine (a node over SSH, a pod through a Kubernetes
-//! exec): the command, the endpoint and the client certificates there, and the POSIX shell
-//! quoting every remote script relies on. Shared by the backup sources and by restore, so it
-//! sits below both; it only builds strings and must never run anything itself.
+//! exec): the command, the endpoint and the client certificates there, the POSIX shell
+//! quoting every remote script relies on, and the reading of etcd's own flags from its
+//! static-pod manifest. Shared by the backup sources and by restore, so it sits below both;
+//! it only builds and reads strings and must never run anything itself.
 
 /// How etcdctl is run on the remote side, and which certificates it uses there.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -74,6 +75,18 @@ impl RemoteEtcdctl {
         }
         ctl
     }
+}
+
+/// The value of `--NAME=VALUE` in a static-pod manifest's command list (`- --name=node1`,
+/// quoted or not), as kubeadm writes etcd.yaml; `None` when the flag is absent. One reader
+/// for backup and restore, so both understand the same manifests.
+pub fn static_pod_flag(manifest: &str, name: &str) -> Option<String> {
+    let prefix = format!("--{name}=");
+    manifest
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- ").map(str::trim))
+        .map(|v| v.trim_matches(|c| c == '"' || c == '\''))
+        .find_map(|v| v.strip_prefix(&prefix).map(str::to_string))
 }
 
 /// Quotes one word for a POSIX shell.

@@ -4,7 +4,9 @@
 //! (`kubernetes-validate --strict`) and the CronJob's and RBAC's promises read from the YAML;
 //! the container image built from its Containerfile without a registry. Each tool check also
 //! shows the check can fail (a broken copy is refused). The RBAC rules meet the real kube
-//! source calls in `rbac`.
+//! source calls in `rbac`. The node-local variant (`node-local/`) is validated with the rest,
+//! and its config backs up a real mutual-TLS etcd with the certificates at the mounted paths
+//! in `node_local`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,6 +15,8 @@ use serde_json::Value;
 
 use crate::support::*;
 
+// The node-local CronJob variant: its promises, and its config against a local mTLS etcd.
+mod node_local;
 // The RBAC manifests enforced by the test API server against real `cpvault backup` runs.
 mod rbac;
 
@@ -188,7 +192,7 @@ fn the_service_runs_the_scheduled_command_hardened_and_the_timer_is_persistent()
     assert!(lines.iter().any(|l| l.starts_with("OnCalendar=")));
 }
 
-const MANIFESTS: [&str; 7] = [
+const MANIFESTS: [&str; 8] = [
     "kubernetes/namespace.yaml",
     "kubernetes/serviceaccount.yaml",
     "kubernetes/rbac.yaml",
@@ -196,7 +200,23 @@ const MANIFESTS: [&str; 7] = [
     "kubernetes/configmap.yaml",
     "kubernetes/secret.yaml",
     "kubernetes/cronjob.yaml",
+    "kubernetes/node-local/cpvault.yaml",
 ];
+
+/// Every file below `deploy/kubernetes`, as `kubernetes/…` paths.
+fn kubernetes_files(rel: &str) -> Vec<String> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(deploy(rel)).unwrap() {
+        let e = e.unwrap();
+        let path = format!("{rel}/{}", e.file_name().to_string_lossy());
+        if e.file_type().unwrap().is_dir() {
+            out.extend(kubernetes_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
 
 fn kubernetes_validate(files: &[PathBuf]) -> Output {
     run(Command::new("kubernetes-validate")
@@ -211,10 +231,7 @@ fn every_kubernetes_manifest_validates_against_the_kubernetes_schemas() {
         missing("`kubernetes-validate`", KUBE_VALIDATE);
     }
     // Every file in the directory is listed, so a new manifest cannot skip validation.
-    let mut on_disk: Vec<String> = std::fs::read_dir(deploy("kubernetes"))
-        .unwrap()
-        .map(|e| format!("kubernetes/{}", e.unwrap().file_name().to_string_lossy()))
-        .collect();
+    let mut on_disk = kubernetes_files("kubernetes");
     on_disk.sort();
     let mut listed: Vec<String> = MANIFESTS.iter().map(|s| s.to_string()).collect();
     listed.sort();

@@ -97,13 +97,8 @@ pub struct Member {
 /// Names the flag that is missing.
 pub fn parse_member(etcd_yaml: &str) -> Result<Member, String> {
     let flag = |name: &str| -> Result<String, String> {
-        let prefix = format!("--{name}=");
-        etcd_yaml
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("- ").map(str::trim))
-            .map(|v| v.trim_matches(|c| c == '"' || c == '\''))
-            .find_map(|v| v.strip_prefix(&prefix).map(str::to_string))
-            .ok_or_else(|| format!("etcd.yaml has no {prefix}… in its command"))
+        crate::etcdctl::static_pod_flag(etcd_yaml, name)
+            .ok_or_else(|| format!("etcd.yaml has no --{name}=… in its command"))
     };
     Ok(Member {
         name: flag("name")?,

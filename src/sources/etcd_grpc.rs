@@ -1,4 +1,6 @@
-//! Direct etcd source: `Maintenance.Snapshot` over gRPC, plain or with mutual TLS. The
+//! Direct etcd source: `Maintenance.Snapshot` over gRPC, plain or with mutual TLS, with the
+//! TLS material in memory (read from local files here, or from a node by the SSH tunnel
+//! source, which shares [`stream`] so both record the same facts). The
 //! snapshot streams from the server straight into the archive writer; only the first chunk
 //! is read up front, because it tells the snapshot's exact size (etcd reports the bytes still
 //! to come with every chunk, and appends a 32-byte sha256 trailer the writer then checks).
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use zeroize::Zeroizing;
 
 use super::{bridge, SourceError};
 use crate::archive::manifest::{EntryKind, EtcdInfo};
@@ -29,50 +32,135 @@ pub struct EtcdEndpoint {
     pub key: Option<PathBuf>,
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection and the first status call may take.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The flags a message points the user at: the direct source's own, or the node's when
+/// etcd is reached through SSH.
+#[derive(Debug, Clone, Copy)]
+pub struct Flags {
+    /// The endpoint flag.
+    pub endpoint: &'static str,
+    /// The CA flag.
+    pub cacert: &'static str,
+    /// The client certificate flag.
+    pub cert: &'static str,
+    /// The client key flag.
+    pub key: &'static str,
+}
+
+/// The direct source's flags.
+pub const DIRECT: Flags = Flags {
+    endpoint: "--etcd-endpoint",
+    cacert: "--etcd-cacert",
+    cert: "--etcd-cert",
+    key: "--etcd-key",
+};
+
+/// TLS material in memory: wherever it came from (local files, or files read on a node),
+/// it is never written anywhere, and the key is wiped when this is dropped.
+#[derive(Default)]
+pub struct TlsPem {
+    /// CA certificate (PEM) that signed the server certificate.
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub identity: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
+    /// The name the server certificate must be valid for, when it differs from the host
+    /// that is dialled (a tunnel's local end).
+    pub server_name: Option<String>,
+}
+
+impl TlsPem {
+    /// Whether any TLS setting is given.
+    pub fn wanted(&self) -> bool {
+        self.ca.is_some() || self.identity.is_some() || self.server_name.is_some()
+    }
+
+    /// The client's TLS options.
+    pub fn options(&self) -> TlsOptions {
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &self.ca {
+            tls = tls.ca_certificate(Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(Identity::from_pem(cert, &**key));
+        }
+        if let Some(name) = &self.server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        tls
+    }
+}
+
+impl std::fmt::Debug for TlsPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("TlsPem")
+            .field("ca", &self.ca.is_some())
+            .field("identity", &self.identity.is_some())
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
 
 fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>, SourceError> {
     std::fs::read(path).map_err(|e| SourceError::Etcd {
         endpoint: String::new(),
         message: format!("cannot read {flag} '{}': {e}", path.display()),
-        fix: "check the path and that cpvault may read it",
+        fix: "check the path and that cpvault may read it".into(),
     })
 }
 
-fn options(ep: &EtcdEndpoint) -> Result<ConnectOptions, SourceError> {
-    let mut opts = ConnectOptions::new()
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(20));
-    let tls_wanted = ep.cacert.is_some() || ep.cert.is_some() || ep.key.is_some();
-    if !tls_wanted {
-        return Ok(opts);
-    }
-    let mut tls = TlsOptions::new();
+fn local_tls(ep: &EtcdEndpoint) -> Result<TlsPem, SourceError> {
+    let mut tls = TlsPem::default();
     if let Some(ca) = &ep.cacert {
-        tls = tls.ca_certificate(Certificate::from_pem(read_pem("--etcd-cacert", ca)?));
+        tls.ca = Some(read_pem("--etcd-cacert", ca)?);
     }
     match (&ep.cert, &ep.key) {
         (Some(c), Some(k)) => {
             // The key is a secret: it lives only in memory, and only as long as the client.
-            let key = zeroize::Zeroizing::new(read_pem("--etcd-key", k)?);
-            tls = tls.identity(Identity::from_pem(read_pem("--etcd-cert", c)?, &*key));
+            let key = Zeroizing::new(read_pem("--etcd-key", k)?);
+            tls.identity = Some((read_pem("--etcd-cert", c)?, key));
         }
         (None, None) => {}
         _ => {
             return Err(SourceError::Etcd {
                 endpoint: String::new(),
                 message: "--etcd-cert and --etcd-key go together".into(),
-                fix: "give both (the client certificate and its key) or neither",
+                fix: "give both (the client certificate and its key) or neither".into(),
             })
         }
     }
-    opts = opts.with_tls(tls);
-    Ok(opts)
+    Ok(tls)
+}
+
+/// The connection options every etcd client here uses.
+pub(super) fn connect_options() -> ConnectOptions {
+    ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(20))
+}
+
+/// The fix for an unreachable etcd.
+fn unreachable_fix(flags: &Flags) -> String {
+    format!(
+        "check that etcd is running and that {} names its client URL",
+        flags.endpoint
+    )
 }
 
 /// Turns a gRPC/transport failure into one line naming the endpoint, the cause and the fix.
-fn explain(endpoint: &str, tls: bool, err: &etcd_client::Error) -> SourceError {
-    let chain = super::error_chain(err);
+pub(super) fn explain(
+    endpoint: &str,
+    tls: bool,
+    flags: &Flags,
+    err: &etcd_client::Error,
+) -> SourceError {
+    let mut chain = super::error_chain(err);
+    // tonic's connect errors do not chain their TLS cause; it is only in the Debug form.
+    if let Some(cause) = tls_cause(&format!("{err:?}")) {
+        chain = format!("{chain}: {cause}");
+    }
     let lower = chain.to_lowercase();
     // etcd drops the TLS connection of a client without an accepted certificate, which
     // reaches us only as a transport error.
@@ -87,8 +175,24 @@ fn explain(endpoint: &str, tls: bool, err: &etcd_client::Error) -> SourceError {
         || lower.contains("timeout")
         || lower.contains("dns")
         || lower.contains("unreachable");
+    let Flags {
+        endpoint: ep_flag,
+        cacert,
+        cert,
+        key,
+    } = flags;
     let fix = if unreachable {
-        "check that etcd is running and that --etcd-endpoint names its client URL"
+        unreachable_fix(flags)
+    } else if lower.contains("notvalidforname") || lower.contains("not valid for") {
+        format!("the server certificate is not issued for the name checked; give {ep_flag} with a host name or address the certificate lists")
+    } else if lower.contains("unknownissuer") {
+        format!("{cacert} is not the CA that issued etcd's server certificate; give that CA (kubeadm: pki/etcd/ca.crt)")
+    } else if lower.contains("badcertificate")
+        || lower.contains("bad certificate")
+        || lower.contains("certificaterequired")
+        || lower.contains("certificate required")
+    {
+        format!("etcd did not accept the client certificate: give {cert}/{key}, a pair issued by the CA etcd trusts for clients (e.g. healthcheck-client)")
     } else if tls_dropped
         || lower.contains("certificate")
         || lower.contains("handshake")
@@ -96,19 +200,47 @@ fn explain(endpoint: &str, tls: bool, err: &etcd_client::Error) -> SourceError {
         || lower.contains("unknownissuer")
         || lower.contains("bad certificate")
     {
-        "check --etcd-cacert (the CA that signed etcd's server certificate) and --etcd-cert/--etcd-key (a client certificate etcd trusts, e.g. healthcheck-client)"
+        format!("check {cacert} (the CA that signed etcd's server certificate) and {cert}/{key} (a client certificate etcd trusts, e.g. healthcheck-client)")
     } else if !tls && endpoint.starts_with("https") {
-        "an https endpoint needs --etcd-cacert (and usually --etcd-cert/--etcd-key)"
+        format!("an https endpoint needs {cacert} (and usually {cert}/{key})")
     } else if lower.contains("permission denied") || lower.contains("authentication") {
-        "use a client certificate with access to the Maintenance API"
+        "use a client certificate with access to the Maintenance API".into()
     } else {
-        "check --etcd-endpoint and the etcd certificates"
+        format!("check {ep_flag} and the etcd certificates")
     };
     SourceError::Etcd {
         endpoint: endpoint.to_string(),
         message: chain,
         fix,
     }
+}
+
+/// The TLS failure inside an error's Debug form (`InvalidCertificate(UnknownIssuer)`,
+/// `AlertReceived(BadCertificate)`, …), up to its balanced closing parenthesis.
+fn tls_cause(debug: &str) -> Option<String> {
+    let start = [
+        "InvalidCertificate(",
+        "AlertReceived(",
+        "PeerIncompatible(",
+        "PeerMisbehaved(",
+    ]
+    .iter()
+    .filter_map(|m| debug.find(m))
+    .min()?;
+    let mut depth = 0usize;
+    for (i, c) in debug[start..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(debug[start..=start + i].to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Connects to the first endpoint that answers a status call, then opens a snapshot stream
@@ -123,14 +255,31 @@ pub async fn snapshot(ep: &EtcdEndpoint) -> Result<SourceEntry, SourceError> {
         return Err(SourceError::Etcd {
             endpoint: String::new(),
             message: "no endpoint".into(),
-            fix: "give --etcd-endpoint URL",
+            fix: "give --etcd-endpoint URL".into(),
         });
     }
-    let tls = ep.cacert.is_some() || ep.cert.is_some();
-    let opts = options(ep)?;
+    let pem = local_tls(ep)?;
+    let tls = pem.wanted();
+    let mut opts = connect_options();
+    if tls {
+        opts = opts.with_tls(pem.options());
+    }
     let mut last = None;
     for endpoint in &ep.endpoints {
-        match open(endpoint, opts.clone(), tls).await {
+        let fail = |e: etcd_client::Error| explain(endpoint, tls, &DIRECT, &e);
+        let connect = Client::connect([endpoint], Some(opts.clone()));
+        let attempt = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Err(_) => Err(SourceError::Etcd {
+                endpoint: endpoint.to_string(),
+                message: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+                fix: unreachable_fix(&DIRECT),
+            }),
+            Ok(connected) => match connected.map_err(fail) {
+                Ok(client) => stream(client, endpoint, &DIRECT, fail, Box::new(())).await,
+                Err(e) => Err(e),
+            },
+        };
+        match attempt {
             Ok(entry) => return Ok(entry),
             Err(e) => {
                 tracing::warn!("{e}");
@@ -141,17 +290,21 @@ pub async fn snapshot(ep: &EtcdEndpoint) -> Result<SourceEntry, SourceError> {
     Err(last.expect("at least one endpoint was tried"))
 }
 
-async fn open(endpoint: &str, opts: ConnectOptions, tls: bool) -> Result<SourceEntry, SourceError> {
-    let fail = |e: etcd_client::Error| explain(endpoint, tls, &e);
-    let connect = Client::connect([endpoint], Some(opts));
-    let mut client = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-        .await
-        .map_err(|_| SourceError::Etcd {
-            endpoint: endpoint.to_string(),
-            message: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-            fix: "check that etcd is running and that --etcd-endpoint names its client URL",
-        })?
-        .map_err(fail)?;
+/// Records etcd's facts (revision, member and cluster ids, version, key count) from a
+/// status call on `client`, then opens the snapshot stream on that same member and returns
+/// the entry reading it. `guard` is kept alive as long as the stream (e.g. the tunnel the
+/// client talks through); `fail` explains a gRPC error for the caller's settings.
+///
+/// # Errors
+/// `fail`'s explanation of a failed call, a timeout, or a stream that ends before its first
+/// chunk.
+pub(super) async fn stream(
+    mut client: Client,
+    endpoint: &str,
+    flags: &Flags,
+    fail: impl Fn(etcd_client::Error) -> SourceError,
+    guard: Box<dyn std::any::Any + Send>,
+) -> Result<SourceEntry, SourceError> {
     let status = tokio::time::timeout(CONNECT_TIMEOUT, client.status())
         .await
         .map_err(|_| SourceError::Etcd {
@@ -160,9 +313,9 @@ async fn open(endpoint: &str, opts: ConnectOptions, tls: bool) -> Result<SourceE
                 "status call got no answer within {}s",
                 CONNECT_TIMEOUT.as_secs()
             ),
-            fix: "check that etcd is running and that --etcd-endpoint names its client URL",
+            fix: unreachable_fix(flags),
         })?
-        .map_err(fail)?;
+        .map_err(&fail)?;
     let header = status.header();
     // The live keys at the status revision, counted at exactly that revision so that writes
     // racing the snapshot do not matter; `drill` counts the same revision in the restore.
@@ -196,15 +349,15 @@ async fn open(endpoint: &str, opts: ConnectOptions, tls: bool) -> Result<SourceE
         status.db_size(),
         info.revision
     );
-    let mut stream = client.snapshot().await.map_err(fail)?;
+    let mut stream = client.snapshot().await.map_err(&fail)?;
     let first = stream
         .message()
         .await
-        .map_err(fail)?
+        .map_err(&fail)?
         .ok_or_else(|| SourceError::Etcd {
             endpoint: endpoint.to_string(),
             message: "the snapshot stream ended before its first chunk".into(),
-            fix: "check the etcd server's log; try again",
+            fix: "check the etcd server's log; try again".into(),
         })?;
     // Every chunk carries the bytes still to come of the database; the 32-byte sha256 of
     // the database follows as a last message of its own.
@@ -213,8 +366,9 @@ async fn open(endpoint: &str, opts: ConnectOptions, tls: bool) -> Result<SourceE
     let endpoint_owned = endpoint.to_string();
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(16);
     tokio::spawn(async move {
-        // The client must outlive the stream.
+        // The client (and whatever it talks through) must outlive the stream.
         let _client = client;
+        let _guard = guard;
         if tx.send(Ok(first_chunk)).await.is_err() {
             return;
         }
@@ -250,4 +404,25 @@ fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
 ) -> impl futures::Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static {
     Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tls_cause_is_found_in_the_debug_form() {
+        let debug = r#"TransportError(tonic::transport::Error(Transport, ConnectError(Custom { kind: InvalidData, error: InvalidCertificate(NotValidForNameContext { expected: DnsName("a"), presented: ["DnsName(\"b\")"] }) })))"#;
+        assert_eq!(
+            tls_cause(debug).as_deref(),
+            Some(
+                r#"InvalidCertificate(NotValidForNameContext { expected: DnsName("a"), presented: ["DnsName(\"b\")"] })"#
+            )
+        );
+        assert_eq!(
+            tls_cause("Custom { error: AlertReceived(BadCertificate) }").as_deref(),
+            Some("AlertReceived(BadCertificate)")
+        );
+        assert_eq!(tls_cause("TransportError(Transport)"), None);
+    }
 }

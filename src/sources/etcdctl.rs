@@ -11,16 +11,23 @@ use crate::etcdctl::{quote, RemoteEtcdctl};
 /// answer can never make the cleanup remove something else.
 const TEMP_PREFIX: &str = "cpvault-snapshot.";
 
+/// The exit code of [`save_script`] when there is no etcdctl to run (the shell's 127 is
+/// not used: openssh reads it as "command not found" and hides the status).
+pub const NO_ETCDCTL: i32 = 98;
+
 /// The script that saves a snapshot and prints `SIZE DIR` on its last line of stdout. On
-/// failure it prints etcdctl's output to stderr, removes the dir, and exits non-zero.
+/// failure it prints etcdctl's output to stderr, removes the dir, and exits non-zero
+/// ([`NO_ETCDCTL`] when etcdctl is not there).
 pub fn save_script(e: &RemoteEtcdctl) -> String {
     let ctl = e.invocation();
     format!(
         r#"set -u
 umask 077
 d=$(mktemp -d "${{TMPDIR:-/tmp}}/{TEMP_PREFIX}XXXXXXXX") || exit 1
-if ! {ctl} snapshot save "$d/snapshot.db" >"$d/etcdctl.log" 2>&1; then
-  cat "$d/etcdctl.log" >&2; rm -rf "$d"; exit 1
+{ctl} snapshot save "$d/snapshot.db" >"$d/etcdctl.log" 2>&1; rc=$?
+if [ "$rc" -ne 0 ]; then
+  cat "$d/etcdctl.log" >&2; rm -rf "$d"
+  [ "$rc" -eq 127 ] && exit {NO_ETCDCTL}; exit 1
 fi
 n=$(wc -c <"$d/snapshot.db") || {{ rm -rf "$d"; exit 1; }}
 echo $n "$d"
@@ -105,6 +112,7 @@ mod tests {
         assert!(s.contains("--cacert=/etc/kubernetes/pki/etcd/ca.crt"));
         assert!(s.contains("--key=/etc/kubernetes/pki/etcd/healthcheck-client.key"));
         assert!(s.contains("snapshot save \"$d/snapshot.db\""));
+        assert!(s.contains("-eq 127 ] && exit 98"), "{s}");
     }
 
     #[test]

@@ -9,10 +9,11 @@ use std::path::PathBuf;
 
 use super::agent::SecretKey;
 use super::etcd_grpc::EtcdEndpoint;
+use super::etcd_tunnel::{self, Overrides, TunnelSettings};
 use super::kube::{Cluster, KubeTarget, Profile};
 use super::settings::Sources;
 use super::ssh::{Node, SshTarget};
-use super::{local, Cleanup, SourceEntry};
+use super::{local, Cleanup, SourceEntry, SourceError};
 use crate::error::Usage;
 use crate::etcdctl::RemoteEtcdctl;
 
@@ -29,6 +30,8 @@ pub enum EtcdFrom {
     KubeExec,
     /// etcdctl on the node over SSH.
     Ssh,
+    /// gRPC to the node's etcd through the SSH connection.
+    SshTunnel,
 }
 
 /// Where the PKI comes from.
@@ -68,11 +71,16 @@ pub fn plan(s: &Sources) -> Result<Plan, Usage> {
     if !s.etcd_endpoints.is_empty() {
         etcd.push(("--etcd-endpoint", EtcdFrom::Grpc));
     }
-    if s.kubeconfig.is_some() {
+    let via_ssh = s.etcd_via_ssh == Some(true);
+    // With --etcd-via-ssh, the kubeconfig only finds the node.
+    if s.kubeconfig.is_some() && !via_ssh {
         etcd.push(("--kubeconfig", EtcdFrom::KubeExec));
     }
     if s.ssh_etcd == Some(true) {
         etcd.push(("--ssh-etcd", EtcdFrom::Ssh));
+    }
+    if via_ssh {
+        etcd.push(("--etcd-via-ssh", EtcdFrom::SshTunnel));
     }
     if etcd.len() > 1 {
         let names: Vec<_> = etcd.iter().map(|(n, _)| *n).collect();
@@ -95,6 +103,18 @@ pub fn plan(s: &Sources) -> Result<Plan, Usage> {
     if etcd == EtcdFrom::Ssh && s.ssh.is_none() {
         return Err(Usage("--ssh-etcd needs --ssh USER@HOST".into()));
     }
+    if etcd == EtcdFrom::SshTunnel {
+        if s.profile == Some(Profile::GkeUser) {
+            return Err(Usage(
+                "--etcd-via-ssh reaches the etcd of a control-plane node; a GKE user cluster's etcd runs in the admin cluster: use --profile gke-user without it".into(),
+            ));
+        }
+        if s.ssh.is_none() && !node_discoverable(s) {
+            return Err(Usage(
+                "--etcd-via-ssh needs the node: --ssh USER@HOST, or --kubeconfig with --profile gke-admin (or --profile kubeadm with --ssh-key FILE) to find it".into(),
+            ));
+        }
+    }
     if s.etcd_cert.is_some() != s.etcd_key.is_some() {
         return Err(Usage("--etcd-cert and --etcd-key go together".into()));
     }
@@ -108,10 +128,7 @@ pub fn plan(s: &Sources) -> Result<Plan, Usage> {
         PkiFrom::Local(d.clone())
     } else if s.ssh.is_some() {
         PkiFrom::Ssh
-    } else if s.kubeconfig.is_some()
-        && (s.profile == Some(Profile::GkeAdmin)
-            || (s.profile == Some(Profile::Kubeadm) && s.ssh_key.is_some()))
-    {
+    } else if node_discoverable(s) {
         PkiFrom::DiscoveredNode
     } else {
         // A snapshot file alone is a hand-made backup; a live etcd without PKI is a mistake.
@@ -124,10 +141,18 @@ pub fn plan(s: &Sources) -> Result<Plan, Usage> {
     };
     if etcd == EtcdFrom::None && pki == PkiFrom::None && s.files.is_empty() {
         return Err(Usage(
-            "nothing to back up: give an etcd source (--etcd-snapshot-file, --etcd-endpoint, --kubeconfig with --profile, or --ssh with --ssh-etcd), a PKI source (--pki-dir or --ssh) and/or --file PATH".into(),
+            "nothing to back up: give an etcd source (--etcd-snapshot-file, --etcd-endpoint, --kubeconfig with --profile, or --ssh with --etcd-via-ssh or --ssh-etcd), a PKI source (--pki-dir or --ssh) and/or --file PATH".into(),
         ));
     }
     Ok(Plan { etcd, pki, warning })
+}
+
+/// Whether the control-plane node and its key can be found through the cluster's API: a
+/// GKE admin cluster keeps the key in a secret; a kubeadm cluster needs `--ssh-key`.
+fn node_discoverable(s: &Sources) -> bool {
+    s.kubeconfig.is_some()
+        && (s.profile == Some(Profile::GkeAdmin)
+            || (s.profile == Some(Profile::Kubeadm) && s.ssh_key.is_some()))
 }
 
 /// Entries, with what must run after the backup.
@@ -273,7 +298,7 @@ async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered) -> anyhow::Result<()> 
     };
     // The node: given, or found through the cluster (with its key from the secret).
     let node = match (&plan.pki, &plan.etcd) {
-        (PkiFrom::Ssh | PkiFrom::DiscoveredNode, _) | (_, EtcdFrom::Ssh) => {
+        (PkiFrom::Ssh | PkiFrom::DiscoveredNode, _) | (_, EtcdFrom::Ssh | EtcdFrom::SshTunnel) => {
             let target = match locate_node(s, cluster.as_ref()).await? {
                 NodeAt::Given(t) => t,
                 NodeAt::Discovered(found) => {
@@ -309,27 +334,56 @@ async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered) -> anyhow::Result<()> 
             let c = cluster.as_ref().expect("plan checked");
             let profile = s.profile.expect("plan checked");
             let pod = c.etcd_pod().await?;
-            let (entry, cleanup) = c
+            match c
                 .etcd_snapshot(&pod, &remote_etcdctl(s, profile.etcdctl()))
-                .await?;
-            g.entries.push(entry);
-            g.cleanups.push(cleanup);
-            g.described.push(format!(
-                "kube-exec:{}/{} ({})",
-                pod.namespace,
-                pod.name,
-                profile.name()
-            ));
+                .await
+            {
+                Ok((entry, cleanup)) => {
+                    g.entries.push(entry);
+                    g.cleanups.push(cleanup);
+                    g.described.push(format!(
+                        "kube-exec:{}/{} ({})",
+                        pod.namespace,
+                        pod.name,
+                        profile.name()
+                    ));
+                }
+                Err(SourceError::Missing {
+                    place,
+                    tool,
+                    detail,
+                    ..
+                }) => {
+                    let Some(n) = node.as_ref() else {
+                        return Err(no_way_around(s, &place, tool, &detail).into());
+                    };
+                    say_fallback(&place, tool, n);
+                    tunnel(s, n, g).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         EtcdFrom::Ssh => {
             let n = node.as_ref().expect("plan checked");
-            let (entry, cleanup) = n
+            match n
                 .etcd_snapshot(&remote_etcdctl(s, Profile::Kubeadm.etcdctl()))
-                .await?;
-            g.entries.push(entry);
-            g.cleanups.push(cleanup);
-            g.described
-                .push(format!("ssh-etcdctl:{}", s.ssh.as_deref().unwrap_or("")));
+                .await
+            {
+                Ok((entry, cleanup)) => {
+                    g.entries.push(entry);
+                    g.cleanups.push(cleanup);
+                    g.described
+                        .push(format!("ssh-etcdctl:{}", s.ssh.as_deref().unwrap_or("")));
+                }
+                Err(SourceError::Missing { place, tool, .. }) => {
+                    say_fallback(&place, tool, n);
+                    tunnel(s, n, g).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        EtcdFrom::SshTunnel => {
+            tunnel(s, node.as_ref().expect("plan checked"), g).await?;
         }
     }
     match &plan.pki {
@@ -362,6 +416,47 @@ async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered) -> anyhow::Result<()> 
         g.described.push(format!("file:{}", p.display()));
     }
     Ok(())
+}
+
+/// The snapshot over gRPC through the SSH connection to `n`.
+async fn tunnel(s: &Sources, n: &Node, g: &mut Gathered) -> Result<(), SourceError> {
+    let t = TunnelSettings {
+        manifests_dir: s
+            .ssh_manifests_dir
+            .clone()
+            .unwrap_or_else(|| "/etc/kubernetes/manifests".into()),
+        overrides: Overrides {
+            endpoint: s.node_etcd_endpoint.clone(),
+            cacert: s.node_etcd_cacert.clone(),
+            cert: s.node_etcd_cert.clone(),
+            key: s.node_etcd_key.clone(),
+        },
+    };
+    let (entry, endpoint) = etcd_tunnel::snapshot(n, &t).await?;
+    g.entries.push(entry);
+    g.described
+        .push(format!("ssh-etcd-tunnel:{} to {endpoint}", n.destination()));
+    Ok(())
+}
+
+fn say_fallback(place: &str, tool: &str, n: &Node) {
+    crate::say!(
+        "note: {place} has no {tool}; taking the etcd snapshot over gRPC through the SSH connection to {} instead (as --etcd-via-ssh does)",
+        n.destination()
+    );
+}
+
+/// The error for a profile whose etcd pod lacks a tool when no node can be reached: the
+/// flags that would work.
+fn no_way_around(s: &Sources, place: &str, tool: &str, detail: &str) -> SourceError {
+    let fix = match s.profile {
+        Some(Profile::GkeUser) => "a GKE user cluster's etcd is reached only through the admin cluster: forward its client port (kubectl port-forward) and give --etcd-endpoint URL with --etcd-cacert, --etcd-cert and --etcd-key".to_string(),
+        _ => "take the snapshot over gRPC through SSH instead: add --ssh USER@HOST (the control-plane node), or --ssh-key FILE to reach the node found through the API; or give --etcd-endpoint URL with --etcd-cacert, --etcd-cert and --etcd-key".to_string(),
+    };
+    SourceError::Kube {
+        message: format!("{place} has no {tool} ({detail})"),
+        fix,
+    }
 }
 
 #[cfg(test)]
@@ -433,6 +528,37 @@ mod tests {
         assert_eq!(plan(&x).unwrap().etcd, EtcdFrom::Ssh);
         x.ssh = None;
         assert!(plan(&x).unwrap_err().0.contains("--ssh-etcd needs --ssh"));
+    }
+
+    #[test]
+    fn etcd_via_ssh_needs_a_node_and_with_a_kubeconfig_replaces_the_exec() {
+        let mut x = s();
+        x.etcd_via_ssh = Some(true);
+        assert!(plan(&x)
+            .unwrap_err()
+            .0
+            .contains("--etcd-via-ssh needs the node"));
+        x.ssh = Some("root@node".into());
+        assert_eq!(plan(&x).unwrap().etcd, EtcdFrom::SshTunnel);
+        x.ssh_etcd = Some(true);
+        assert!(plan(&x)
+            .unwrap_err()
+            .0
+            .contains("--ssh-etcd and --etcd-via-ssh"));
+        let mut k = s();
+        k.etcd_via_ssh = Some(true);
+        k.kubeconfig = Some("k".into());
+        k.profile = Some(Profile::GkeAdmin);
+        let p = plan(&k).unwrap();
+        assert_eq!(
+            (p.etcd, p.pki),
+            (EtcdFrom::SshTunnel, PkiFrom::DiscoveredNode)
+        );
+        k.profile = Some(Profile::Kubeadm);
+        assert!(plan(&k).unwrap_err().0.contains("--ssh-key"));
+        k.profile = Some(Profile::GkeUser);
+        k.namespace = Some("u".into());
+        assert!(plan(&k).unwrap_err().0.contains("gke-user"));
     }
 
     #[test]

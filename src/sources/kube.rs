@@ -57,6 +57,20 @@ impl Profile {
     }
 }
 
+/// Which tool an exec's failure says is missing from the container: `sh` when the runtime
+/// could not start it (a distroless etcd image), etcdctl when the save script said so.
+fn missing_tool(said: &str) -> Option<&'static str> {
+    let not_found =
+        said.contains("executable file not found") || said.contains("no such file or directory");
+    if said.contains("exec: \"sh\"") && not_found {
+        Some("sh")
+    } else if said.contains(&format!("exit status {}", etcdctl::NO_ETCDCTL)) {
+        Some("etcdctl")
+    } else {
+        None
+    }
+}
+
 /// Where the cluster is.
 #[derive(Debug, Clone)]
 pub struct KubeTarget {
@@ -294,6 +308,14 @@ impl Cluster {
     ) -> Result<(SourceEntry, Cleanup), SourceError> {
         let where_ = format!("pod {}/{}", pod.namespace, pod.name);
         let out = self.run(pod, &etcdctl::save_script(e)).await.map_err(|m| {
+            if let Some(tool) = missing_tool(&m) {
+                return SourceError::Missing {
+                    place: where_.clone(),
+                    tool,
+                    detail: m,
+                    fix: "the etcd image has no shell or etcdctl (distroless since etcd 3.5.7): take the snapshot with --etcd-via-ssh through the node, or with --etcd-endpoint".into(),
+                };
+            }
             fail(
                 format!("etcdctl snapshot save failed in {where_}: {m}"),
                 "check the profile's certificate paths (--node-etcd-cacert/--node-etcd-cert/--node-etcd-key) and --node-etcd-endpoint",
@@ -425,5 +447,24 @@ impl Cluster {
             )
         })?;
         Ok(Zeroizing::new(key.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_distroless_pod_and_a_missing_etcdctl_are_told_apart_from_other_failures() {
+        let runc = "failed to exec in container: failed to start exec \"ab\": OCI runtime exec failed: exec failed: unable to start container process: exec: \"sh\": executable file not found in $PATH: unknown";
+        assert_eq!(missing_tool(runc), Some("sh"));
+        assert_eq!(
+            missing_tool("sh: etcdctl: not found (command terminated with non-zero exit code: exit status 98)"),
+            Some("etcdctl")
+        );
+        assert_eq!(
+            missing_tool("Error: context deadline exceeded (command terminated with non-zero exit code: exit status 1)"),
+            None
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod etcd_grpc;
+pub mod etcd_tunnel;
 pub mod etcdctl;
 pub mod gather;
 pub mod kube;
@@ -53,7 +54,7 @@ pub enum SourceError {
         /// What went wrong.
         message: String,
         /// How to fix it.
-        fix: &'static str,
+        fix: String,
     },
     /// An SSH connection or a remote command failed.
     #[error("SSH {destination}: {message} ({fix})")]
@@ -62,6 +63,19 @@ pub enum SourceError {
         destination: String,
         /// What went wrong.
         message: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// Where the snapshot was to be taken lacks a tool it needs (no `sh` in a distroless
+    /// etcd image, no etcdctl on the node); the SSH tunnel may still work.
+    #[error("{place} has no {tool} ({detail}) ({fix})")]
+    Missing {
+        /// The pod or node.
+        place: String,
+        /// What is missing.
+        tool: &'static str,
+        /// What was said.
+        detail: String,
         /// How to fix it.
         fix: String,
     },

@@ -170,6 +170,15 @@ layered_settings! {
             /// dir there, streamed back, removed).
             #[arg(long, help_heading = "SSH")]
             ssh_etcd: bool,
+            /// Take the etcd snapshot over gRPC through the SSH connection to the node's own
+            /// etcd: nothing needed on the node but sshd; endpoint and certificates from its
+            /// etcd.yaml (or --node-etcd-*), the certificates read with sudo into memory.
+            #[arg(long, help_heading = "SSH")]
+            etcd_via_ssh: bool,
+            /// The static-pod manifests dir on the node, where --etcd-via-ssh reads etcd.yaml
+            /// [default: /etc/kubernetes/manifests].
+            #[arg(long, value_name = "DIR", help_heading = "SSH")]
+            ssh_manifests_dir: Option<String>,
         },
         /// How etcdctl runs on the node or in the etcd pod, and which certificates it uses there.
         node: NodeEtcdctlFlags {
@@ -180,28 +189,32 @@ layered_settings! {
                 help_heading = "etcdctl on the node or in the pod"
             )]
             node_etcdctl: Option<String>,
-            /// etcd's client URL as seen there [default: https://127.0.0.1:2379].
+            /// etcd's client URL as seen there [default: https://127.0.0.1:2379; with
+            /// --etcd-via-ssh: a loopback client URL from etcd.yaml, else the advertised one].
             #[arg(
                 long,
                 value_name = "URL",
                 help_heading = "etcdctl on the node or in the pod"
             )]
             node_etcd_endpoint: Option<String>,
-            /// CA certificate path there [default: the profile's, else kubeadm's].
+            /// CA certificate path there [default: the profile's, else kubeadm's; with
+            /// --etcd-via-ssh: etcd.yaml's --trusted-ca-file].
             #[arg(
                 long,
                 value_name = "PATH",
                 help_heading = "etcdctl on the node or in the pod"
             )]
             node_etcd_cacert: Option<String>,
-            /// Client certificate path there.
+            /// Client certificate path there [default: the profile's; with --etcd-via-ssh:
+            /// healthcheck-client.crt next to the CA].
             #[arg(
                 long,
                 value_name = "PATH",
                 help_heading = "etcdctl on the node or in the pod"
             )]
             node_etcd_cert: Option<String>,
-            /// Client key path there.
+            /// Client key path there [default: the profile's; with --etcd-via-ssh:
+            /// healthcheck-client.key next to the CA].
             #[arg(
                 long,
                 value_name = "PATH",

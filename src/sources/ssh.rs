@@ -445,6 +445,17 @@ impl Node {
         let out = self
             .output("taking an etcd snapshot", &etcdctl::save_script(e))
             .await?;
+        if out.status.code() == Some(etcdctl::NO_ETCDCTL) {
+            return Err(SourceError::Missing {
+                place: format!("node {}", self.target.display()),
+                tool: "etcdctl",
+                detail: String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .replace('\n', "; "),
+                fix: "use --etcd-via-ssh (gRPC through the SSH connection), or --node-etcdctl CMD"
+                    .into(),
+            });
+        }
         if !out.status.success() {
             return Err(self.fail(
                 format!(
@@ -500,6 +511,36 @@ impl Node {
                 ),
             }
         })
+    }
+
+    /// Forwards connections to the local unix socket `local` to `host:port` as seen from
+    /// the node, through this connection (`ssh -L local:host:port` on the control master);
+    /// the forward ends with the connection.
+    ///
+    /// # Errors
+    /// [`SourceError::Ssh`] when the control master refuses the forward.
+    pub async fn forward_unix(
+        &self,
+        local: &std::path::Path,
+        host: &str,
+        port: u16,
+    ) -> Result<(), SourceError> {
+        self.session
+            .request_port_forward(
+                openssh::ForwardType::Local,
+                openssh::Socket::UnixSocket { path: local.into() },
+                openssh::Socket::TcpSocket {
+                    host: host.into(),
+                    port,
+                },
+            )
+            .await
+            .map_err(|e| {
+                self.fail(
+                    format!("cannot forward a local socket to {host}:{port} on the node: {}", super::error_chain(&e)),
+                    "check the SSH settings with `ssh -v`; the client must allow forwarding (no ClearAllForwardings)",
+                )
+            })
     }
 
     /// Closes the connection (the control master exits).

@@ -1,5 +1,5 @@
-//! Backup sources against real servers: etcd over gRPC (plain and mutual TLS), a real sshd
-//! (PKI with `tar`, etcdctl on the "node"), and the Kubernetes test API server whose exec
+//! Backup sources against real servers: etcd over gRPC (plain and mutual TLS, directly or
+//! through the SSH connection), a real sshd (PKI with `tar`, etcdctl on the "node"), and the Kubernetes test API server whose exec
 //! runs etcdctl for real against the test etcd. Every success case restores the extracted
 //! snapshot with `etcdctl snapshot restore`, starts etcd on it, and reads the keys back;
 //! every failure case checks the one-line message and that nothing was committed.
@@ -16,6 +16,8 @@ mod ssh;
 pub(crate) mod kube;
 // The gke-admin profile alone: the node and its SSH key found through the API.
 mod gke_admin;
+// etcd over gRPC through the SSH connection; the fallback to it from exec and etcdctl.
+mod tunnel;
 // Clusters from the config file: `backup --all`, one cluster by name, typos refused.
 mod clusters;
 

@@ -42,10 +42,18 @@ fn write(path: &Path, text: &str, mode: u32) {
 impl EtcdCerts {
     /// Generates everything into `dir` (created if missing).
     pub fn generate(dir: &Path) -> EtcdCerts {
+        EtcdCerts::generate_for(dir, &[])
+    }
+
+    /// Like [`EtcdCerts::generate`], with `names` (DNS names) added to the certificates'
+    /// subject alternative names, as kubeadm adds the node's names to etcd's.
+    pub fn generate_for(dir: &Path, names: &[&str]) -> EtcdCerts {
         std::fs::create_dir_all(dir).unwrap();
         let issuer = ca("etcd-ca");
         let leaf = |cn: &str, usage: ExtendedKeyUsagePurpose| {
-            let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            let mut dns = vec!["localhost".to_string()];
+            dns.extend(names.iter().map(|n| n.to_string()));
+            let mut p = CertificateParams::new(dns).unwrap();
             p.subject_alt_names
                 .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
             p.distinguished_name.push(DnType::CommonName, cn);

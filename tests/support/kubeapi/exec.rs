@@ -61,7 +61,7 @@ pub(super) fn exec(
     let requested = param(query, "container").map(String::from);
     let flag = |k: &str| param(query, k).is_some_and(parse_bool);
     let (stdin, stdout, stderr) = (flag("stdin"), flag("stdout"), flag("stderr"));
-    let (index, containers, argv) = {
+    let (index, containers, argv, absent) = {
         let mut st = lock(state);
         st.execs.push(ExecRecord {
             namespace: ns.into(),
@@ -93,7 +93,13 @@ pub(super) fn exec(
                     .fold(a.clone(), |a, (from, to)| a.replace(from, to))
             })
             .collect();
-        (st.execs.len() - 1, containers, argv)
+        // A distroless image holds only its own binaries.
+        let absent = st.distroless.iter().any(|(n, p)| n == ns && p == pod)
+            && !command.first().is_some_and(|c| {
+                let base = c.rsplit('/').next().unwrap_or(c);
+                ["etcd", "etcdctl", "etcdutl"].contains(&base)
+            });
+        (st.execs.len() - 1, containers, argv, absent)
     };
     let Some(containers) = containers else {
         return not_found("pods", pod);
@@ -154,6 +160,7 @@ pub(super) fn exec(
         stdout,
         stderr,
         v5: protocol == PROTOCOLS[0],
+        absent,
     };
     tokio::spawn(async move {
         if let Ok(upgraded) = upgrade.await {
@@ -182,6 +189,8 @@ struct Session {
     stdout: bool,
     stderr: bool,
     v5: bool,
+    /// argv[0] is not in the image: the start fails as the runtime says.
+    absent: bool,
 }
 
 impl Session {
@@ -199,14 +208,18 @@ impl Session {
             return;
         }
         let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
-        let spawned = tokio::process::Command::new(&self.argv[0])
-            .args(&self.argv[1..])
-            .current_dir("/")
-            .stdin(pipe(self.stdin))
-            .stdout(pipe(self.stdout))
-            .stderr(pipe(self.stderr))
-            .kill_on_drop(true)
-            .spawn();
+        let spawned = if self.absent {
+            Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+        } else {
+            tokio::process::Command::new(&self.argv[0])
+                .args(&self.argv[1..])
+                .current_dir("/")
+                .stdin(pipe(self.stdin))
+                .stdout(pipe(self.stdout))
+                .stderr(pipe(self.stderr))
+                .kill_on_drop(true)
+                .spawn()
+        };
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {

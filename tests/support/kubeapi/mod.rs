@@ -59,6 +59,8 @@ struct State {
     pods: Vec<Value>,
     secrets: Vec<Value>,
     maps: Vec<(String, String)>,
+    /// Pods (namespace, name) whose image has no shell (see `make_distroless`).
+    distroless: Vec<(String, String)>,
     execs: Vec<ExecRecord>,
     requests: Vec<String>,
     /// RBAC in force; `None`: the token may do anything (an admin kubeconfig).
@@ -208,6 +210,13 @@ impl KubeApi {
     /// Replaces `from` with `to` in every argv element of later execs, in insertion order.
     pub fn map_exec(&self, from: &str, to: &str) {
         self.lock().maps.push((from.into(), to.into()));
+    }
+
+    /// From now on the pod's image is distroless, as etcd's own images are since 3.5.7: only
+    /// its binaries (etcd, etcdctl, etcdutl) can be exec'd; anything else (`sh`) fails to
+    /// start with the container runtime's "executable file not found".
+    pub fn make_distroless(&self, namespace: &str, pod: &str) {
+        self.lock().distroless.push((namespace.into(), pod.into()));
     }
 
     pub fn execs(&self) -> Vec<ExecRecord> {

@@ -395,3 +395,39 @@ fn exec_rejects_unknown_pod_and_container() {
         .iter()
         .all(|e| e.exit_code.is_none() && e.protocol.is_none()));
 }
+
+#[test]
+fn a_distroless_pod_runs_only_its_own_binaries() {
+    let api = KubeApi::start();
+    api.add_pod("kube-system", "etcd-cp1", &[], &["etcd"]);
+    // The image's own binary, mapped to one this machine surely has.
+    api.map_exec("etcdctl", "echo");
+    api.add_pod("kube-system", "other", &[], &["etcd"]);
+    api.make_distroless("kube-system", "etcd-cp1");
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let pods: Api<Pod> = Api::namespaced(client(&api, dir.path()).await, "kube-system");
+        let ap = AttachParams::default();
+        let p = pods
+            .exec("etcd-cp1", ["sh", "-c", "true"], &ap)
+            .await
+            .unwrap();
+        let status = collect(p).await.2;
+        assert_eq!(status.status.as_deref(), Some("Failure"));
+        let message = status.message.unwrap();
+        assert!(
+            message.contains("exec: \"sh\": executable file not found in $PATH"),
+            "{message}"
+        );
+        // Its own binaries still run; other pods keep their shell.
+        let p = pods
+            .exec("etcd-cp1", ["etcdctl", "version"], &ap)
+            .await
+            .unwrap();
+        let (out, _, status) = collect(p).await;
+        assert_eq!(status.status.as_deref(), Some("Success"));
+        assert_eq!(out, b"version\n");
+        let p = pods.exec("other", ["sh", "-c", "true"], &ap).await.unwrap();
+        assert_eq!(collect(p).await.2.status.as_deref(), Some("Success"));
+    });
+}

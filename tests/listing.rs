@@ -159,3 +159,18 @@ fn ten_thousand_backups_list_correctly_and_leftovers_are_classified_as_before() 
     assert_eq!(incomplete, vec![format!("{orphan}.tar.zst.age")]);
     assert!(cat.unreadable.is_empty(), "{:?}", cat.unreadable);
 }
+
+// Broke: `show` printed an `etcd:` line twice, once with "trailer present" and once with
+// "trailer verified".
+#[test]
+fn show_describes_the_snapshot_once() {
+    let w = World::new();
+    fake_snapshot(&w.path("s.db"), 2);
+    let reference = w.backup(&["--etcd-snapshot-file", "s.db"]);
+    let shown = w.run(&["show", &reference]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let text = stdout(&shown);
+    let etcd: Vec<&str> = text.lines().filter(|l| l.starts_with("etcd:")).collect();
+    assert_eq!(etcd.len(), 1, "{text}");
+    assert!(etcd[0].contains("etcd/snapshot.db"), "{text}");
+}

@@ -41,18 +41,6 @@ pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
         let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
         writeln!(t, "tags:      {}", escape_for_line(&tags.join(", "), 1000))?;
     }
-    if let Some(e) = &m.etcd {
-        writeln!(
-            t,
-            "etcd:      {} ({}, sha256 trailer {}{})",
-            esc(&e.entry),
-            human(e.db_size),
-            if e.hash_trailer { "present" } else { "absent" },
-            e.revision
-                .map(|r| format!(", revision {r}"))
-                .unwrap_or_default()
-        )?;
-    }
     if let Some(a) = &m.archive {
         writeln!(
             t,
@@ -80,6 +68,9 @@ pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
         }
         if let Some(r) = e.revision {
             facts.push(format!("revision {r}"));
+        }
+        if let Some(k) = e.keys {
+            facts.push(format!("{k} keys"));
         }
         if let Some(c) = &e.cluster_id {
             facts.push(format!("cluster {}", esc(c)));

@@ -131,7 +131,7 @@ pub async fn verify(
         };
     };
     let ciphertext = store
-        .get_stream(&archive.key)
+        .get_large(&archive.key)
         .await
         .map_err(|e| e.to_string());
     let seen = read_archive(ciphertext, identities, sink, progress).await;

@@ -165,6 +165,9 @@ pub async fn aborted_upload_leaves_nothing(store: &Store) {
         .is_empty());
 }
 
+/// The large object is written in chunks of this odd size.
+const CHUNK: usize = 3 * 1024 * 1024 + 17;
+
 /// One deterministic block of the large object; block `i` differs from every other.
 fn block(base: &[u8], i: u64, len: usize) -> Bytes {
     let mut b = base[..len].to_vec();
@@ -175,7 +178,6 @@ fn block(base: &[u8], i: u64, len: usize) -> Bytes {
 /// A streamed multipart upload of `size` bytes, written in odd-sized chunks, reads back
 /// identical, with the right size in head and list.
 pub async fn multipart_large(store: &Store, size: u64) {
-    const CHUNK: usize = 3 * 1024 * 1024 + 17;
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let base: Vec<u8> = (0..CHUNK)
         .map(|_| {
@@ -201,29 +203,44 @@ pub async fn multipart_large(store: &Store, size: u64) {
         .unwrap_or_else(|e| panic!("{store}: complete: {e}"));
     assert_eq!(store.head(k).await.unwrap().size, size, "{store}: head");
 
-    let (got_size, mut body) = store.get_stream(k).await.unwrap();
+    // One streaming GET, then the archive read (ranged GETs in flight on cloud stores).
+    let (got_size, body) = store.get_stream(k).await.unwrap();
     assert_eq!(got_size, size, "{store}: get size");
+    same_blocks(store, &base, size, body, "get").await;
+    let (got_size, body) = store.get_large(k).await.unwrap();
+    assert_eq!(got_size, size, "{store}: get_large size");
+    same_blocks(store, &base, size, body, "get_large").await;
+}
+
+/// Asserts `body` is the `size` bytes [`multipart_large`] wrote, block by block.
+async fn same_blocks(
+    store: &Store,
+    base: &[u8],
+    size: u64,
+    mut body: futures::stream::BoxStream<'static, Result<Bytes, StoreError>>,
+    how: &str,
+) {
     let (mut pos, mut want_i, mut want) = (0u64, 0u64, Bytes::new());
     while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.unwrap_or_else(|e| panic!("{store}: read: {e}"));
+        let mut chunk = chunk.unwrap_or_else(|e| panic!("{store}: {how}: read: {e}"));
         while !chunk.is_empty() {
             if want.is_empty() {
                 let len = CHUNK.min((size - pos) as usize);
-                assert!(len > 0, "{store}: more bytes than were written");
-                want = block(&base, want_i, len);
+                assert!(len > 0, "{store}: {how}: more bytes than were written");
+                want = block(base, want_i, len);
                 want_i += 1;
             }
             let n = want.len().min(chunk.len());
             assert!(
                 chunk[..n] == want[..n],
-                "{store}: read-back differs near byte {pos}"
+                "{store}: {how}: read-back differs near byte {pos}"
             );
             pos += n as u64;
             chunk = chunk.slice(n..);
             want = want.slice(n..);
         }
     }
-    assert_eq!(pos, size, "{store}: read-back length");
+    assert_eq!(pos, size, "{store}: {how}: read-back length");
 }
 
 /// Listing returns exactly the keys below a prefix — not a sibling that merely shares its

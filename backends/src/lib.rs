@@ -8,6 +8,7 @@ pub mod azure;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod create_check;
+mod download;
 #[cfg(any(test, feature = "testing"))]
 pub mod fault;
 pub mod gcs;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+pub use download::DownloadOptions;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
@@ -112,6 +114,7 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     display: String,
     upload: UploadOptions,
+    download: DownloadOptions,
     /// The directory of a local store, for what object_store does not show (staging files).
     local_root: Option<std::path::PathBuf>,
     /// Said with a credentials failure when no credential setting was given (the client then
@@ -220,7 +223,8 @@ impl Store {
             let given =
                 vars().any(|(k, v)| s3::CREDENTIAL_SETTINGS.contains(&k.as_str()) && !v.is_empty());
             let (store, display) = s3::open_with_vars(url, vars())?;
-            let mut store = Store::from_object_store(store, display);
+            let mut store = Store::from_object_store(store, display)
+                .with_download_options(DownloadOptions::REMOTE);
             if !given {
                 store.credentials_hint = Some(s3::NO_CREDENTIALS);
             }
@@ -228,11 +232,13 @@ impl Store {
         }
         if url.starts_with("gs://") {
             let (store, display) = gcs::open_with_vars(url, vars())?;
-            return Ok(Store::from_object_store(store, display));
+            return Ok(Store::from_object_store(store, display)
+                .with_download_options(DownloadOptions::REMOTE));
         }
         if url.starts_with("az://") {
             let (store, display) = azure::open_with_vars(url, vars())?;
-            return Ok(Store::from_object_store(store, display));
+            return Ok(Store::from_object_store(store, display)
+                .with_download_options(DownloadOptions::REMOTE));
         }
         let dir = if url.starts_with("file://") {
             let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
@@ -325,7 +331,15 @@ impl Store {
             inner,
             display,
             upload: UploadOptions::default(),
+            download: DownloadOptions::SINGLE,
         }
+    }
+
+    /// Sets how large objects are downloaded (cloud stores default to
+    /// [`DownloadOptions::REMOTE`], others to one streaming GET).
+    pub fn with_download_options(mut self, download: DownloadOptions) -> Store {
+        self.download = download;
+        self
     }
 
     /// Sets how uploads are cut into parts.
@@ -463,7 +477,41 @@ impl Store {
         r.bytes().await.map_err(|e| self.err("read", key, e))
     }
 
-    /// Streams an object: its size and a stream of chunks.
+    /// Streams a large object (an archive): its size and its bytes in order. On a cloud store
+    /// it is read as several ranged GETs in flight, after a HEAD (see [`DownloadOptions`]);
+    /// elsewhere, and for an object of one part, as [`Store::get_stream`].
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when absent; read errors arrive in the stream.
+    pub async fn get_large(
+        &self,
+        key: &str,
+    ) -> Result<(u64, BoxStream<'static, Result<Bytes, StoreError>>), StoreError> {
+        if !self.download.parallel() {
+            return self.get_stream(key).await;
+        }
+        let path = Path::from(key);
+        let meta = self
+            .inner
+            .head(&path)
+            .await
+            .map_err(|e| self.err("head", key, e))?;
+        if meta.size <= self.download.part_size {
+            return self.get_stream(key).await;
+        }
+        let parts = download::ranged(
+            self.inner.clone(),
+            path,
+            meta.size,
+            meta.e_tag,
+            self.download,
+        );
+        let this = self.clone();
+        let key = key.to_string();
+        Ok((meta.size, parts.map_err(move |e| this.err("read", &key, e)).boxed()))
+    }
+
+    /// Streams an object in one GET: its size and a stream of chunks.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] when absent; read errors arrive in the stream.

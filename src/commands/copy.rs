@@ -184,7 +184,7 @@ async fn copy_one(
         },
         Err(reason) => anyhow::bail!("{skey} in {from}: {reason}; not copied"),
     };
-    let (size, stream) = from.get_stream(&akey).await?;
+    let (size, stream) = from.get_large(&akey).await?;
     let bar = crate::progress::bytes(
         ctx.quiet || ctx.json(),
         size,

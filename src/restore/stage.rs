@@ -49,7 +49,7 @@ pub async fn stage(
             .collect(),
     };
     let key = &m.archive.as_ref().expect("committed backup").key;
-    let ciphertext = store.get_stream(key).await.map_err(|e| e.to_string());
+    let ciphertext = store.get_large(key).await.map_err(|e| e.to_string());
     let seen = crate::archive::reader::read_archive(
         ciphertext,
         Some(identities),

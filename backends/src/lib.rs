@@ -210,6 +210,23 @@ impl Store {
         if url.is_empty() {
             return Err(bad("empty"));
         }
+        let remote = match vars()
+            .find(|(k, _)| k == "CPVAULT_DOWNLOAD_CONCURRENCY")
+            .map(|(_, v)| v)
+        {
+            None => DownloadOptions::REMOTE,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n @ 1..=64) => DownloadOptions {
+                    concurrency: n,
+                    ..DownloadOptions::REMOTE
+                },
+                _ => {
+                    return Err(bad(&format!(
+                        "CPVAULT_DOWNLOAD_CONCURRENCY={v:?}: give a number of ranged GETs in flight from 1 (one streaming GET) to 64"
+                    )))
+                }
+            },
+        };
         if let Some(rest) = url.strip_prefix("memory://") {
             if !rest.is_empty() {
                 return Err(bad("memory:// takes no path"));
@@ -224,7 +241,7 @@ impl Store {
                 vars().any(|(k, v)| s3::CREDENTIAL_SETTINGS.contains(&k.as_str()) && !v.is_empty());
             let (store, display) = s3::open_with_vars(url, vars())?;
             let mut store = Store::from_object_store(store, display)
-                .with_download_options(DownloadOptions::REMOTE);
+                .with_download_options(remote);
             if !given {
                 store.credentials_hint = Some(s3::NO_CREDENTIALS);
             }
@@ -233,12 +250,12 @@ impl Store {
         if url.starts_with("gs://") {
             let (store, display) = gcs::open_with_vars(url, vars())?;
             return Ok(Store::from_object_store(store, display)
-                .with_download_options(DownloadOptions::REMOTE));
+                .with_download_options(remote));
         }
         if url.starts_with("az://") {
             let (store, display) = azure::open_with_vars(url, vars())?;
             return Ok(Store::from_object_store(store, display)
-                .with_download_options(DownloadOptions::REMOTE));
+                .with_download_options(remote));
         }
         let dir = if url.starts_with("file://") {
             let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;

@@ -528,3 +528,23 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_backup_of_a_snapshot_file_records_its_revision_and_live_keys() {
+    let w = World::new();
+    make_pki(&w.path("pki"));
+    std::fs::write(w.path("s.db"), SEED).unwrap();
+    let r = w.backup(&["--etcd-snapshot-file", "s.db", "--pki-dir", "pki"]);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.manifest(&r)).unwrap()).unwrap();
+    assert_eq!(
+        (m["etcd"]["revision"].clone(), m["etcd"]["keys"].clone()),
+        (153.into(), 150.into())
+    );
+    // A file the reader cannot read is still backed up, without the facts.
+    fake_snapshot(&w.path("fake.db"), 4);
+    let r = w.backup(&["--etcd-snapshot-file", "fake.db", "--pki-dir", "pki"]);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.manifest(&r)).unwrap()).unwrap();
+    assert!(m["etcd"].get("revision").is_none(), "{m}");
+}

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use super::Ctx;
 use crate::cli::{IdentityArgs, InspectArgs, StoreArgs, TrustArgs};
 use crate::error::{Usage, VerifyFailed};
+use crate::inspect::bbolt::BoltError;
 use crate::inspect::mvcc::{Snapshot, Wants};
 use crate::inspect::summary::{summarize, Count};
 use crate::inspect::InspectError;
@@ -43,6 +44,9 @@ pub async fn open_snapshot(
             &report,
             format!("{} failed verification; nothing from it was used", m.reference()),
         )),
+        Err(InspectError::Snapshot(BoltError::Limit(why))) => {
+            anyhow::bail!("{}: {why}", m.reference())
+        }
         Err(e @ InspectError::Snapshot(_)) => Err(VerifyFailed(format!(
             "{}: {e}; the archive itself verified, so the snapshot was corrupt when taken — try an older backup",
             m.reference()
@@ -72,7 +76,7 @@ pub async fn run(ctx: &Ctx, args: InspectArgs) -> anyhow::Result<()> {
     }
     let esc = |t: &str| escape_for_line(t, 200);
     let row = |name: &str, c: &Count| {
-        format!("  {:<44} {:>9} {:>11}\n", esc(name), c.keys, human(c.bytes))
+        format!("  {:<48} {:>9} {:>11}\n", esc(name), c.keys, human(c.bytes))
     };
     let mut t = String::new();
     writeln!(t, "backup:      {}", esc(&s.backup))?;
@@ -97,7 +101,7 @@ pub async fn run(ctx: &Ctx, args: InspectArgs) -> anyhow::Result<()> {
         human(s.total.bytes),
         s.records
     )?;
-    writeln!(t, "\n  {:<44} {:>9} {:>11}", "RESOURCE", "KEYS", "BYTES")?;
+    writeln!(t, "\n  {:<48} {:>9} {:>11}", "RESOURCE", "KEYS", "BYTES")?;
     for r in &s.resources {
         t.push_str(&row(&r.resource, &r.count));
         if args.namespaces {
@@ -106,7 +110,7 @@ pub async fn run(ctx: &Ctx, args: InspectArgs) -> anyhow::Result<()> {
             }
         }
     }
-    writeln!(t, "\n  {:<44} {:>9} {:>11}", "NAMESPACE", "KEYS", "BYTES")?;
+    writeln!(t, "\n  {:<48} {:>9} {:>11}", "NAMESPACE", "KEYS", "BYTES")?;
     for n in &s.namespaces {
         t.push_str(&row(&n.namespace, &n.count));
     }

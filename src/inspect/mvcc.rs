@@ -181,14 +181,15 @@ impl Index {
         }
     }
 
-    fn record(&mut self, k: &[u8], v: &[u8]) -> Result<(), String> {
-        let (revision, deleted) = parse_revision(k)?;
-        let kv = decode_key_value(v)?;
+    fn record(&mut self, k: &[u8], v: &[u8]) -> Result<(), BoltError> {
+        let corrupt = |e: String| BoltError::Corrupt(format!("bucket `key`: {e}"));
+        let (revision, deleted) = parse_revision(k).map_err(corrupt)?;
+        let kv = decode_key_value(v).map_err(corrupt)?;
         if kv.key.is_empty() {
-            return Err(format!(
+            return Err(corrupt(format!(
                 "revision {}_{} has no key",
                 revision.main, revision.sub
-            ));
+            )));
         }
         self.records += 1;
         self.max_revision = self.max_revision.max(revision.main);
@@ -222,9 +223,9 @@ impl Index {
                 if !deleted {
                     self.kept += kv.value.len();
                     if self.kept > MAX_KEPT_BYTES {
-                        return Err(format!(
+                        return Err(BoltError::Limit(format!(
                             "the selected values need over {MAX_KEPT_BYTES} bytes of memory; narrow the prefix"
-                        ));
+                        )));
                     }
                     self.values.insert(kv.key.into(), kv.value.to_vec());
                 }
@@ -285,9 +286,7 @@ impl Index {
 impl Visitor for Index {
     fn visit(&mut self, bucket: usize, key: &[u8], value: &[u8]) -> Result<(), BoltError> {
         match bucket {
-            0 => self
-                .record(key, value)
-                .map_err(|e| BoltError::Corrupt(format!("bucket `key`: {e}"))),
+            0 => self.record(key, value),
             _ => {
                 self.meta(key, value);
                 Ok(())

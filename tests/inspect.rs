@@ -548,3 +548,70 @@ fn a_backup_of_a_snapshot_file_records_its_revision_and_live_keys() {
         serde_json::from_slice(&std::fs::read(w.manifest(&r)).unwrap()).unwrap();
     assert!(m["etcd"].get("revision").is_none(), "{m}");
 }
+
+#[test]
+fn inspect_diff_and_get_refuse_untrusted_or_damaged_backups_like_extract() {
+    let w = World::new();
+    make_pki(&w.path("pki"));
+    std::fs::write(w.path("s.db"), SEED).unwrap();
+    let key = w.path("signing.key");
+    let out = cpvault_in(
+        w.dir.path(),
+        &["keygen", "--signing", "-o", key.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(
+        w.path("allowed"),
+        format!("backup@admin {}\n", stdout(&out).trim()),
+    )
+    .unwrap();
+    let signed = w.backup(&[
+        "--etcd-snapshot-file",
+        "s.db",
+        "--pki-dir",
+        "pki",
+        "--signing-key",
+        key.to_str().unwrap(),
+    ]);
+    let unsigned = w.backup(&["--etcd-snapshot-file", "s.db", "--pki-dir", "pki"]);
+    let id = w.key.to_str().unwrap();
+    let allowed = w.path("allowed");
+    let trust = ["--allowed-signers", allowed.to_str().unwrap()];
+
+    let ok = json(
+        &w.run(
+            &[
+                &["inspect", &signed, "-i", id, "--output", "json"][..],
+                &trust[..],
+            ]
+            .concat(),
+        ),
+    );
+    assert_eq!(ok["keys"], 150);
+    for args in [
+        vec!["inspect", &unsigned, "-i", id],
+        vec!["get", &unsigned, "/registry/minions/n1", "-i", id],
+        vec!["diff", &signed, &unsigned, "-i", id],
+    ] {
+        let o = w.run(&[&args[..], &trust[..]].concat());
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {}", stderr(&o));
+        assert!(
+            stdout(&o).is_empty(),
+            "nothing from an untrusted backup: {}",
+            stdout(&o)
+        );
+        assert!(stderr(&o).contains("signature"), "{}", stderr(&o));
+    }
+    // A flipped ciphertext byte: the archive fails verification, nothing is printed.
+    let archive = w.archive(&unsigned);
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&archive, bytes).unwrap();
+    let o = w.run(&["get", &unsigned, "/registry/minions/n1", "-i", id]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    // No key: a usage error.
+    let o = w.run(&["inspect", &signed]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -20,25 +20,74 @@ type Model = BTreeMap<String, Vec<u8>>;
 /// What etcd serves: key → (value, mod revision, create revision, version).
 type Served = BTreeMap<Vec<u8>, (Vec<u8>, i64, i64, i64)>;
 
+/// A protobuf length-delimited field.
+fn field(n: u8, v: &[u8]) -> Vec<u8> {
+    let mut out = vec![n << 3 | 2];
+    let mut len = v.len();
+    while len >= 0x80 {
+        out.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(v);
+    out
+}
+
+/// A protobuf varint field.
+fn number(n: u8, mut v: u64) -> Vec<u8> {
+    let mut out = vec![n << 3];
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
+/// A protobuf map entry `{key=1, value=2}` as field `n`.
+fn map_entry(n: u8, k: &str, v: &[u8]) -> Vec<u8> {
+    let mut e = field(1, k.as_bytes());
+    e.extend(field(2, v));
+    field(n, &e)
+}
+
+/// A core/v1 Secret as kube-apiserver stores it, field numbers from k8s.io/api core/v1
+/// and apimachinery meta/v1 generated.proto, and the JSON the API serves for it.
+fn secret(ns: &str, name: &str, i: usize) -> (Vec<u8>, serde_json::Value) {
+    let created = 1_764_000_000 + i as u64;
+    let mut meta = field(1, name.as_bytes());
+    meta.extend(field(3, ns.as_bytes()));
+    meta.extend(field(5, format!("uid-{ns}-{i}").as_bytes()));
+    meta.extend(field(8, &number(1, created)));
+    meta.extend(map_entry(11, "app", b"web"));
+    let token = format!("token {ns} {i}\0\u{1}binary");
+    let mut body = field(1, &meta);
+    body.extend(map_entry(2, "token", token.as_bytes()));
+    body.extend(field(3, b"Opaque"));
+    let stamp = chrono::DateTime::from_timestamp(created as i64, 0).unwrap();
+    let json = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{ns}-{i}"),
+            "creationTimestamp": stamp.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "labels": {"app": "web"}},
+        "data": {"token": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, token.as_bytes())},
+        "type": "Opaque",
+    });
+    (protobuf("v1", "Secret", &body), json)
+}
+
 /// A kube-apiserver protobuf value: `k8s\0` and a runtime.Unknown naming apiVersion/kind.
 fn protobuf(api_version: &str, kind: &str, body: &[u8]) -> Vec<u8> {
-    fn field(n: u8, v: &[u8]) -> Vec<u8> {
-        let mut out = vec![n << 3 | 2];
-        let mut len = v.len();
-        while len >= 0x80 {
-            out.push((len as u8) | 0x80);
-            len >>= 7;
-        }
-        out.push(len as u8);
-        out.extend_from_slice(v);
-        out
-    }
     let mut type_meta = field(1, api_version.as_bytes());
     type_meta.extend(field(2, kind.as_bytes()));
     let mut v = b"k8s\0".to_vec();
     v.extend(field(1, &type_meta));
     v.extend(field(2, body));
     v
+}
+
+fn secret_json(ns: &str, name: &str, i: usize) -> serde_json::Value {
+    secret(ns, name, i).1
 }
 
 fn configmap(ns: &str, name: &str, data: &str) -> Vec<u8> {
@@ -177,7 +226,7 @@ fn first_state(c: &mut Cluster) {
             );
             c.put(
                 &format!("/registry/secrets/{ns}/s-{i:03}"),
-                protobuf("v1", "Secret", format!("secret {ns} {i}").as_bytes()),
+                secret(ns, &format!("s-{i:03}"), i).0,
             );
         }
         c.put(
@@ -404,9 +453,17 @@ fn inspect_diff_and_get_answer_from_stored_backups() {
     let o = w.run(&["get", &b, secret, "-i", key, "--format", "raw"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(o.stdout, c.model[secret]);
-    let o = w.run(&["get", &b, secret, "-i", key]);
+    // A protobuf Secret comes back as the JSON it was built from, ready to apply.
+    let o = json(&w.run(&["get", &b, secret, "-i", key]));
+    assert_eq!(o, secret_json("team-a", "s-007", 7));
+    let o = json(&w.run(&["get", &b, secret, "-i", key, "--clean"]));
+    let mut want = secret_json("team-a", "s-007", 7);
+    want["metadata"].as_object_mut().unwrap().remove("uid");
+    assert_eq!(o, want);
+    // Kinds the reader does not decode are named, and refused as JSON.
+    let o = w.run(&["get", &b, "/registry/pods/team-a/p", "-i", key]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("v1 Secret"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("v1 Pod"), "{}", stderr(&o));
     let all = json(&w.run(&[
         "get",
         &b,
@@ -418,7 +475,8 @@ fn inspect_diff_and_get_answer_from_stored_backups() {
         "json",
     ]));
     assert_eq!(all["keys"].as_array().unwrap().len(), 120);
-    assert_eq!(all["keys"][0]["kind"], "Secret");
+    assert_eq!(all["keys"][0]["value"], secret_json("team-a", "s-000", 0));
+    assert_eq!(all["keys"][0]["encoding"], "protobuf");
     let o = w.run(&["get", &b, "/registry/secrets/team-b/s-001", "-i", key]);
     assert_eq!(
         o.status.code(),

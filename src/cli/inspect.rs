@@ -87,9 +87,9 @@ pub enum ValueFormat {
 #[command(after_help = format!("{HOW}
 
 JSON values (custom resources, and everything of an apiserver with JSON storage) print as
-stored. Built-in objects stored as protobuf (the k8s\\0 envelope) are shown by their
-apiVersion and kind only: cpvault does not decode their fields yet; --format raw writes the
-stored bytes for a decoder such as auger. --output json prints one document with every key,
+stored. Built-in objects stored as protobuf (the k8s\\0 envelope) are decoded into their JSON
+for ConfigMaps and Secrets; other kinds are named by apiVersion and kind only, and
+--format raw writes the stored bytes for a decoder such as auger. --output json prints one document with every key,
 its revisions and its value (JSON objects inline, anything else base64).
 
 Examples:

@@ -1,7 +1,8 @@
 //! `cpvault get REF KEY | --prefix P`: values at a backup's revision, read from the store
-//! with no restore. JSON values print as stored (or cleaned, or as YAML); protobuf values
-//! are named by their envelope's apiVersion and kind, and `--format raw` hands one key's
-//! stored bytes to another tool. Values come from a backup that may be hostile: text is
+//! with no restore. JSON values print as stored (or cleaned, or as YAML); protobuf
+//! ConfigMaps and Secrets are decoded into their JSON; other protobuf values are named by
+//! their envelope's apiVersion and kind, and `--format raw` hands one key's stored bytes to
+//! another tool. Values come from a backup that may be hostile: text is
 //! escaped for the terminal, and raw bytes never go to one.
 
 use std::fmt::Write as _;
@@ -15,6 +16,7 @@ use crate::cli::{GetArgs, ValueFormat};
 use crate::error::Usage;
 use crate::inspect::k8s::{self, Stored};
 use crate::inspect::mvcc::Wants;
+use crate::inspect::objects;
 use crate::text::escape_for_line;
 
 /// Runs the command.
@@ -92,10 +94,18 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
                     }
                     ("json", json!({ "value": j }))
                 }
-                Stored::Protobuf(e) => (
-                    "protobuf",
-                    json!({"api_version": e.api_version, "kind": e.kind, "value_base64": b64(v)}),
-                ),
+                Stored::Protobuf(e) => match objects::to_json(&e) {
+                    Some(mut j) => {
+                        if args.clean {
+                            k8s::clean(&mut j);
+                        }
+                        ("protobuf", json!({ "value": j }))
+                    }
+                    None => (
+                        "protobuf",
+                        json!({"api_version": e.api_version, "kind": e.kind, "value_base64": b64(v)}),
+                    ),
+                },
                 Stored::Opaque => ("bytes", json!({ "value_base64": b64(v) })),
             };
             item["encoding"] = json!(encoding);
@@ -118,7 +128,26 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
             }
             writeln!(t, "# {key}")?;
         }
-        match k8s::classify(v) {
+        let stored = k8s::classify(v);
+        let decoded = match &stored {
+            Stored::Protobuf(e) => objects::to_json(e),
+            _ => None,
+        };
+        if let Some(mut j) = decoded {
+            // A protobuf object the reader knows: JSON (or YAML) made from its fields.
+            if args.clean {
+                k8s::clean(&mut j);
+            }
+            match args.format {
+                ValueFormat::Yaml => t.push_str(&serde_saphyr::to_string(&j)?),
+                _ => {
+                    t.push_str(&for_terminal(&serde_json::to_string_pretty(&j)?, tty));
+                    t.push('\n');
+                }
+            }
+            continue;
+        }
+        match stored {
             Stored::Json(mut j) => match args.format {
                 ValueFormat::Yaml => {
                     if args.clean {
@@ -128,21 +157,12 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
                 }
                 _ if args.clean => {
                     k8s::clean(&mut j);
-                    t.push_str(&serde_json::to_string_pretty(&j)?);
+                    t.push_str(&for_terminal(&serde_json::to_string_pretty(&j)?, tty));
                     t.push('\n');
                 }
-                // As stored, byte for byte: it parsed as JSON, so it holds no raw control
-                // characters below 0x20; C1 controls are escaped on a terminal.
+                // As stored, byte for byte.
                 _ => {
-                    let s = String::from_utf8_lossy(v);
-                    if tty
-                        && s.chars()
-                            .any(|c| c.is_control() && !c.is_ascii_whitespace())
-                    {
-                        t.push_str(&escape_for_line(&s, usize::MAX));
-                    } else {
-                        t.push_str(&s);
-                    }
+                    t.push_str(&for_terminal(&String::from_utf8_lossy(v), tty));
                     if !v.ends_with(b"\n") {
                         t.push('\n');
                     }
@@ -157,7 +177,7 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
                 );
                 if exact {
                     anyhow::bail!(
-                        "{key} is a {what}; cpvault cannot decode the fields of built-in protobuf objects yet — `--format raw` writes the stored bytes (e.g. for `auger decode`), `--output json` gives them as base64"
+                        "{key} is a {what}; cpvault decodes only ConfigMaps and Secrets from protobuf so far — `--format raw` writes the stored bytes (e.g. for `auger decode`), `--output json` gives them as base64"
                     );
                 }
                 writeln!(t, "# {what}; not decoded (see `get KEY --format raw`)")?;
@@ -183,6 +203,19 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     super::print_text(&t)
+}
+
+/// JSON text as it is, or with C1 control characters escaped when it goes to a terminal
+/// (JSON holds no raw controls below 0x20, but may hold those).
+fn for_terminal(s: &str, tty: bool) -> String {
+    if tty
+        && s.chars()
+            .any(|c| c.is_control() && !c.is_ascii_whitespace())
+    {
+        escape_for_line(s, usize::MAX)
+    } else {
+        s.to_string()
+    }
 }
 
 fn b64(v: &[u8]) -> String {

@@ -10,6 +10,7 @@ pub mod bbolt;
 pub mod k8s;
 pub mod keys;
 pub mod mvcc;
+pub mod objects;
 pub mod page;
 pub mod summary;
 

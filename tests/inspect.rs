@@ -203,6 +203,16 @@ fn inspect_diff_and_get_answer_from_stored_backups() {
         .collect();
     assert_eq!(got, want);
     assert_eq!(d["groups"]["secrets"]["team-b"]["removed"], 120);
+    let text = stdout(&w.run(&["diff", &a, &b, "-i", key]));
+    assert!(text.contains("+ /registry/clusterroles/admin"), "{text}");
+    assert!(
+        text.contains("- /registry/cert-manager.io/certificates/team-b/web"),
+        "{text}"
+    );
+    assert!(
+        text.contains("more (--output json lists every key)"),
+        "{text}"
+    );
     let narrowed = json(&w.run(&[
         "diff",
         &a,

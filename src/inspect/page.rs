@@ -102,7 +102,7 @@ pub struct Meta {
     pub txid: u64,
 }
 
-fn fnv1a64(b: &[u8]) -> u64 {
+pub(super) fn fnv1a64(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
         (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -32,6 +32,7 @@ pub mod drill;
 pub mod error;
 pub mod etcdctl;
 pub mod extract;
+pub mod inspect;
 pub mod interrupt;
 pub mod layers;
 pub mod metrics;

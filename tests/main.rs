@@ -37,6 +37,9 @@ mod matrix;
 // A hostile store: oversized PAX paths and manifests in bounded memory (RSS measured), duplicate
 // entries, escaped control characters, no setuid on extract; property tests of every parser.
 mod hostile;
+// Looking inside backups: the snapshot reader against a real etcd (compaction, tombstones,
+// overflow pages), inspect/diff/get on stored backups, corrupt page trees, property tests.
+mod inspect;
 mod support;
 // Running unattended: status (exit 4), drill on a real etcd, metrics (promtool, Pushgateway),
 // the run entry point, completions and the man page.

@@ -6,6 +6,7 @@
 
 mod backup;
 mod common;
+mod inspect;
 mod prune;
 mod restore;
 mod simple;
@@ -17,6 +18,7 @@ use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
 pub use self::backup::BackupArgs;
 pub use self::common::{IdentityArgs, MetricsArgs, SigningArgs, StoreArgs, TrustArgs};
+pub use self::inspect::{DiffArgs, GetArgs, InspectArgs, ValueFormat};
 pub use self::prune::PruneArgs;
 pub use self::restore::RestoreArgs;
 pub use self::simple::{CopyArgs, ExtractArgs, KeygenArgs, ListArgs, ShowArgs, VerifyArgs};
@@ -36,6 +38,7 @@ Examples:
   cpvault list --store /backups
   cpvault verify --store /backups --latest -i key.txt   # deep: every layer
   cpvault extract --store /backups admin/latest -i key.txt --to ./restore
+  cpvault inspect --store /backups admin/latest -i key.txt   # keys per resource and namespace
 
 Every flag can also come from a CPVAULT_* variable or the config file (TOML; see README).
 Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed, 4 a health check failed (status).";
@@ -85,6 +88,13 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Decrypt a backup into a new directory, verifying every byte.
     Extract(ExtractArgs),
+    /// What a backup's etcd snapshot holds: revision, live keys, counts and bytes per
+    /// resource and namespace; read from the store, no restore.
+    Inspect(InspectArgs),
+    /// Keys added, removed and changed between two backups, per resource and namespace.
+    Diff(DiffArgs),
+    /// The value of one key (or every key under a prefix) at a backup's revision.
+    Get(GetArgs),
     /// Remove old backups by a retention policy (restic's rules), and abandoned uploads.
     Prune(PruneArgs),
     /// Restore a backup onto a control-plane node over SSH (planned, verified, rolled back on

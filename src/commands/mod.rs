@@ -3,8 +3,11 @@
 
 pub mod backup;
 pub mod copy;
+pub mod diff;
 pub mod drill;
 pub mod extract;
+pub mod get;
+pub mod inspect;
 pub mod keygen;
 pub mod list;
 pub mod prune;
@@ -191,8 +194,16 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 fn write_stdout(text: &str) -> anyhow::Result<()> {
+    print_bytes(text.as_bytes())
+}
+
+/// Writes bytes on stdout as they are.
+///
+/// # Errors
+/// A write error (a closed pipe is handled by the caller).
+pub fn print_bytes(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+    match out.write_all(bytes).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             Err(crate::error::StdoutClosed.into())
         }
@@ -225,6 +236,9 @@ pub async fn run(ctx: Ctx, command: Command) -> anyhow::Result<()> {
         Command::Show(a) => show::run(&ctx, a).await,
         Command::Verify(a) => verify::run(&ctx, a).await,
         Command::Extract(a) => extract::run(&ctx, a).await,
+        Command::Inspect(a) => inspect::run(&ctx, a).await,
+        Command::Diff(a) => diff::run(&ctx, a).await,
+        Command::Get(a) => get::run(&ctx, a).await,
         Command::Prune(a) => prune::run(&ctx, a).await,
         Command::Restore(a) => restore::run(&ctx, *a).await,
         Command::Copy(a) => copy::run(&ctx, a).await,

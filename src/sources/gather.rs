@@ -315,7 +315,9 @@ async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered) -> anyhow::Result<()> 
     match &plan.etcd {
         EtcdFrom::None => {}
         EtcdFrom::File(p) => {
-            g.entries.push(local::snapshot_file(p)?);
+            let mut entry = local::snapshot_file(p)?;
+            entry.etcd = local::snapshot_facts(p).await;
+            g.entries.push(entry);
             g.described
                 .push(format!("etcd-snapshot-file:{}", p.display()));
         }

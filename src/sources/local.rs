@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::archive::manifest::EntryKind;
+use crate::archive::manifest::{EntryKind, EtcdInfo};
 use crate::archive::writer::SourceEntry;
 
 use super::SourceError;
@@ -65,6 +65,33 @@ pub fn snapshot_file(path: &Path) -> Result<SourceEntry, SourceError> {
         "etcd/snapshot.db".into(),
         EntryKind::EtcdSnapshot,
     )
+}
+
+/// The revision and live key count of the snapshot file at `path`, for the manifest (and so
+/// for `drill` and `status` to compare with), read by cpvault's own snapshot reader: two
+/// reads of the file, memory bounded by its keys. `None` when the reader cannot read it; the
+/// backup goes ahead, since the facts are a convenience and the bytes are what is kept.
+pub async fn snapshot_facts(path: &Path) -> Option<EtcdInfo> {
+    let p = path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        crate::inspect::read_snapshot(|| File::open(&p), crate::inspect::mvcc::Wants::default())
+    })
+    .await
+    .ok()?;
+    match read {
+        Ok(s) => Some(EtcdInfo {
+            revision: Some(s.revision),
+            keys: Some(s.keys.len() as u64),
+            ..EtcdInfo::default()
+        }),
+        Err(e) => {
+            tracing::info!(
+                "{}: {e}; its revision and key count are not recorded",
+                path.display()
+            );
+            None
+        }
+    }
 }
 
 /// One file, stored as `files/<file name>`.

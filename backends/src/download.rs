@@ -146,11 +146,15 @@ mod tests {
                 concurrency: 2,
             });
         let path = Path::from("obj");
-        mem.put(&path, PutPayload::from(vec![1u8; 1000])).await.unwrap();
+        mem.put(&path, PutPayload::from(vec![1u8; 1000]))
+            .await
+            .unwrap();
         let (_, mut s) = store.get_large("obj").await.unwrap();
         let first = s.next().await.unwrap().unwrap();
         assert_eq!(first.len(), 100);
-        mem.put(&path, PutPayload::from(vec![2u8; 1000])).await.unwrap();
+        mem.put(&path, PutPayload::from(vec![2u8; 1000]))
+            .await
+            .unwrap();
         let rest: Result<Vec<Bytes>, _> = s.try_collect().await;
         let err = rest.expect_err("a splice of two objects was read");
         assert!(err.to_string().contains("obj"), "{err}");

@@ -20,8 +20,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 pub use download::DownloadOptions;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
@@ -240,8 +240,7 @@ impl Store {
             let given =
                 vars().any(|(k, v)| s3::CREDENTIAL_SETTINGS.contains(&k.as_str()) && !v.is_empty());
             let (store, display) = s3::open_with_vars(url, vars())?;
-            let mut store = Store::from_object_store(store, display)
-                .with_download_options(remote);
+            let mut store = Store::from_object_store(store, display).with_download_options(remote);
             if !given {
                 store.credentials_hint = Some(s3::NO_CREDENTIALS);
             }
@@ -249,13 +248,11 @@ impl Store {
         }
         if url.starts_with("gs://") {
             let (store, display) = gcs::open_with_vars(url, vars())?;
-            return Ok(Store::from_object_store(store, display)
-                .with_download_options(remote));
+            return Ok(Store::from_object_store(store, display).with_download_options(remote));
         }
         if url.starts_with("az://") {
             let (store, display) = azure::open_with_vars(url, vars())?;
-            return Ok(Store::from_object_store(store, display)
-                .with_download_options(remote));
+            return Ok(Store::from_object_store(store, display).with_download_options(remote));
         }
         let dir = if url.starts_with("file://") {
             let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
@@ -525,7 +522,10 @@ impl Store {
         );
         let this = self.clone();
         let key = key.to_string();
-        Ok((meta.size, parts.map_err(move |e| this.err("read", &key, e)).boxed()))
+        Ok((
+            meta.size,
+            parts.map_err(move |e| this.err("read", &key, e)).boxed(),
+        ))
     }
 
     /// Streams an object in one GET: its size and a stream of chunks.

@@ -11,6 +11,10 @@ fuzz_target!(|data: &[u8]| {
         values: Some(Box::new(|_: &[u8]| true)),
     };
     if let Err(e) = cpvault::inspect::read_snapshot(|| Ok(data), wants) {
-        assert!(e.to_string().len() < 4096, "error of {} bytes", e.to_string().len());
+        assert!(
+            e.to_string().len() < 4096,
+            "error of {} bytes",
+            e.to_string().len()
+        );
     }
 });

@@ -8,6 +8,10 @@ use cpvault::archive::reader::{read_decrypted, NullSink};
 fuzz_target!(|data: &[u8]| {
     let out = read_decrypted(data, Box::new(NullSink));
     if let Some(f) = out.failure {
-        assert!(f.message.len() < 4096, "message of {} bytes", f.message.len());
+        assert!(
+            f.message.len() < 4096,
+            "message of {} bytes",
+            f.message.len()
+        );
     }
 });

@@ -4,6 +4,8 @@
 //! `v4.channel.k8s.io`, channel-prefixed binary frames, and the kubelet's `Status` on channel 3.
 //! Exec'd commands run for real on this machine (after the test's path substitutions), so a
 //! test of the real `cpvault` binary exercises the same client code a cluster would.
+//! It also speaks the kubelet's port-forward websocket (`v4.channel.k8s.io`), connecting a
+//! pod's ports to loopback here (every test pod is host-network on this machine).
 //! Optionally it enforces RBAC for its token (`enforce_rbac`), answering 403 like the real
 //! API server for what the given Roles and ClusterRoles do not allow.
 
@@ -26,6 +28,8 @@ use rest::{get, list, now, ok, parse_query, status, uid, upsert};
 
 // The exec websocket protocol and running the exec'd commands.
 mod exec;
+// The port-forward websocket protocol, connecting a pod's ports on loopback.
+mod portforward;
 // RBAC: Roles, ClusterRoles and their bindings deciding what the token may do.
 pub mod rbac;
 // The REST objects (get, list, label selectors) and `Status` responses.
@@ -52,6 +56,17 @@ pub struct ExecRecord {
     pub exit_code: Option<i32>,
 }
 
+/// One port-forward request as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardRecord {
+    pub namespace: String,
+    pub pod: String,
+    /// The ports asked for.
+    pub ports: Vec<u16>,
+    /// The subprotocol negotiated; None if the request was refused before the upgrade.
+    pub protocol: Option<String>,
+}
+
 #[derive(Default)]
 struct State {
     token: String,
@@ -62,6 +77,7 @@ struct State {
     /// Pods (namespace, name) whose image has no shell (see `make_distroless`).
     distroless: Vec<(String, String)>,
     execs: Vec<ExecRecord>,
+    forwards: Vec<ForwardRecord>,
     requests: Vec<String>,
     /// RBAC in force; `None`: the token may do anything (an admin kubeconfig).
     rbac: Option<rbac::Rbac>,
@@ -223,6 +239,29 @@ impl KubeApi {
         self.lock().execs.clone()
     }
 
+    /// Every port-forward request that passed authentication, in order.
+    pub fn forwards(&self) -> Vec<ForwardRecord> {
+        self.lock().forwards.clone()
+    }
+
+    /// Sets the command line of a container of a stored pod, as its spec would say it (e.g.
+    /// etcd's `--listen-client-urls`).
+    pub fn set_command(&self, namespace: &str, pod: &str, container: &str, command: &[&str]) {
+        let mut st = self.lock();
+        let found = st
+            .pods
+            .iter_mut()
+            .find(|o| o["metadata"]["name"] == pod && o["metadata"]["namespace"] == namespace)
+            .unwrap_or_else(|| panic!("no pod {namespace}/{pod}"));
+        let c = found["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|c| c["name"] == container)
+            .unwrap_or_else(|| panic!("no container {container} in {namespace}/{pod}"));
+        c["command"] = json!(command);
+    }
+
     /// From now on, the token stands for the ServiceAccount of `rbac` and may do only what its
     /// bindings allow; everything else is answered 403 Forbidden.
     pub fn enforce_rbac(&self, rbac: rbac::Rbac) {
@@ -327,6 +366,9 @@ async fn handle(state: Shared, mut req: Request<Incoming>) -> Result<Response<Bo
     let response = match (method.as_str(), segments.as_slice()) {
         ("GET" | "POST", ["api", "v1", "namespaces", ns, "pods", pod, "exec"]) => {
             exec::exec(&state, ns, pod, &query, &mut req)
+        }
+        ("GET" | "POST", ["api", "v1", "namespaces", ns, "pods", pod, "portforward"]) => {
+            portforward::forward(&state, ns, pod, &query, &mut req)
         }
         ("GET", ["version"]) => ok(
             &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.1",

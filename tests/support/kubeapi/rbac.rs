@@ -12,7 +12,8 @@
 //! (`/version`, `/api`, `/apis`) open to every authenticated user as the default
 //! `system:discovery` binding makes them. A websocket exec (HTTP GET) needs `get` on
 //! `pods/exec` and, as since Kubernetes 1.35 (`AuthorizePodWebsocketUpgradeCreatePermission`),
-//! also `create`; an SPDY exec (POST) needs `create`. Not modelled: aggregated ClusterRoles,
+//! also `create`; an SPDY exec (POST) needs `create`. A port-forward (`pods/portforward`)
+//! is authorized the same way. Not modelled: aggregated ClusterRoles,
 //! non-resource URL rules, impersonation, other authorizers.
 
 use serde_json::Value;
@@ -85,7 +86,9 @@ pub fn attributes(
         .iter()
         .any(|(k, v)| k == "watch" && matches!(v.as_str(), "1" | "true"));
     let verbs: Vec<&str> = match (method, &name) {
-        ("GET", _) if subresource.as_deref() == Some("exec") && websocket => {
+        ("GET", _)
+            if matches!(subresource.as_deref(), Some("exec" | "portforward")) && websocket =>
+        {
             vec!["get", "create"]
         }
         ("GET" | "HEAD", _) if watch => vec!["watch"],
@@ -276,6 +279,18 @@ mod tests {
             [
                 "get pods/exec Some(\"x\") Some(\"p\")",
                 "create pods/exec Some(\"x\") Some(\"p\")"
+            ]
+        );
+        assert_eq!(
+            a(
+                "GET",
+                "/api/v1/namespaces/x/pods/p/portforward",
+                false,
+                true
+            ),
+            [
+                "get pods/portforward Some(\"x\") Some(\"p\")",
+                "create pods/portforward Some(\"x\") Some(\"p\")"
             ]
         );
         assert_eq!(

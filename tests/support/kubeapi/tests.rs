@@ -1,5 +1,6 @@
 //! The test API server against the real kube client: REST objects, selectors, errors and
-//! auth; exec streams, statuses, stdin and path mapping; refused pods and containers.
+//! auth; exec streams, statuses, stdin and path mapping; refused pods and containers;
+//! port-forward both ways and the error channel of a closed port.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -430,4 +431,67 @@ fn a_distroless_pod_runs_only_its_own_binaries() {
         let p = pods.exec("other", ["sh", "-c", "true"], &ap).await.unwrap();
         assert_eq!(collect(p).await.2.status.as_deref(), Some("Success"));
     });
+}
+
+#[test]
+fn port_forward_carries_bytes_both_ways_and_reports_a_closed_port() {
+    let api = KubeApi::start();
+    api.add_pod("kube-system", "etcd-cp1", &[], &["etcd"]);
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        // The pod's port: an echo server on loopback that closes after one exchange.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(&buf).await.unwrap();
+        });
+        let pods: Api<Pod> = Api::namespaced(client(&api, dir.path()).await, "kube-system");
+        let mut pf = pods.portforward("etcd-cp1", &[port]).await.unwrap();
+        let mut stream = pf.take_stream(port).unwrap();
+        let error = pf.take_error(port).unwrap();
+        stream.write_all(b"hello").await.unwrap();
+        let mut back = Vec::new();
+        stream.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"hello");
+        // The forward ends with our side of the stream, and said nothing on the way.
+        drop(stream);
+        let said = tokio::time::timeout(Duration::from_secs(5), error).await;
+        assert_eq!(said, Ok(None), "an error on a working port");
+        drop(pf);
+
+        // A port nothing listens on: the kubelet's error on the port's error channel.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut pf = pods.portforward("etcd-cp1", &[closed]).await.unwrap();
+        let mut stream = pf.take_stream(closed).unwrap();
+        let error = pf.take_error(closed).unwrap();
+        let said = tokio::time::timeout(Duration::from_secs(5), error)
+            .await
+            .unwrap()
+            .expect("an error message");
+        assert!(
+            said.contains(&format!("error forwarding port {closed}"))
+                && said.contains("connection refused"),
+            "{said}"
+        );
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+
+        let Err(e) = pods.portforward("nope", &[port]).await else {
+            panic!("a port-forward to a pod that does not exist");
+        };
+        let e = api_status(e);
+        assert_eq!(e.code, 404);
+    });
+    let forwards = api.forwards();
+    assert_eq!(forwards.len(), 3);
+    assert_eq!(forwards[0].protocol.as_deref(), Some("v4.channel.k8s.io"));
+    assert_eq!(forwards[2].protocol, None);
 }

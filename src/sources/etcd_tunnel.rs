@@ -9,18 +9,12 @@
 //! on the node and never falls back to an unchecked TLS connection.
 
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use etcd_client::{Channel, Client};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
-use tonic::transport::{Endpoint, Uri};
 use zeroize::Zeroizing;
 
-use super::etcd_grpc::{self, Flags, TlsPem, CONNECT_TIMEOUT};
+use super::etcd_dial::{self, Answered, DialError};
+use super::etcd_grpc::{self, Flags, TlsPem};
 use super::ssh::Node;
 use super::{SourceEntry, SourceError};
 use crate::etcdctl::{quote, static_pod_flag};
@@ -77,7 +71,7 @@ pub struct NodeEtcd {
 }
 
 /// Where an URL points: scheme, host (IPv6 in brackets) and port.
-fn split_url(u: &str) -> Result<(String, String, u16), String> {
+pub(super) fn split_url(u: &str) -> Result<(String, String, u16), String> {
     let parsed = url::Url::parse(u).map_err(|e| format!("'{u}' is not a URL ({e})"))?;
     let scheme = parsed.scheme().to_string();
     if scheme != "https" && scheme != "http" {
@@ -91,7 +85,7 @@ fn split_url(u: &str) -> Result<(String, String, u16), String> {
     Ok((scheme, host, parsed.port().unwrap_or(2379)))
 }
 
-fn is_loopback(host: &str) -> bool {
+pub(super) fn is_loopback(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare == "localhost"
         || bare
@@ -334,52 +328,28 @@ async fn connect_and_stream(
     tunnel: Tunnel,
 ) -> Result<SourceEntry, SourceError> {
     let tls = ne.server_name.is_some();
-    let answered = Arc::new(AtomicBool::new(false));
+    let answered = Answered::default();
     let fail = {
         let answered = answered.clone();
         let label = label.to_string();
         let server_name = ne.server_name.clone();
         move |e: etcd_client::Error| explain(&label, tls, &answered, server_name.as_deref(), &e)
     };
-    // Before anything is dialled, an error is the settings', not the tunnel's.
-    let setup = |e: etcd_client::Error| etcd_grpc::explain(label, tls, &NODE, &e);
-    let mut endpoint = Endpoint::from_shared(ne.endpoint.clone())
-        .map_err(|e| setup(e.into()))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .http2_keep_alive_interval(std::time::Duration::from_secs(10))
-        .keep_alive_timeout(std::time::Duration::from_secs(20));
-    if tls {
-        endpoint = endpoint
-            .tls_config(pem.options())
-            .map_err(|e| setup(e.into()))?;
-    }
     let socket = tunnel.socket.clone();
-    let seen = answered.clone();
-    let connector = tower::service_fn(move |_: Uri| {
-        let (socket, seen) = (socket.clone(), seen.clone());
-        async move {
-            let stream = UnixStream::connect(&socket).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(Watched {
-                inner: stream,
-                answered: seen,
-            }))
-        }
-    });
-    let channel = tokio::time::timeout(
-        CONNECT_TIMEOUT * 2,
-        endpoint.connect_with_connector(connector),
-    )
+    let client = etcd_dial::dial(&ne.endpoint, pem, &answered, move || {
+        UnixStream::connect(socket.clone())
+    })
     .await
-    .map_err(|_| SourceError::Etcd {
-        endpoint: label.to_string(),
-        message: format!("no answer within {}s", (CONNECT_TIMEOUT * 2).as_secs()),
-        fix: unreachable_fix(),
-    })?
-    .map_err(|e| fail(e.into()))?;
-    let client = Client::from_channel(Channel::Tonic(channel), Some(etcd_grpc::connect_options()))
-        .await
-        .map_err(&fail)?;
+    .map_err(|e| match e {
+        // Before anything is dialled, an error is the settings', not the tunnel's.
+        DialError::Setup(e) => etcd_grpc::explain(label, tls, &NODE, &e),
+        DialError::Timeout(t) => SourceError::Etcd {
+            endpoint: label.to_string(),
+            message: format!("no answer within {}s", t.as_secs()),
+            fix: unreachable_fix(),
+        },
+        DialError::Connect(e) => fail(e),
+    })?;
     etcd_grpc::stream(client, label, &NODE, fail, Box::new(tunnel)).await
 }
 
@@ -393,7 +363,7 @@ fn unreachable_fix() -> String {
 fn explain(
     label: &str,
     tls: bool,
-    answered: &AtomicBool,
+    answered: &Answered,
     server_name: Option<&str>,
     err: &etcd_client::Error,
 ) -> SourceError {
@@ -401,7 +371,7 @@ fn explain(
     let SourceError::Etcd { message, fix, .. } = explained else {
         return explained;
     };
-    if !answered.load(Ordering::Relaxed) {
+    if !answered.get() {
         return SourceError::Etcd {
             endpoint: label.to_string(),
             message: format!("nothing answered through the tunnel ({message})"),
@@ -421,45 +391,6 @@ fn explain(
         endpoint: label.to_string(),
         message,
         fix,
-    }
-}
-
-/// The tunnel's socket, noting whether the far end ever sent a byte.
-struct Watched {
-    inner: UnixStream,
-    answered: Arc<AtomicBool>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.answered.store(true, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -5,6 +5,7 @@
 //! such a stream to the writer's producer thread.
 
 pub mod agent;
+pub mod etcd_dial;
 pub mod etcd_grpc;
 pub mod etcd_tunnel;
 pub mod etcdctl;

@@ -33,6 +33,9 @@ Examples:
   cpvault backup --store /backups --cluster admin -r age1… \\
       --etcd-endpoint https://10.0.0.5:2379 --etcd-cacert ca.crt --etcd-cert c.crt --etcd-key c.key \\
       --ssh ubuntu@10.0.0.5                                # etcd over gRPC, PKI over SSH
+  cpvault backup --store /backups --cluster admin -r age1… \\
+      --kubeconfig admin.kubeconfig --profile kubeadm --etcd-via-portforward \\
+      --etcd-cacert ca.crt --etcd-cert c.crt --etcd-key c.key   # distroless etcd, API only
   cpvault backup --store /backups --cluster lab -r age1… \\
       --etcd-snapshot-file snapshot.db --pki-dir /etc/kubernetes/pki
   cpvault list --store /backups

@@ -111,7 +111,7 @@ fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>, SourceError> {
     })
 }
 
-fn local_tls(ep: &EtcdEndpoint) -> Result<TlsPem, SourceError> {
+pub(super) fn local_tls(ep: &EtcdEndpoint) -> Result<TlsPem, SourceError> {
     let mut tls = TlsPem::default();
     if let Some(ca) = &ep.cacert {
         tls.ca = Some(read_pem("--etcd-cacert", ca)?);

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use super::agent::SecretKey;
 use super::etcd_grpc::EtcdEndpoint;
+use super::etcd_portforward::{self, PortForwardSettings};
 use super::etcd_tunnel::{self, Overrides, TunnelSettings};
 use super::kube::{Cluster, KubeTarget, Profile};
 use super::settings::Sources;
@@ -32,6 +33,8 @@ pub enum EtcdFrom {
     Ssh,
     /// gRPC to the node's etcd through the SSH connection.
     SshTunnel,
+    /// gRPC to the etcd pod through the API server's port-forward.
+    KubePortForward,
 }
 
 /// Where the PKI comes from.
@@ -72,8 +75,10 @@ pub fn plan(s: &Sources) -> Result<Plan, Usage> {
         etcd.push(("--etcd-endpoint", EtcdFrom::Grpc));
     }
     let via_ssh = s.etcd_via_ssh == Some(true);
-    // With --etcd-via-ssh, the kubeconfig only finds the node.
-    if s.kubeconfig.is_some() && !via_ssh {
+    let via_pf = s.etcd_via_portforward == Some(true);
+    // With --etcd-via-ssh, the kubeconfig only finds the node; with --etcd-via-portforward
+    // it is the way to etcd.
+    if s.kubeconfig.is_some() && !via_ssh && !via_pf {
         etcd.push(("--kubeconfig", EtcdFrom::KubeExec));
     }
     if s.ssh_etcd == Some(true) {
@@ -81,6 +86,9 @@ pub fn plan(s: &Sources) -> Result<Plan, Usage> {
     }
     if via_ssh {
         etcd.push(("--etcd-via-ssh", EtcdFrom::SshTunnel));
+    }
+    if via_pf {
+        etcd.push(("--etcd-via-portforward", EtcdFrom::KubePortForward));
     }
     if etcd.len() > 1 {
         let names: Vec<_> = etcd.iter().map(|(n, _)| *n).collect();
@@ -113,6 +121,33 @@ pub fn plan(s: &Sources) -> Result<Plan, Usage> {
             return Err(Usage(
                 "--etcd-via-ssh needs the node: --ssh USER@HOST, or --kubeconfig with --profile gke-admin (or --profile kubeadm with --ssh-key FILE) to find it".into(),
             ));
+        }
+    }
+    if !via_pf && (s.etcd_pod_port.is_some() || s.etcd_server_name.is_some()) {
+        return Err(Usage(
+            "--etcd-pod-port and --etcd-server-name go with --etcd-via-portforward".into(),
+        ));
+    }
+    if etcd == EtcdFrom::KubePortForward {
+        if s.kubeconfig.is_none() {
+            return Err(Usage(
+                "--etcd-via-portforward needs --kubeconfig FILE with --profile (the cluster whose etcd pod is forwarded to)".into(),
+            ));
+        }
+        let missing: Vec<&str> = [
+            ("--etcd-cacert", s.etcd_cacert.is_none()),
+            ("--etcd-cert", s.etcd_cert.is_none()),
+            ("--etcd-key", s.etcd_key.is_none()),
+        ]
+        .iter()
+        .filter(|(_, m)| *m)
+        .map(|(f, _)| *f)
+        .collect();
+        if !missing.is_empty() {
+            return Err(Usage(format!(
+                "--etcd-via-portforward needs {}: etcd's CA and a client certificate and key it trusts, as local files (kubeadm: copies of a control-plane node's /etc/kubernetes/pki/etcd/ca.crt and healthcheck-client.crt/.key)",
+                missing.join(", ")
+            )));
         }
     }
     if s.etcd_cert.is_some() != s.etcd_key.is_some() {
@@ -148,9 +183,11 @@ pub fn plan(s: &Sources) -> Result<Plan, Usage> {
 }
 
 /// Whether the control-plane node and its key can be found through the cluster's API: a
-/// GKE admin cluster keeps the key in a secret; a kubeadm cluster needs `--ssh-key`.
+/// GKE admin cluster keeps the key in a secret; a kubeadm cluster needs `--ssh-key`. The
+/// port-forward is the way for when SSH is not available, so it never looks for the node.
 fn node_discoverable(s: &Sources) -> bool {
     s.kubeconfig.is_some()
+        && s.etcd_via_portforward != Some(true)
         && (s.profile == Some(Profile::GkeAdmin)
             || (s.profile == Some(Profile::Kubeadm) && s.ssh_key.is_some()))
 }
@@ -387,6 +424,25 @@ async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered) -> anyhow::Result<()> 
         EtcdFrom::SshTunnel => {
             tunnel(s, node.as_ref().expect("plan checked"), g).await?;
         }
+        EtcdFrom::KubePortForward => {
+            let c = cluster.as_ref().expect("plan checked");
+            let pod = c.etcd_pod().await?;
+            let settings = PortForwardSettings {
+                port: s.etcd_pod_port,
+                server_name: s.etcd_server_name.clone(),
+                cacert: s.etcd_cacert.clone().expect("plan checked"),
+                cert: s.etcd_cert.clone().expect("plan checked"),
+                key: s.etcd_key.clone().expect("plan checked"),
+            };
+            let (entry, port) = etcd_portforward::snapshot(c, &pod, &settings).await?;
+            g.entries.push(entry);
+            g.described.push(format!(
+                "kube-portforward:{}/{}:{port} ({})",
+                pod.namespace,
+                pod.name,
+                s.profile.expect("plan checked").name()
+            ));
+        }
     }
     match &plan.pki {
         PkiFrom::None => {}
@@ -452,8 +508,8 @@ fn say_fallback(place: &str, tool: &str, n: &Node) {
 /// flags that would work.
 fn no_way_around(s: &Sources, place: &str, tool: &str, detail: &str) -> SourceError {
     let fix = match s.profile {
-        Some(Profile::GkeUser) => "a GKE user cluster's etcd is reached only through the admin cluster: forward its client port (kubectl port-forward) and give --etcd-endpoint URL with --etcd-cacert, --etcd-cert and --etcd-key".to_string(),
-        _ => "take the snapshot over gRPC through SSH instead: add --ssh USER@HOST (the control-plane node), or --ssh-key FILE to reach the node found through the API; or give --etcd-endpoint URL with --etcd-cacert, --etcd-cert and --etcd-key".to_string(),
+        Some(Profile::GkeUser) => "a GKE user cluster's etcd is reached only through the admin cluster: add --etcd-via-portforward with --etcd-cacert, --etcd-cert and --etcd-key (gRPC through the API server's port-forward)".to_string(),
+        _ => "take the snapshot over gRPC through SSH instead: add --ssh USER@HOST (the control-plane node), or --ssh-key FILE to reach the node found through the API; or through the API server with --etcd-via-portforward, or give --etcd-endpoint URL, each with --etcd-cacert, --etcd-cert and --etcd-key".to_string(),
     };
     SourceError::Kube {
         message: format!("{place} has no {tool} ({detail})"),
@@ -561,6 +617,41 @@ mod tests {
         k.profile = Some(Profile::GkeUser);
         k.namespace = Some("u".into());
         assert!(plan(&k).unwrap_err().0.contains("gke-user"));
+    }
+
+    #[test]
+    fn etcd_via_portforward_needs_a_kubeconfig_and_every_certificate_and_reaches_no_node() {
+        let mut x = s();
+        x.etcd_via_portforward = Some(true);
+        assert!(plan(&x).unwrap_err().0.contains("needs --kubeconfig"));
+        x.kubeconfig = Some("k".into());
+        x.profile = Some(Profile::GkeAdmin);
+        x.etcd_cacert = Some("ca".into());
+        let e = plan(&x).unwrap_err().0;
+        assert!(
+            e.contains("needs --etcd-cert, --etcd-key") && !e.contains("--etcd-cacert,"),
+            "{e}"
+        );
+        x.etcd_cert = Some("c".into());
+        x.etcd_key = Some("k".into());
+        let p = plan(&x).unwrap();
+        // The API alone: gke-admin does not go looking for the node's PKI over SSH.
+        assert_eq!((p.etcd, p.pki), (EtcdFrom::KubePortForward, PkiFrom::None));
+        assert!(p.warning.unwrap().contains("no PKI"));
+        x.ssh = Some("root@node".into());
+        assert_eq!(plan(&x).unwrap().pki, PkiFrom::Ssh);
+        x.etcd_via_ssh = Some(true);
+        assert!(plan(&x)
+            .unwrap_err()
+            .0
+            .contains("--etcd-via-ssh and --etcd-via-portforward"));
+        let mut y = s();
+        y.etcd_endpoints = vec!["https://127.0.0.1:2379".into()];
+        y.etcd_pod_port = Some(2379);
+        assert!(plan(&y)
+            .unwrap_err()
+            .0
+            .contains("go with --etcd-via-portforward"));
     }
 
     #[test]

@@ -93,6 +93,31 @@ pub struct EtcdPod {
     pub name: String,
     /// Container (`None`: the pod's only one).
     pub container: Option<String>,
+    /// The etcd container's command line (`command` then `args`), which says where etcd
+    /// listens and which name it advertises.
+    pub args: Vec<String>,
+}
+
+/// The command line of the pod's etcd container: `container` when named, else the one
+/// called etcd, else the first.
+fn container_args(pod: &Pod, container: Option<&str>) -> Vec<String> {
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let wanted = container.unwrap_or("etcd");
+    let found = containers
+        .iter()
+        .find(|c| c.name == wanted)
+        .or_else(|| containers.first().filter(|_| container.is_none()));
+    found
+        .map(|c| {
+            let mut all = c.command.clone().unwrap_or_default();
+            all.extend(c.args.clone().unwrap_or_default());
+            all
+        })
+        .unwrap_or_default()
 }
 
 /// A connected API client and the profile that says what to look for.
@@ -189,10 +214,10 @@ impl Cluster {
                     .filter(|p| {
                         p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
                     })
-                    .filter_map(|p| p.metadata.name.clone())
+                    .filter_map(|p| p.metadata.name.clone().map(|n| (n, p)))
                     .collect();
-                running.sort();
-                let name = running.into_iter().next().ok_or_else(|| {
+                running.sort_by(|a, b| a.0.cmp(&b.0));
+                let (name, pod) = running.into_iter().next().ok_or_else(|| {
                     fail(
                         format!(
                             "no running pod in kube-system with labels {selector} (profile {}; {} pod(s) matched but none is Running)",
@@ -206,6 +231,7 @@ impl Cluster {
                     namespace: "kube-system".into(),
                     name,
                     container: None,
+                    args: container_args(pod, None),
                 })
             }
             Profile::GkeUser => {
@@ -217,10 +243,11 @@ impl Cluster {
                 })?;
                 let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
                 match pods.get_opt("kube-etcd-0").await {
-                    Ok(Some(_)) => Ok(EtcdPod {
+                    Ok(Some(pod)) => Ok(EtcdPod {
                         namespace: ns,
                         name: "kube-etcd-0".into(),
                         container: Some("kube-etcd".into()),
+                        args: container_args(&pod, Some("kube-etcd")),
                     }),
                     Ok(None) => Err(fail(
                         format!("no pod kube-etcd-0 in namespace {ns} (profile gke-user)"),
@@ -313,7 +340,7 @@ impl Cluster {
                     place: where_.clone(),
                     tool,
                     detail: m,
-                    fix: "the etcd image has no shell or etcdctl (distroless since etcd 3.5.7): take the snapshot with --etcd-via-ssh through the node, or with --etcd-endpoint".into(),
+                    fix: "the etcd image has no shell or etcdctl (distroless since etcd 3.5.7): take the snapshot with --etcd-via-ssh through the node, with --etcd-via-portforward through the API server, or with --etcd-endpoint".into(),
                 };
             }
             fail(
@@ -359,6 +386,17 @@ impl Cluster {
                 );
             }
         })
+    }
+
+    /// Port-forwards to `port` of the pod through the API server (no request is made
+    /// until [`PodForward::open`]).
+    pub fn forward(&self, pod: &EtcdPod, port: u16) -> PodForward {
+        PodForward {
+            pods: Api::namespaced(self.client.clone(), &pod.namespace),
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+            port,
+        }
     }
 
     /// The address of the control-plane node: the first (by name) node labelled
@@ -447,6 +485,58 @@ impl Cluster {
             )
         })?;
         Ok(Zeroizing::new(key.0))
+    }
+}
+
+/// What the API server says on a forwarded port's error channel: why the kubelet could not
+/// connect to the port inside the pod; `None` when the forward ended without a word.
+pub type ForwardError = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
+
+/// One port of a pod, reached through the API server's port-forward (a websocket per
+/// connection); cheap to clone, so a client can open a new forward whenever it reconnects.
+#[derive(Clone)]
+pub struct PodForward {
+    pods: Api<Pod>,
+    namespace: String,
+    pod: String,
+    port: u16,
+}
+
+impl PodForward {
+    /// Opens one forwarded connection: its byte stream, and what its error channel says.
+    /// The forward ends when the stream is dropped.
+    ///
+    /// # Errors
+    /// [`SourceError::Kube`]: a forbidden port-forward names the resource and the verbs to
+    /// grant; anything else the API server's answer.
+    pub async fn open(&self) -> Result<(tokio::io::DuplexStream, ForwardError), SourceError> {
+        let what = format!(
+            "port-forward to pod {}/{} port {}",
+            self.namespace, self.pod, self.port
+        );
+        let mut pf = self
+            .pods
+            .portforward(&self.pod, &[self.port])
+            .await
+            .map_err(|e| match &e {
+                kube::Error::Api(s) if s.code == 403 => fail(
+                    format!("{what}: forbidden ({})", s.message),
+                    &format!(
+                        "let the kubeconfig's user get and create pods/portforward in namespace {} (a Role rule: apiGroups [\"\"], resources [\"pods/portforward\"], verbs [\"get\", \"create\"]), or take the snapshot with --etcd-via-ssh",
+                        self.namespace
+                    ),
+                ),
+                other => kube_err(
+                    &what,
+                    other,
+                    "check that the pod is running and that the API server allows port-forwarding",
+                ),
+            })?;
+        let lost = || fail(format!("{what}: the forwarder gave no stream"), "try again");
+        let stream = pf.take_stream(self.port).ok_or_else(lost)?;
+        let error = pf.take_error(self.port).ok_or_else(lost)?;
+        // The forwarder's task runs on by itself until the stream is dropped.
+        Ok((stream, Box::pin(error)))
     }
 }
 

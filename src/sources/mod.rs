@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod etcd_dial;
 pub mod etcd_grpc;
+pub mod etcd_portforward;
 pub mod etcd_tunnel;
 pub mod etcdctl;
 pub mod gather;

@@ -73,8 +73,9 @@ layered_settings! {
         /// The cluster's API.
         kube: KubeFlags {
             /// kubeconfig of the cluster holding etcd (for GKE user clusters: the admin cluster's).
-            /// etcdctl runs inside the etcd pod by exec; with --profile gke-admin the node's PKI is
-            /// also fetched over SSH, the node and its key found through the API.
+            /// etcdctl runs inside the etcd pod by exec (or, with --etcd-via-portforward, gRPC goes
+            /// through a port-forward to it); with --profile gke-admin the node's PKI is also
+            /// fetched over SSH, the node and its key found through the API.
             #[arg(
                 long,
                 env = "CPVAULT_KUBECONFIG",
@@ -101,6 +102,22 @@ layered_settings! {
                 help_heading = "Kubernetes"
             )]
             namespace: Option<String>,
+            /// Take the etcd snapshot over gRPC through the API server's port-forward to the
+            /// etcd pod: works with no shell in the pod and no SSH to the node (distroless
+            /// etcd). Needs --etcd-cacert, --etcd-cert and --etcd-key (etcd's CA and a client
+            /// pair it trusts, e.g. a copy of the node's pki/etcd/ca.crt and
+            /// healthcheck-client.crt/.key; read into memory only) and RBAC get and create on
+            /// pods/portforward. No node is reached: add --ssh or --pki-dir for the PKI.
+            #[arg(long, help_heading = "Kubernetes")]
+            etcd_via_portforward: bool,
+            /// The etcd pod's client port to forward to [default: from the etcd container's
+            /// --listen-client-urls, a loopback or 0.0.0.0 URL first; else 2379].
+            #[arg(long, value_name = "PORT", help_heading = "Kubernetes")]
+            etcd_pod_port: Option<u16>,
+            /// The name etcd's server certificate must be valid for through the port-forward
+            /// [default: the host of the etcd container's --advertise-client-urls].
+            #[arg(long, value_name = "NAME", help_heading = "Kubernetes")]
+            etcd_server_name: Option<String>,
         },
         /// How to reach the control-plane node over SSH (backup and restore).
         ssh: SshFlags {

@@ -1,8 +1,10 @@
-//! Backup sources against real servers: etcd over gRPC (plain and mutual TLS, directly or
-//! through the SSH connection), a real sshd (PKI with `tar`, etcdctl on the "node"), and the Kubernetes test API server whose exec
-//! runs etcdctl for real against the test etcd. Every success case restores the extracted
-//! snapshot with `etcdctl snapshot restore`, starts etcd on it, and reads the keys back;
-//! every failure case checks the one-line message and that nothing was committed.
+//! Backup sources against real servers: etcd over gRPC (plain and mutual TLS, directly,
+//! through the SSH connection or through the API server's port-forward), a real sshd (PKI
+//! with `tar`, etcdctl on the "node"), and the Kubernetes test API server whose exec runs
+//! etcdctl for real against the test etcd and whose port-forward reaches it. Every success
+//! case restores the extracted snapshot with `etcdctl snapshot restore`, starts etcd on it,
+//! and reads the keys back; every failure case checks the one-line message and that nothing
+//! was committed.
 use std::path::Path;
 use std::process::Output;
 
@@ -18,6 +20,8 @@ pub(crate) mod kube;
 mod gke_admin;
 // etcd over gRPC through the SSH connection; the fallback to it from exec and etcdctl.
 mod tunnel;
+// etcd over gRPC through the API server's port-forward to the etcd pod.
+mod portforward;
 // Clusters from the config file: `backup --all`, one cluster by name, typos refused.
 mod clusters;
 

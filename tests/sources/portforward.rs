@@ -1,9 +1,10 @@
 //! etcd through the Kubernetes API alone (`--etcd-via-portforward`): the test API server's
 //! port-forward carries gRPC to a real mutual-TLS etcd whose distroless pod says in its
 //! command where it listens and which name it advertises. The snapshot restores with no
-//! exec and no node reached, the certificate checked for the advertised name; missing
-//! certificate flags, wrong certificates, RBAC without pods/portforward and a pod port
-//! nothing listens on each fail in one line naming the cause and the fix, committing
+//! exec and no node reached, the certificate checked for the advertised name, for kubeadm,
+//! gke-admin and a GKE user cluster's `kube-etcd-0` (a `sh -c` command, two containers).
+//! Missing certificate flags, wrong certificates, RBAC without pods/portforward and a pod
+//! port nothing listens on each fail in one line naming the cause and the fix, committing
 //! nothing.
 
 use std::path::PathBuf;
@@ -321,4 +322,63 @@ fn a_pod_port_nothing_listens_on_fails_naming_the_port_and_the_fix() {
     let w2 = World::new();
     let out = backup(&w2, &refs(&wrong));
     assert_fails(&w2, &out, &[&format!("port {other}"), "--etcd-pod-port"]);
+}
+
+#[test]
+#[ignore = "needs etcd-server, etcd-client (apt-get install); CI runs it"]
+fn a_distroless_user_cluster_etcd_is_reached_through_the_admin_clusters_api() {
+    let w = World::new();
+    let certs = EtcdCerts::generate(&w.path("certs"));
+    let etcd = Etcd::start_tls(&certs);
+    load(&etcd);
+    let port = etcd.endpoint.rsplit(':').next().unwrap().to_string();
+    let api = KubeApi::start();
+    api.add_pod(
+        "user1",
+        "kube-etcd-0",
+        &[("app", "kube-etcd")],
+        &["etcd-defrag", "kube-etcd"],
+    );
+    api.make_distroless("user1", "kube-etcd-0");
+    // A script, a wildcard listen address and nothing advertised: the port from the script,
+    // the name localhost (which the certificate lists).
+    let script = format!("exec etcd --name=kube-etcd-0 --listen-client-urls=https://0.0.0.0:{port} --client-cert-auth=true");
+    api.set_command(
+        "user1",
+        "kube-etcd-0",
+        "kube-etcd",
+        &["/bin/sh", "-c", &script],
+    );
+    let kubeconfig = w.path("admin.kubeconfig");
+    api.write_kubeconfig(&kubeconfig, "admin");
+    let out = backup(
+        &w,
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--profile",
+            "gke-user",
+            "--namespace",
+            "user1",
+            "--etcd-via-portforward",
+            "--etcd-cacert",
+            certs.ca.to_str().unwrap(),
+            "--etcd-cert",
+            certs.client_cert.to_str().unwrap(),
+            "--etcd-key",
+            certs.client_key.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reference = stdout(&out).trim().to_string();
+    etcd.put("/registry/late", "x");
+    let forwards = api.forwards();
+    assert!(forwards
+        .iter()
+        .all(|f| f.namespace == "user1" && f.pod == "kube-etcd-0"));
+    assert!(manifest(&w, &reference)["source"]
+        .as_str()
+        .unwrap()
+        .contains("kube-portforward:user1/kube-etcd-0"));
+    assert_restores(&w, &reference, "out");
 }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
-use cpvault_backends::{ObjectInfo, Store, StoreError};
+use cpvault_backends::{ObjectInfo, Small, Store, StoreError};
 
 use crate::archive::manifest::{parse_manifest, Manifest};
 use crate::archive::{
@@ -163,25 +163,12 @@ async fn judge(
 /// # Errors
 /// Over the limit, or the store's error, as a sentence.
 pub async fn read_small(store: &Store, key: &str, limit: u64) -> Result<Option<Bytes>, String> {
-    use futures::StreamExt;
-    let (size, mut stream) = match store.get_stream(key).await {
-        Ok(s) => s,
-        Err(StoreError::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    let over = |n: u64| format!("{n} bytes, over the {limit}-byte limit; not read");
-    if size > limit {
-        return Err(over(size));
+    match store.get_small(key, limit).await {
+        Ok(Small::Bytes(b)) => Ok(Some(b)),
+        Ok(Small::TooLarge(n)) => Err(format!("{n} bytes, over the {limit}-byte limit; not read")),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
-    let mut buf = bytes::BytesMut::with_capacity(size as usize);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| e.to_string())?;
-        if (buf.len() + chunk.len()) as u64 > limit {
-            return Err(over((buf.len() + chunk.len()) as u64));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Some(buf.freeze()))
 }
 
 /// Reads and parses a manifest; `Ok(None)` when there is none.

@@ -12,8 +12,11 @@ use crate::sources::settings::{NodeEtcdctlFlags, SshFlags};
 /// `restore`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Steps: preflight, verify, stage, stop-control-plane, move-aside, \
-restore-snapshot, pki, start-control-plane, wait-ready, kubeconfig, cleanup. Any failure after \
+    after_help = "Steps: preflight, verify, stage, stop-control-plane, [shrink-to-one-member,] \
+move-aside, restore-snapshot, pki, start-control-plane, wait-ready, kubeconfig, cleanup. \
+Preflight refuses a node whose etcd.yaml names etcd members that are not restored (a split): \
+restoring a multi-member cluster onto its nodes is not supported yet; use \
+--shrink-to-one-member. Any failure after \
 the first change undoes the completed steps in reverse order. The old data dir and PKI are \
 kept (<data dir>/member.before-<restore id>, <pki dir>.before-<restore id>) and never deleted. --dry-run prints the \
 plan with every command it would run. The node keeps a journal of the completed steps \
@@ -148,6 +151,12 @@ pub struct RestoreArgs {
     /// Restore even though the node's CA (pki/ca.crt) differs from the archive's.
     #[arg(long)]
     pub force_different_cluster: bool,
+    /// Restore this node as a cluster of one member although its etcd.yaml names others:
+    /// the plan rewrites its etcd.yaml (--initial-cluster naming only this member,
+    /// --initial-cluster-state=new), keeping the old one, which a rollback puts back. The
+    /// other members must then be reset and re-joined by hand.
+    #[arg(long, conflicts_with = "to_dir")]
+    pub shrink_to_one_member: bool,
     /// Print the plan (every step and command) and change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -170,6 +170,7 @@ fn layout(args: &RestoreArgs) -> NodeLayout {
     l.staging_parent = args.staging_dir.clone();
     l.wait_seconds = args.wait_timeout;
     l.skip_hash_check = args.skip_hash_check;
+    l.shrink_to_one_member = args.shrink_to_one_member;
     if let Some(c) = &args.stopped_check {
         l.stopped_check = c.clone();
     }
@@ -275,10 +276,18 @@ async fn restore_onto(ctx: &Ctx, args: &RestoreArgs, job: &NodeRestore<'_>) -> a
     }
     if !ctx.quiet {
         crate::say!(
-            "restored {} onto {dest}; the previous data dir is kept at {} and the previous PKI at {}",
+            "restored {} onto {dest}; the previous data dir is kept at {} and the previous PKI at {}{}",
             m.reference(),
             p.data_aside,
-            p.pki_aside
+            p.pki_aside,
+            if job.layout.shrink_to_one_member {
+                format!(
+                    ", the previous etcd.yaml at {}; the node now runs a cluster of one member: reset the other members and re-join them (etcdctl member add)",
+                    p.etcd_manifest_before
+                )
+            } else {
+                String::new()
+            }
         );
     }
     super::print_text(&job.kubeconfig_out.display().to_string())

@@ -104,6 +104,13 @@ impl NodeRestore<'_> {
         for node in self.nodes {
             facts.push(preflight::probe(node, &self.layout, self.backup).await?);
         }
+        let dests: Vec<String> = self.nodes.iter().map(Node::destination).collect();
+        preflight::membership(
+            &facts,
+            &dests,
+            &self.layout,
+            self.layout.shrink_to_one_member,
+        )?;
         let restore_id = format!(
             "cpvault-restore-{}-{:04x}",
             Utc::now().format("%Y%m%dT%H%M%SZ"),

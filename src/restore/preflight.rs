@@ -133,6 +133,21 @@ pub enum PreflightError {
         /// Paths relative to the PKI dir.
         missing: Vec<String>,
     },
+    /// The node's etcd.yaml names members that are not being restored: restoring this node
+    /// alone would split the cluster.
+    #[error("preflight on {node}: its {manifest} names {} etcd members in --initial-cluster ({}), but only {member} is being restored; it would start a new cluster while {} still hold the old one (a split); nothing was changed — restoring a multi-member cluster onto its nodes is not supported yet: restore the data dirs with `restore REF --to-dir DIR --members NAME=PEER_URL,…` and put each in place by hand, or pass --shrink-to-one-member to make {member} a cluster of one (its etcd.yaml is rewritten; the other members must be reset and re-joined)", all.len(), all.join(", "), missing.join(" and "))]
+    Split {
+        /// The node.
+        node: String,
+        /// Its etcd.yaml.
+        manifest: String,
+        /// The member restored there.
+        member: String,
+        /// Every member --initial-cluster names.
+        all: Vec<String>,
+        /// The members not being restored.
+        missing: Vec<String>,
+    },
     /// The archive has no CA to compare.
     #[error("preflight: {reference} has no pki/ca.crt to compare with the node's CA; nothing was changed — pass --force-different-cluster to restore anyway")]
     ArchiveHasNoCa {
@@ -218,6 +233,42 @@ pub async fn probe(node: &Node, l: &NodeLayout, m: &Manifest) -> Result<NodeFact
         .then(|| parse_sha256(&String::from_utf8_lossy(&out.stdout)))
         .flatten();
     Ok(NodeFacts { member, ca_sha256 })
+}
+
+/// Refuses a restore that would split the cluster: every member a node's `--initial-cluster`
+/// names must be among the members being restored (`restored`, one per node), unless the
+/// node is to become a cluster of one (`shrink`).
+///
+/// # Errors
+/// [`PreflightError::Split`] for the first node whose etcd.yaml names a member not restored.
+pub fn membership(
+    facts: &[NodeFacts],
+    dests: &[String],
+    l: &NodeLayout,
+    shrink: bool,
+) -> Result<(), PreflightError> {
+    if shrink {
+        return Ok(());
+    }
+    let restored: Vec<&str> = facts.iter().map(|f| f.member.name.as_str()).collect();
+    for (f, dest) in facts.iter().zip(dests) {
+        let all = f.member.initial_members();
+        let missing: Vec<String> = all
+            .iter()
+            .filter(|n| !restored.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(PreflightError::Split {
+                node: dest.clone(),
+                manifest: etcd_manifest(l),
+                member: f.member.name.clone(),
+                all,
+                missing,
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn member(
@@ -511,6 +562,38 @@ mod tests {
         );
         m.data_dir = None;
         assert!(check_data_dir(&m, &l, "n").is_ok());
+    }
+
+    #[test]
+    fn a_node_naming_members_not_restored_is_a_split_unless_shrinking() {
+        let l = NodeLayout::kubeadm();
+        let facts = |cluster: &str| NodeFacts {
+            member: Member {
+                name: "b".into(),
+                initial_cluster: cluster.into(),
+                initial_advertise_peer_urls: "https://b:2380".into(),
+                data_dir: None,
+            },
+            ca_sha256: None,
+        };
+        let dests = ["root@b".to_string()];
+        let three = [facts("a=https://a:2380,b=https://b:2380,c=https://c:2380")];
+        let e = membership(&three, &dests, &l, false).unwrap_err();
+        assert!(
+            matches!(&e, PreflightError::Split { missing, .. } if missing == &["a", "c"]),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("names 3 etcd members")
+                && text.contains("while a and c still hold")
+                && text.contains("nothing was changed")
+                && text.contains("--to-dir DIR --members")
+                && text.contains("--shrink-to-one-member"),
+            "{text}"
+        );
+        assert!(membership(&three, &dests, &l, true).is_ok());
+        assert!(membership(&[facts("b=https://b:2380")], &dests, &l, false).is_ok());
     }
 
     #[test]

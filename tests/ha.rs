@@ -1,6 +1,8 @@
 //! HA control planes against a real 3-member etcd on loopback: a backup over gRPC with every
 //! member's endpoint records the membership and takes the snapshot from a follower (a member
-//! that does not answer is skipped, none answering names them all).
+//! that does not answer is skipped, none answering names them all). The restore side onto a
+//! sandbox node (split refused, shrink to one member, the version guard) is in
+//! `restore/ha.rs`.
 
 use crate::support::etcd_cluster::EtcdCluster;
 use crate::support::*;
@@ -91,4 +93,96 @@ fn a_backup_of_three_members_records_them_and_comes_from_a_follower() {
             && line.contains(&dead2),
         "{line}"
     );
+}
+
+#[test]
+#[ignore = "needs etcd and etcdctl (apt-get install etcd-server etcd-client); CI runs it"]
+fn to_dir_members_gives_data_dirs_on_which_three_etcds_form_one_cluster_with_the_backup() {
+    let w = World::new();
+    let c = EtcdCluster::start(&NAMES);
+    for i in 0..20 {
+        c.put(&format!("/registry/k{i:02}"), &format!("v{i}"));
+    }
+    let keys_at_backup = EtcdCluster::keys_at(&c.members[0].client_url);
+    assert_eq!(keys_at_backup.len(), 20);
+    let reference = w.backup(&["--etcd-endpoint", &c.endpoints().join(",")]);
+    c.put("/registry/late", "after the backup");
+    drop(c);
+
+    let to = w.path("restored");
+    let ports: Vec<u16> = NAMES.iter().map(|_| free_port()).collect();
+    let spec: Vec<String> = NAMES
+        .iter()
+        .zip(&ports)
+        .map(|(n, p)| format!("{n}=http://127.0.0.1:{p}"))
+        .collect();
+    let out = w.run(&[
+        "restore",
+        &reference,
+        "--allow-unsigned",
+        "-i",
+        w.key.to_str().unwrap(),
+        "--to-dir",
+        to.to_str().unwrap(),
+        "--members",
+        &spec.join(","),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // One data dir per member on stdout, and how to start each on stderr.
+    let dirs: Vec<String> = NAMES
+        .iter()
+        .map(|n| to.join(n).display().to_string())
+        .collect();
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), dirs);
+    let err = stderr(&out);
+    for (n, s) in NAMES.iter().zip(&spec) {
+        let peer = s.split_once('=').unwrap().1;
+        assert!(
+            err.contains(&format!(
+                "etcd --name {n} --data-dir {}",
+                to.join(n).display()
+            )) && err.contains(&format!("--initial-advertise-peer-urls {peer}")),
+            "{err}"
+        );
+    }
+    assert!(err.contains("--initial-cluster-token cpvault-"), "{err}");
+
+    let members: Vec<(String, std::path::PathBuf, u16)> = NAMES
+        .iter()
+        .zip(&ports)
+        .map(|(n, p)| (n.to_string(), to.join(n), *p))
+        .collect();
+    let restored = EtcdCluster::start_on(&members, None);
+    let list = restored.member_list();
+    let got: Vec<(&str, &str)> = list
+        .iter()
+        .map(|(_, n, urls)| (n.as_str(), urls[0].as_str()))
+        .collect();
+    let want: Vec<(&str, &str)> = spec.iter().map(|s| s.split_once('=').unwrap()).collect();
+    assert_eq!(got, want, "the restored cluster's members");
+    assert!(restored.leader().is_some(), "no single leader");
+    for m in &restored.members {
+        assert_eq!(
+            EtcdCluster::keys_at(&m.client_url),
+            keys_at_backup,
+            "member {} serves other keys",
+            m.name
+        );
+    }
+    // Without --members: a single data dir, as before.
+    let one = w.path("one");
+    let out = w.run(&[
+        "restore",
+        &reference,
+        "--allow-unsigned",
+        "-i",
+        w.key.to_str().unwrap(),
+        "--to-dir",
+        one.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(one.join("etcd/member").is_dir());
+    // --members goes with --to-dir only.
+    let out = w.run(&["restore", &reference, "--members", &spec.join(",")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

@@ -15,7 +15,7 @@ use crate::archive::manifest::Manifest;
 use crate::cli::RestoreArgs;
 use crate::error::{Usage, VerifyFailed};
 use crate::extract::{extract_verified, ExtractError};
-use crate::restore::local::LocalMember;
+use crate::restore::local::{LocalMember, Members};
 use crate::restore::plan::{NodeLayout, Step};
 use crate::restore::NodeRestore;
 use crate::sources::gather::{self, NodeAt};
@@ -119,38 +119,79 @@ async fn to_dir(
     identities: Arc<crate::crypto::Identities>,
     dir: &Path,
 ) -> anyhow::Result<()> {
-    let member = LocalMember {
-        name: args.name.clone(),
-        initial_cluster: args.initial_cluster.clone(),
-        initial_advertise_peer_urls: args.initial_advertise_peer_urls.clone(),
-        skip_hash_check: args.skip_hash_check,
+    let members = match &args.members {
+        Some(spec) => Some(Members::parse(spec, args.skip_hash_check)?),
+        None => None,
     };
-    crate::restore::local::to_dir(dir, &member, async |work: &Path| {
-        match extract_verified(store, m, who, identities, work, ctx.quiet).await {
-            Ok(_) => Ok(()),
-            Err(ExtractError::Verify(report)) => Err(super::verify_failed(
-                ctx,
-                &report,
-                format!(
-                    "{} failed verification; nothing was restored into {}",
-                    m.reference(),
-                    dir.display()
-                ),
-            )),
-            Err(ExtractError::Other(e)) => Err(e),
+    let extract = async |work: &Path| match extract_verified(
+        store, m, who, identities, work, ctx.quiet,
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(ExtractError::Verify(report)) => Err(super::verify_failed(
+            ctx,
+            &report,
+            format!(
+                "{} failed verification; nothing was restored into {}",
+                m.reference(),
+                dir.display()
+            ),
+        )),
+        Err(ExtractError::Other(e)) => Err(e),
+    };
+    let Some(members) = members else {
+        let member = LocalMember {
+            name: args.name.clone(),
+            initial_cluster: args.initial_cluster.clone(),
+            initial_advertise_peer_urls: args.initial_advertise_peer_urls.clone(),
+            skip_hash_check: args.skip_hash_check,
+        };
+        crate::restore::local::to_dir(dir, &member, extract).await?;
+        if !ctx.quiet {
+            crate::say!(
+                "restored {} into {}: etcd data dir {}, PKI {}",
+                m.reference(),
+                dir.display(),
+                dir.join("etcd").display(),
+                dir.join("pki").display()
+            );
         }
-    })
-    .await?;
+        return super::print_text(&dir.join("etcd").display().to_string());
+    };
+    crate::restore::local::to_dirs(dir, &members, extract).await?;
     if !ctx.quiet {
-        crate::say!(
-            "restored {} into {}: etcd data dir {}, PKI {}",
-            m.reference(),
-            dir.display(),
-            dir.join("etcd").display(),
-            dir.join("pki").display()
-        );
+        crate::say_raw!("{}", start_members_text(m, dir, &members));
     }
-    super::print_text(&dir.join("etcd").display().to_string())
+    let dirs: Vec<String> = members
+        .members
+        .iter()
+        .map(|(n, _)| dir.join(n).display().to_string())
+        .collect();
+    super::print_text(&dirs.join("\n"))
+}
+
+/// What to run on each member's machine once its data dir is in place.
+fn start_members_text(m: &Manifest, dir: &Path, members: &Members) -> String {
+    let cluster = members.initial_cluster();
+    let mut t = format!(
+        "restored {} into {} as {} members of one new cluster (--initial-cluster-token {}); PKI in {}.\nStart each member on its own machine (the one its peer URL names), with its data dir there and its own client URL:\n",
+        m.reference(),
+        dir.display(),
+        members.members.len(),
+        members.token,
+        dir.join("pki").display()
+    );
+    for (name, urls) in &members.members {
+        let peers = urls.join(",");
+        t.push_str(&format!(
+            "  etcd --name {name} --data-dir {} --listen-peer-urls {peers} --initial-advertise-peer-urls {peers} --initial-cluster {cluster} --initial-cluster-token {} --initial-cluster-state new --listen-client-urls CLIENT_URL --advertise-client-urls CLIENT_URL\n",
+            crate::etcdctl::quote(&dir.join(name).display().to_string()),
+            members.token
+        ));
+    }
+    t.push_str("(a kubeadm node: move the member's dir to /var/lib/etcd with etcd's owner and the same flags in its etcd.yaml)");
+    t
 }
 
 fn layout(args: &RestoreArgs) -> NodeLayout {

@@ -163,6 +163,10 @@ pub struct RestoreArgs {
     /// Restore even though the node's CA (pki/ca.crt) differs from the archive's.
     #[arg(long)]
     pub force_different_cluster: bool,
+    /// Restore a snapshot taken from a newer etcd minor version than the etcd that will run
+    /// it (the node's etcd image or `etcd --version`; with --to-dir the local etcd).
+    #[arg(long)]
+    pub force_version: bool,
     /// Restore this node as a cluster of one member although its etcd.yaml names others:
     /// the plan rewrites its etcd.yaml (--initial-cluster naming only this member,
     /// --initial-cluster-state=new), keeping the old one, which a rollback puts back. The

@@ -123,6 +123,15 @@ async fn to_dir(
         Some(spec) => Some(Members::parse(spec, args.skip_hash_check)?),
         None => None,
     };
+    // The local etcd is the one that will run the restored data.
+    let snapshot_version = m.etcd.as_ref().and_then(|e| e.version.as_deref());
+    if let Err(too_new) = crate::restore::version::check(
+        snapshot_version,
+        crate::restore::local::local_etcd_version().as_ref(),
+        args.force_version,
+    ) {
+        anyhow::bail!("restore {} --to-dir: {too_new}", m.reference());
+    }
     let extract = async |work: &Path| match extract_verified(
         store, m, who, identities, work, ctx.quiet,
     )
@@ -274,6 +283,7 @@ async fn onto_node(
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}-admin.conf", m.cluster))),
         force_different_cluster: args.force_different_cluster,
+        force_version: args.force_version,
         quiet: ctx.quiet,
     };
     let result = restore_onto(ctx, args, &job).await;

@@ -243,6 +243,20 @@ fn snapshot_restore(snapshot: &Path, r: &SnapshotRestore) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The version of the local `etcd` (`etcd --version`), which will run a `--to-dir` restore;
+/// `None` when there is none on PATH or it says no version.
+pub fn local_etcd_version() -> Option<super::version::Installed> {
+    let out = std::process::Command::new("etcd")
+        .arg("--version")
+        .output()
+        .ok()?;
+    let v = super::version::from_etcd_version_output(&String::from_utf8_lossy(&out.stdout))?;
+    Some(super::version::Installed {
+        version: v,
+        from: "the local `etcd --version`".into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

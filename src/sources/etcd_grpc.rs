@@ -22,7 +22,8 @@ use crate::archive::writer::SourceEntry;
 /// Where and how to reach etcd.
 #[derive(Debug, Clone, Default)]
 pub struct EtcdEndpoint {
-    /// Endpoint URLs (`https://host:2379` or `http://…`), tried in order.
+    /// Endpoint URLs (`https://host:2379` or `http://…`): one member's, or every member's of
+    /// an HA cluster (the snapshot comes from a healthy follower, see [`snapshot`]).
     pub endpoints: Vec<String>,
     /// CA certificate (PEM) that signed the server certificate.
     pub cacert: Option<PathBuf>,

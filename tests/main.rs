@@ -28,6 +28,9 @@ mod copy;
 mod store_faults;
 // restore: onto a sandbox node over a real sshd (plan, rollback of every step), and --to-dir.
 mod restore;
+// HA control planes: backups of a real 3-member etcd record the membership and come from a
+// follower; `restore --to-dir --members` gives data dirs on which three etcds form one cluster.
+mod ha;
 // Signed backups: keys, stock ssh-keygen, forgeries refused everywhere, prune, copy, list.
 mod signing;
 // Interrupted commands: extract stopped by SIGINT, SIGTERM or SIGHUP leaves no plaintext.

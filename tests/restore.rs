@@ -16,6 +16,9 @@ use crate::support::*;
 // The node journal: a killed restore undone by `--rollback ID`, the journal's mode and life,
 // unknown ids, and a failed kubeconfig fetch that keeps the restored control plane.
 mod journal;
+// HA: a node of a 3-member cluster refused alone, `--shrink-to-one-member` and its rollback,
+// and the etcd version guard onto the node and into a local dir.
+mod ha;
 
 const KEYS: usize = 25;
 

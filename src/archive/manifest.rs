@@ -105,6 +105,27 @@ pub struct EtcdInfo {
     /// etcd server version, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The cluster's members at backup time, when the source could list them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<EtcdMember>>,
+    /// Name of the member the snapshot came from, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_member: Option<String>,
+}
+
+/// One member of the etcd cluster, as its member list said at backup time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdMember {
+    /// `--name` (empty for a member that was added but has not started).
+    pub name: String,
+    /// Member id (hex, as `member_id`).
+    pub id: String,
+    /// Peer URLs.
+    #[serde(default)]
+    pub peer_urls: Vec<String>,
+    /// Client URLs.
+    #[serde(default)]
+    pub client_urls: Vec<String>,
 }
 
 /// The tool that wrote a manifest.

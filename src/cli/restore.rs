@@ -12,8 +12,11 @@ use crate::sources::settings::{NodeEtcdctlFlags, SshFlags};
 /// `restore`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Steps: preflight, verify, stage, stop-control-plane, move-aside, \
-restore-snapshot, pki, start-control-plane, wait-ready, kubeconfig, cleanup. Any failure after \
+    after_help = "Steps: preflight, verify, stage, stop-control-plane, [shrink-to-one-member,] \
+move-aside, restore-snapshot, pki, start-control-plane, wait-ready, kubeconfig, cleanup. \
+Preflight refuses a node whose etcd.yaml names etcd members that are not restored (a split): \
+restoring a multi-member cluster onto its nodes is not supported yet; use --to-dir DIR \
+--members NAME=PEER_URL,… or --shrink-to-one-member. Any failure after \
 the first change undoes the completed steps in reverse order. The old data dir and PKI are \
 kept (<data dir>/member.before-<restore id>, <pki dir>.before-<restore id>) and never deleted. --dry-run prints the \
 plan with every command it would run. The node keeps a journal of the completed steps \
@@ -64,6 +67,18 @@ pub struct RestoreArgs {
     /// --initial-advertise-peer-urls with --to-dir [default: http://localhost:2380].
     #[arg(long, value_name = "URL", help_heading = "Local restore")]
     pub initial_advertise_peer_urls: Option<String>,
+    /// With --to-dir: one data dir per member of a multi-member cluster, DIR/NAME, all from
+    /// the same snapshot with one new --initial-cluster-token, so that an etcd started on each
+    /// (with its own --name and peer URL) forms one cluster; e.g.
+    /// `a=https://10.0.0.1:2380,b=https://10.0.0.2:2380,c=https://10.0.0.3:2380`.
+    #[arg(
+        long,
+        value_name = "NAME=PEER_URL,…",
+        requires = "to_dir",
+        conflicts_with_all = ["name", "initial_cluster", "initial_advertise_peer_urls"],
+        help_heading = "Local restore"
+    )]
+    pub members: Option<String>,
     /// SSH to the node.
     #[command(flatten)]
     pub ssh: SshFlags,
@@ -148,6 +163,16 @@ pub struct RestoreArgs {
     /// Restore even though the node's CA (pki/ca.crt) differs from the archive's.
     #[arg(long)]
     pub force_different_cluster: bool,
+    /// Restore a snapshot taken from a newer etcd minor version than the etcd that will run
+    /// it (the node's etcd image or `etcd --version`; with --to-dir the local etcd).
+    #[arg(long)]
+    pub force_version: bool,
+    /// Restore this node as a cluster of one member although its etcd.yaml names others:
+    /// the plan rewrites its etcd.yaml (--initial-cluster naming only this member,
+    /// --initial-cluster-state=new), keeping the old one, which a rollback puts back. The
+    /// other members must then be reset and re-joined by hand.
+    #[arg(long, conflicts_with = "to_dir")]
+    pub shrink_to_one_member: bool,
     /// Print the plan (every step and command) and change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -15,7 +15,7 @@ use crate::archive::manifest::Manifest;
 use crate::cli::RestoreArgs;
 use crate::error::{Usage, VerifyFailed};
 use crate::extract::{extract_verified, ExtractError};
-use crate::restore::local::LocalMember;
+use crate::restore::local::{LocalMember, Members};
 use crate::restore::plan::{NodeLayout, Step};
 use crate::restore::NodeRestore;
 use crate::sources::gather::{self, NodeAt};
@@ -119,38 +119,88 @@ async fn to_dir(
     identities: Arc<crate::crypto::Identities>,
     dir: &Path,
 ) -> anyhow::Result<()> {
-    let member = LocalMember {
-        name: args.name.clone(),
-        initial_cluster: args.initial_cluster.clone(),
-        initial_advertise_peer_urls: args.initial_advertise_peer_urls.clone(),
-        skip_hash_check: args.skip_hash_check,
+    let members = match &args.members {
+        Some(spec) => Some(Members::parse(spec, args.skip_hash_check)?),
+        None => None,
     };
-    crate::restore::local::to_dir(dir, &member, async |work: &Path| {
-        match extract_verified(store, m, who, identities, work, ctx.quiet).await {
-            Ok(_) => Ok(()),
-            Err(ExtractError::Verify(report)) => Err(super::verify_failed(
-                ctx,
-                &report,
-                format!(
-                    "{} failed verification; nothing was restored into {}",
-                    m.reference(),
-                    dir.display()
-                ),
-            )),
-            Err(ExtractError::Other(e)) => Err(e),
-        }
-    })
-    .await?;
-    if !ctx.quiet {
-        crate::say!(
-            "restored {} into {}: etcd data dir {}, PKI {}",
-            m.reference(),
-            dir.display(),
-            dir.join("etcd").display(),
-            dir.join("pki").display()
-        );
+    // The local etcd is the one that will run the restored data.
+    let snapshot_version = m.etcd.as_ref().and_then(|e| e.version.as_deref());
+    if let Err(too_new) = crate::restore::version::check(
+        snapshot_version,
+        crate::restore::local::local_etcd_version().as_ref(),
+        args.force_version,
+    ) {
+        anyhow::bail!("restore {} --to-dir: {too_new}", m.reference());
     }
-    super::print_text(&dir.join("etcd").display().to_string())
+    let extract = async |work: &Path| match extract_verified(
+        store, m, who, identities, work, ctx.quiet,
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(ExtractError::Verify(report)) => Err(super::verify_failed(
+            ctx,
+            &report,
+            format!(
+                "{} failed verification; nothing was restored into {}",
+                m.reference(),
+                dir.display()
+            ),
+        )),
+        Err(ExtractError::Other(e)) => Err(e),
+    };
+    let Some(members) = members else {
+        let member = LocalMember {
+            name: args.name.clone(),
+            initial_cluster: args.initial_cluster.clone(),
+            initial_advertise_peer_urls: args.initial_advertise_peer_urls.clone(),
+            skip_hash_check: args.skip_hash_check,
+        };
+        crate::restore::local::to_dir(dir, &member, extract).await?;
+        if !ctx.quiet {
+            crate::say!(
+                "restored {} into {}: etcd data dir {}, PKI {}",
+                m.reference(),
+                dir.display(),
+                dir.join("etcd").display(),
+                dir.join("pki").display()
+            );
+        }
+        return super::print_text(&dir.join("etcd").display().to_string());
+    };
+    crate::restore::local::to_dirs(dir, &members, extract).await?;
+    if !ctx.quiet {
+        crate::say_raw!("{}", start_members_text(m, dir, &members));
+    }
+    let dirs: Vec<String> = members
+        .members
+        .iter()
+        .map(|(n, _)| dir.join(n).display().to_string())
+        .collect();
+    super::print_text(&dirs.join("\n"))
+}
+
+/// What to run on each member's machine once its data dir is in place.
+fn start_members_text(m: &Manifest, dir: &Path, members: &Members) -> String {
+    let cluster = members.initial_cluster();
+    let mut t = format!(
+        "restored {} into {} as {} members of one new cluster (--initial-cluster-token {}); PKI in {}.\nStart each member on its own machine (the one its peer URL names), with its data dir there and its own client URL:\n",
+        m.reference(),
+        dir.display(),
+        members.members.len(),
+        members.token,
+        dir.join("pki").display()
+    );
+    for (name, urls) in &members.members {
+        let peers = urls.join(",");
+        t.push_str(&format!(
+            "  etcd --name {name} --data-dir {} --listen-peer-urls {peers} --initial-advertise-peer-urls {peers} --initial-cluster {cluster} --initial-cluster-token {} --initial-cluster-state new --listen-client-urls CLIENT_URL --advertise-client-urls CLIENT_URL\n",
+            crate::etcdctl::quote(&dir.join(name).display().to_string()),
+            members.token
+        ));
+    }
+    t.push_str("(a kubeadm node: move the member's dir to /var/lib/etcd with etcd's owner and the same flags in its etcd.yaml)");
+    t
 }
 
 fn layout(args: &RestoreArgs) -> NodeLayout {
@@ -170,6 +220,7 @@ fn layout(args: &RestoreArgs) -> NodeLayout {
     l.staging_parent = args.staging_dir.clone();
     l.wait_seconds = args.wait_timeout;
     l.skip_hash_check = args.skip_hash_check;
+    l.shrink_to_one_member = args.shrink_to_one_member;
     if let Some(c) = &args.stopped_check {
         l.stopped_check = c.clone();
     }
@@ -232,6 +283,7 @@ async fn onto_node(
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}-admin.conf", m.cluster))),
         force_different_cluster: args.force_different_cluster,
+        force_version: args.force_version,
         quiet: ctx.quiet,
     };
     let result = restore_onto(ctx, args, &job).await;
@@ -275,10 +327,18 @@ async fn restore_onto(ctx: &Ctx, args: &RestoreArgs, job: &NodeRestore<'_>) -> a
     }
     if !ctx.quiet {
         crate::say!(
-            "restored {} onto {dest}; the previous data dir is kept at {} and the previous PKI at {}",
+            "restored {} onto {dest}; the previous data dir is kept at {} and the previous PKI at {}{}",
             m.reference(),
             p.data_aside,
-            p.pki_aside
+            p.pki_aside,
+            if job.layout.shrink_to_one_member {
+                format!(
+                    ", the previous etcd.yaml at {}; the node now runs a cluster of one member: reset the other members and re-join them (etcdctl member add)",
+                    p.etcd_manifest_before
+                )
+            } else {
+                String::new()
+            }
         );
     }
     super::print_text(&job.kubeconfig_out.display().to_string())

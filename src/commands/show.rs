@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::Ctx;
+use crate::archive::manifest::EtcdMember;
 use crate::cli::ShowArgs;
 use crate::progress::human;
 use crate::text::escape_for_line;
@@ -12,6 +13,36 @@ use crate::text::escape_for_line;
 /// Escaped and bounded text from the manifest.
 fn esc(s: &str) -> String {
     escape_for_line(s, 200)
+}
+
+/// One member of the recorded membership, `*` marking the one the snapshot came from.
+fn member_line(m: &EtcdMember, from: Option<&str>) -> String {
+    let mark = if from.is_some_and(|f| f == m.name) {
+        "*"
+    } else {
+        " "
+    };
+    let name = if m.name.is_empty() {
+        "(not started)".to_string()
+    } else {
+        esc(&m.name)
+    };
+    let mut line = format!(
+        "  {mark} {name}  id {}  peer {}",
+        esc(&m.id),
+        escape_for_line(&m.peer_urls.join(","), 500)
+    );
+    if !m.client_urls.is_empty() {
+        line.push_str(&format!(
+            "  client {}",
+            escape_for_line(&m.client_urls.join(","), 500)
+        ));
+    }
+    if mark == "*" {
+        line.push_str("  (snapshot taken here)");
+    }
+    line.push('\n');
+    line
 }
 
 /// Runs the command.
@@ -79,6 +110,14 @@ pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
             facts.push(format!("member {}", esc(mb)));
         }
         writeln!(t, "etcd:      {}", facts.join(", "))?;
+        if let Some(members) = &e.members {
+            writeln!(t, "members:   {}", members.len())?;
+            for mb in members {
+                t.push_str(&member_line(mb, e.from_member.as_deref()));
+            }
+        } else if let Some(from) = &e.from_member {
+            writeln!(t, "from:      member {}", esc(from))?;
+        }
     }
     writeln!(
         t,

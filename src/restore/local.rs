@@ -3,7 +3,7 @@
 //! from there with the local `etcdctl snapshot restore`, and the work dir removed. It must
 //! never write into a directory that already holds something.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -38,6 +38,83 @@ impl LocalMember {
     }
 }
 
+/// `--members NAME=PEER_URL,…`: the members of a cluster restored into one data dir each,
+/// all from the same snapshot with one new cluster token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members {
+    /// Each member's name and peer URLs, in the order given.
+    pub members: Vec<(String, Vec<String>)>,
+    /// The new `--initial-cluster-token` every member shares.
+    pub token: String,
+    /// `--skip-hash-check`, for a snapshot without etcd's sha256 trailer.
+    pub skip_hash_check: bool,
+}
+
+/// Names under the target dir that are not members' data dirs.
+const RESERVED: [&str; 3] = ["pki", "files", "etcd"];
+
+impl Members {
+    /// Parses `NAME=PEER_URL,…` (a name may repeat for a member with several peer URLs) and
+    /// draws a new cluster token.
+    ///
+    /// # Errors
+    /// [`Usage`] naming the item that is not `NAME=URL`, a name that cannot be a directory
+    /// (or is `pki`, `files` or `etcd`, which the restore writes beside), or fewer than one.
+    pub fn parse(spec: &str, skip_hash_check: bool) -> Result<Members, Usage> {
+        let mut members: Vec<(String, Vec<String>)> = vec![];
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let bad = |why: &str| {
+                Usage(format!(
+                    "--members: '{}' {why}; give NAME=PEER_URL,… (e.g. a=https://10.0.0.1:2380,b=https://10.0.0.2:2380)",
+                    crate::text::escape_for_line(item, 200)
+                ))
+            };
+            let (name, url) = item
+                .split_once('=')
+                .ok_or_else(|| bad("is not NAME=PEER_URL"))?;
+            let name_ok = !name.is_empty()
+                && !name.starts_with('.')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !name_ok {
+                return Err(bad(
+                    "has a name that cannot be a directory (letters, digits, . _ -)",
+                ));
+            }
+            if RESERVED.contains(&name) {
+                return Err(bad(
+                    "uses a name the restore writes beside the members (pki, files, etcd)",
+                ));
+            }
+            if !url.contains("://") {
+                return Err(bad("has no peer URL (scheme://host:port)"));
+            }
+            match members.iter_mut().find(|(n, _)| n == name) {
+                Some((_, urls)) => urls.push(url.to_string()),
+                None => members.push((name.to_string(), vec![url.to_string()])),
+            }
+        }
+        if members.is_empty() {
+            return Err(Usage("--members is empty; give NAME=PEER_URL,…".into()));
+        }
+        Ok(Members {
+            members,
+            token: format!("cpvault-{:016x}", rand::random::<u64>()),
+            skip_hash_check,
+        })
+    }
+
+    /// The `--initial-cluster` every member is restored with.
+    pub fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .flat_map(|(n, urls)| urls.iter().map(move |u| format!("{n}={u}")))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// Restores into `dir` (`dir/etcd`, `dir/pki`, `dir/files`). `extract` writes the backup's
 /// verified files into the work dir it is given — the caller's verified extraction, the one
 /// place restore reads the archive for a local restore.
@@ -45,6 +122,56 @@ impl LocalMember {
 /// # Errors
 /// [`Usage`] when `dir` is not empty; `extract`'s error; etcdctl missing or failing.
 pub async fn to_dir<E>(dir: &Path, member: &LocalMember, extract: E) -> anyhow::Result<()>
+where
+    E: AsyncFnOnce(&Path) -> anyhow::Result<()>,
+{
+    let one = SnapshotRestore {
+        name: member.name.clone(),
+        data: dir.join("etcd"),
+        initial_cluster: member.cluster(),
+        peer_urls: member.peer(),
+        token: None,
+        skip_hash_check: member.skip_hash_check,
+    };
+    restore_into(dir, &[one], extract).await
+}
+
+/// Restores one data dir per member into `dir/NAME` (and the PKI and files into `dir/pki`,
+/// `dir/files`), every member from the same snapshot, with the same initial cluster and token.
+///
+/// # Errors
+/// As [`to_dir`]; a member that fails leaves none of the members' dirs behind.
+pub async fn to_dirs<E>(dir: &Path, members: &Members, extract: E) -> anyhow::Result<()>
+where
+    E: AsyncFnOnce(&Path) -> anyhow::Result<()>,
+{
+    let cluster = members.initial_cluster();
+    let each: Vec<SnapshotRestore> = members
+        .members
+        .iter()
+        .map(|(name, urls)| SnapshotRestore {
+            name: name.clone(),
+            data: dir.join(name),
+            initial_cluster: cluster.clone(),
+            peer_urls: urls.join(","),
+            token: Some(members.token.clone()),
+            skip_hash_check: members.skip_hash_check,
+        })
+        .collect();
+    restore_into(dir, &each, extract).await
+}
+
+/// One `snapshot restore` run.
+struct SnapshotRestore {
+    name: String,
+    data: PathBuf,
+    initial_cluster: String,
+    peer_urls: String,
+    token: Option<String>,
+    skip_hash_check: bool,
+}
+
+async fn restore_into<E>(dir: &Path, each: &[SnapshotRestore], extract: E) -> anyhow::Result<()>
 where
     E: AsyncFnOnce(&Path) -> anyhow::Result<()>,
 {
@@ -57,36 +184,21 @@ where
     }
     let work = dir.join(".cpvault-extract");
     extract(&work).await?;
-    let result = restore_extracted(member, dir, &work);
+    let result = restore_extracted(each, dir, &work);
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
-fn restore_extracted(member: &LocalMember, dir: &Path, work: &Path) -> anyhow::Result<()> {
-    let data = dir.join("etcd");
-    let out = std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg("snapshot")
-        .arg("restore")
-        .arg(work.join("etcd/snapshot.db"))
-        .arg(format!("--data-dir={}", data.display()))
-        .arg(format!("--name={}", member.name))
-        .arg(format!("--initial-cluster={}", member.cluster()))
-        .arg(format!("--initial-advertise-peer-urls={}", member.peer()))
-        .args(member.skip_hash_check.then_some("--skip-hash-check"))
-        .output()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot run etcdctl ({e}); install etcd-client (it provides `etcdctl snapshot restore`)"
-            )
-        })?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "etcdctl snapshot restore failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .replace('\n', "; ")
-        );
+fn restore_extracted(each: &[SnapshotRestore], dir: &Path, work: &Path) -> anyhow::Result<()> {
+    let snapshot = work.join("etcd/snapshot.db");
+    for (i, r) in each.iter().enumerate() {
+        if let Err(e) = snapshot_restore(&snapshot, r) {
+            // Only what this restore wrote: the data dirs made so far.
+            for made in &each[..=i] {
+                let _ = std::fs::remove_dir_all(&made.data);
+            }
+            return Err(e);
+        }
     }
     for sub in ["pki", "files"] {
         if work.join(sub).exists() {
@@ -95,6 +207,54 @@ fn restore_extracted(member: &LocalMember, dir: &Path, work: &Path) -> anyhow::R
         }
     }
     Ok(())
+}
+
+fn snapshot_restore(snapshot: &Path, r: &SnapshotRestore) -> anyhow::Result<()> {
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("snapshot")
+        .arg("restore")
+        .arg(snapshot)
+        .arg(format!("--data-dir={}", r.data.display()))
+        .arg(format!("--name={}", r.name))
+        .arg(format!("--initial-cluster={}", r.initial_cluster))
+        .arg(format!("--initial-advertise-peer-urls={}", r.peer_urls))
+        .args(r.token.as_ref().map(|t| format!("--initial-cluster-token={t}")))
+        .args(r.skip_hash_check.then_some("--skip-hash-check"))
+        .output()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot run etcdctl ({e}); install etcd-client (it provides `etcdctl snapshot restore`)"
+            )
+        })?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "etcdctl snapshot restore{} failed: {}",
+            if r.token.is_some() {
+                format!(" of member {}", r.name)
+            } else {
+                String::new()
+            },
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .replace('\n', "; ")
+        );
+    }
+    Ok(())
+}
+
+/// The version of the local `etcd` (`etcd --version`), which will run a `--to-dir` restore;
+/// `None` when there is none on PATH or it says no version.
+pub fn local_etcd_version() -> Option<super::version::Installed> {
+    let out = std::process::Command::new("etcd")
+        .arg("--version")
+        .output()
+        .ok()?;
+    let v = super::version::from_etcd_version_output(&String::from_utf8_lossy(&out.stdout))?;
+    Some(super::version::Installed {
+        version: v,
+        from: "the local `etcd --version`".into(),
+    })
 }
 
 #[cfg(test)]
@@ -114,6 +274,39 @@ mod tests {
         assert_eq!(m.cluster(), "default=http://127.0.0.1:9");
         m.initial_cluster = Some("a=http://x:1,b=http://y:2".into());
         assert_eq!(m.cluster(), "a=http://x:1,b=http://y:2");
+    }
+
+    #[test]
+    fn members_parse_into_one_initial_cluster_and_bad_items_are_named() {
+        let m = Members::parse(
+            "a=http://127.0.0.1:1, b=http://127.0.0.1:2,a=http://[::1]:1",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            m.initial_cluster(),
+            "a=http://127.0.0.1:1,a=http://[::1]:1,b=http://127.0.0.1:2"
+        );
+        assert!(
+            m.token.starts_with("cpvault-") && m.token.len() == 24,
+            "{}",
+            m.token
+        );
+        assert_ne!(
+            m.token,
+            Members::parse("a=http://x:1", false).unwrap().token
+        );
+        for (bad, says) in [
+            ("a", "not NAME=PEER_URL"),
+            ("../x=http://h:1", "cannot be a directory"),
+            (".hidden=http://h:1", "cannot be a directory"),
+            ("pki=http://h:1", "writes beside"),
+            ("a=h:1", "no peer URL"),
+            ("", "empty"),
+        ] {
+            let e = Members::parse(bad, false).unwrap_err().0;
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[tokio::test]

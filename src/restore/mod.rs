@@ -14,6 +14,7 @@ pub mod local;
 pub mod plan;
 pub mod preflight;
 pub mod stage;
+pub mod version;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -68,6 +69,8 @@ pub struct NodeRestore<'a> {
     pub kubeconfig_out: PathBuf,
     /// Restore even when the node's CA is not the archive's.
     pub force_different_cluster: bool,
+    /// Restore a snapshot from a newer etcd minor than the nodes run.
+    pub force_version: bool,
     /// No progress.
     pub quiet: bool,
 }
@@ -103,6 +106,22 @@ impl NodeRestore<'_> {
         let mut facts = vec![];
         for node in self.nodes {
             facts.push(preflight::probe(node, &self.layout, self.backup).await?);
+        }
+        let dests: Vec<String> = self.nodes.iter().map(Node::destination).collect();
+        preflight::membership(
+            &facts,
+            &dests,
+            &self.layout,
+            self.layout.shrink_to_one_member,
+        )?;
+        let snapshot_version = self.backup.etcd.as_ref().and_then(|e| e.version.as_deref());
+        preflight::versions(&facts, &dests, snapshot_version, self.force_version)?;
+        if let (Some(v), false) = (snapshot_version, self.quiet) {
+            for (f, dest) in facts.iter().zip(&dests) {
+                if f.etcd_version.is_none() {
+                    crate::say!("warning: cannot tell which etcd version {dest} runs (no version in its etcd image tag, no `etcd --version` there), so the snapshot's etcd {} is not checked against it", crate::text::escape_for_line(v, 60));
+                }
+            }
         }
         let restore_id = format!(
             "cpvault-restore-{}-{:04x}",

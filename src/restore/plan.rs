@@ -39,6 +39,9 @@ pub struct NodeLayout {
     /// `snapshot restore --skip-hash-check`: for a snapshot without etcd's sha256 trailer
     /// (the archive's own checksums still cover it).
     pub skip_hash_check: bool,
+    /// `--shrink-to-one-member`: restore this node as a cluster of one, its etcd.yaml
+    /// rewritten to name only itself (the old one kept and put back on rollback).
+    pub shrink_to_one_member: bool,
 }
 
 impl NodeLayout {
@@ -69,6 +72,7 @@ impl NodeLayout {
             etcdctl: RemoteEtcdctl::kubeadm(),
             wait_seconds: 300,
             skip_hash_check: false,
+            shrink_to_one_member: false,
         }
     }
 }
@@ -89,6 +93,43 @@ pub struct Member {
     pub initial_advertise_peer_urls: String,
     /// `--data-dir`, when the manifest sets it.
     pub data_dir: Option<String>,
+}
+
+impl Member {
+    /// The member names `--initial-cluster` lists (`NAME=URL,…`; a name with several peer
+    /// URLs appears once), in its order.
+    pub fn initial_members(&self) -> Vec<String> {
+        let mut names: Vec<String> = vec![];
+        for item in self.initial_cluster.split(',') {
+            let name = item.split_once('=').map_or(item, |(n, _)| n).trim();
+            if !name.is_empty() && !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+        names
+    }
+
+    /// The members `--initial-cluster` lists besides this one.
+    pub fn other_members(&self) -> Vec<String> {
+        let mut others = self.initial_members();
+        others.retain(|n| *n != self.name);
+        others
+    }
+
+    /// This member alone as a cluster: `--initial-cluster` naming only itself, at each of its
+    /// peer URLs.
+    pub fn alone(&self) -> Member {
+        let initial_cluster = self
+            .initial_advertise_peer_urls
+            .split(',')
+            .map(|u| format!("{}={}", self.name, u.trim()))
+            .collect::<Vec<_>>()
+            .join(",");
+        Member {
+            initial_cluster,
+            ..self.clone()
+        }
+    }
 }
 
 /// Reads the member flags from a static-pod manifest's command list (`- --name=node1`).
@@ -127,6 +168,8 @@ pub enum StepKind {
     Stage,
     /// Move the static-pod manifests out and wait until the control plane stopped.
     StopControlPlane,
+    /// Rewrite the (moved out) etcd.yaml for a cluster of this member alone.
+    ShrinkToOneMember,
     /// Move the current data and PKI aside.
     MoveAside,
     /// `snapshot restore` into the data dir.
@@ -144,12 +187,13 @@ pub enum StepKind {
 }
 
 impl StepKind {
-    /// Every kind, in plan order.
-    pub const ALL: [StepKind; 11] = [
+    /// Every kind, in plan order (`shrink-to-one-member` only in a plan that asks for it).
+    pub const ALL: [StepKind; 12] = [
         StepKind::Preflight,
         StepKind::Verify,
         StepKind::Stage,
         StepKind::StopControlPlane,
+        StepKind::ShrinkToOneMember,
         StepKind::MoveAside,
         StepKind::RestoreSnapshot,
         StepKind::Pki,
@@ -166,6 +210,7 @@ impl StepKind {
             StepKind::Verify => "verify",
             StepKind::Stage => "stage",
             StepKind::StopControlPlane => "stop-control-plane",
+            StepKind::ShrinkToOneMember => "shrink-to-one-member",
             StepKind::MoveAside => "move-aside",
             StepKind::RestoreSnapshot => "restore-snapshot",
             StepKind::Pki => "pki",
@@ -241,6 +286,9 @@ pub struct Paths {
     pub data_new: String,
     /// The old PKI dir, kept.
     pub pki_aside: String,
+    /// The node's etcd.yaml as it was, kept when `--shrink-to-one-member` rewrites it.
+    #[serde(default)]
+    pub etcd_manifest_before: String,
 }
 
 /// Derives the paths for `restore_id`.
@@ -261,6 +309,55 @@ pub fn paths(l: &NodeLayout, restore_id: &str) -> Paths {
         ),
         data_new: format!("{}/.{restore_id}", l.data_dir.trim_end_matches('/')),
         pki_aside: format!("{}.before-{restore_id}", l.pki_dir.trim_end_matches('/')),
+        etcd_manifest_before: format!(
+            "{}/{}.before-{restore_id}",
+            parent(&l.manifests_dir).trim_end_matches('/'),
+            l.etcd_manifest
+        ),
+    }
+}
+
+/// Escapes `s` for the replacement side of a `sed s#…#…#` command.
+fn sed_replacement(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '&' | '#') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The step that rewrites the moved-out etcd.yaml (in `aside`) for a cluster of `alone`, the
+/// member alone; the old file is kept at `before` and put back by the undo.
+fn shrink_step(l: &NodeLayout, p: &Paths, alone: &Member, node: NodeId) -> Step {
+    let q = |s: &str| quote(s);
+    let yaml = q(&format!("{}/{}", p.manifests_aside, l.etcd_manifest));
+    let before = q(&p.etcd_manifest_before);
+    let tmp = q(&format!("{}.tmp", p.etcd_manifest_before));
+    let flag = format!("--initial-cluster={}", alone.initial_cluster);
+    // The `- --initial-cluster=…` item, quoted or not; the state flag of a joining member.
+    let cluster = format!(
+        "s#^\\([[:space:]]*-[[:space:]]*[\"']\\{{0,1\\}}\\)--initial-cluster=[^\"'[:space:]]*#\\1{}#",
+        sed_replacement(&flag)
+    );
+    let state = "s#--initial-cluster-state=existing#--initial-cluster-state=new#";
+    Step {
+        kind: StepKind::ShrinkToOneMember,
+        node,
+        does: format!(
+            "rewrite {} for a cluster of {} alone ({flag}, --initial-cluster-state=new); the old one is kept at {}",
+            l.etcd_manifest, alone.name, p.etcd_manifest_before
+        ),
+        changes_node: true,
+        script: format!(
+            "cp -p {yaml} {tmp} && mv {tmp} {before} && sed -i -e {} -e {} {yaml} && grep -qF -e {} {yaml}",
+            q(&cluster),
+            q(state),
+            q(&flag),
+        ),
+        undo: format!("rm -f {tmp}; if [ -e {before} ]; then mv {before} {yaml}; fi"),
     }
 }
 
@@ -303,6 +400,8 @@ pub fn plan(
     node: NodeId,
 ) -> Vec<Step> {
     let p = paths(l, restore_id);
+    let alone = m.alone();
+    let m = if l.shrink_to_one_member { &alone } else { m };
     let q = |s: &str| quote(s);
     let (man, data, pki) = (q(&l.manifests_dir), q(&l.data_dir), q(&l.pki_dir));
     let (staging, aside) = (q(&p.staging), q(&p.manifests_aside));
@@ -319,7 +418,7 @@ pub fn plan(
     let move_back = format!(
         "for f in {etcd_y} {api_y}; do if [ -e {aside}/$f ]; then mv {aside}/$f {man}/; fi; done; rmdir {aside} 2>/dev/null; true"
     );
-    vec![
+    let mut steps = vec![
         Step {
             kind: StepKind::Preflight,
             node,
@@ -434,7 +533,16 @@ pub fn plan(
             script: format!("rm -rf {staging}"),
             undo: String::new(),
         },
-    ]
+    ];
+    if l.shrink_to_one_member {
+        let at = steps
+            .iter()
+            .position(|s| s.kind == StepKind::StopControlPlane)
+            .expect("the plan stops the control plane")
+            + 1;
+        steps.insert(at, shrink_step(l, &p, m, node));
+    }
+    steps
 }
 
 #[cfg(test)]
@@ -521,7 +629,9 @@ mod tests {
         let m = parse_member(ETCD_YAML).unwrap();
         let steps = plan(&NodeLayout::kubeadm(), &m, "r1", "admin.conf", NodeId(2));
         let kinds: Vec<StepKind> = steps.iter().map(|s| s.kind).collect();
-        assert_eq!(kinds, StepKind::ALL);
+        let mut all = StepKind::ALL.to_vec();
+        all.retain(|k| *k != StepKind::ShrinkToOneMember);
+        assert_eq!(kinds, all);
         assert!(steps.iter().all(|s| s.node == NodeId(2)));
         for s in &steps {
             assert_eq!(StepKind::from_name(s.kind.name()), Some(s.kind));
@@ -541,6 +651,115 @@ mod tests {
             assert_eq!(keys, want);
         }
         assert_eq!(StepKind::from_name("no-such-step"), None);
+    }
+
+    const HA_YAML: &str = "    command:\n    - etcd\n    - --name=cp-2\n    - --initial-advertise-peer-urls=https://10.0.0.6:2380\n    - \"--initial-cluster=cp-1=https://10.0.0.5:2380,cp-2=https://10.0.0.6:2380,cp-3=https://10.0.0.7:2380\"\n    - --initial-cluster-state=existing\n";
+
+    #[test]
+    fn the_members_of_the_initial_cluster_are_named_once_each() {
+        let m = parse_member(HA_YAML).unwrap();
+        assert_eq!(m.initial_members(), ["cp-1", "cp-2", "cp-3"]);
+        assert_eq!(m.other_members(), ["cp-1", "cp-3"]);
+        let mut two_urls = m.clone();
+        two_urls.initial_cluster = "x=http://a:1,x=http://b:1".into();
+        two_urls.name = "x".into();
+        assert!(two_urls.other_members().is_empty());
+        two_urls.initial_advertise_peer_urls = "http://a:1,http://b:1".into();
+        assert_eq!(
+            two_urls.alone().initial_cluster,
+            "x=http://a:1,x=http://b:1"
+        );
+        assert_eq!(m.alone().initial_cluster, "cp-2=https://10.0.0.6:2380");
+    }
+
+    #[test]
+    fn shrinking_rewrites_the_moved_out_etcd_yaml_and_its_undo_puts_the_old_one_back() {
+        let mut l = NodeLayout::kubeadm();
+        let m = parse_member(HA_YAML).unwrap();
+        let plain = plan(&l, &m, "r1", "admin.conf", NodeId(0));
+        assert!(plain.iter().all(|s| s.kind != StepKind::ShrinkToOneMember));
+        l.shrink_to_one_member = true;
+        let steps = plan(&l, &m, "r1", "admin.conf", NodeId(0));
+        let names: Vec<_> = steps.iter().map(|s| s.kind.name()).collect();
+        assert_eq!(
+            names[3..6],
+            ["stop-control-plane", "shrink-to-one-member", "move-aside"]
+        );
+        let shrink = &steps[4];
+        assert!(
+            shrink
+                .script
+                .contains("/etc/kubernetes/r1.manifests/etcd.yaml"),
+            "{}",
+            shrink.script
+        );
+        assert!(
+            shrink
+                .script
+                .contains("/etc/kubernetes/etcd.yaml.before-r1"),
+            "{}",
+            shrink.script
+        );
+        assert!(
+            shrink.undo.contains(
+                "mv /etc/kubernetes/etcd.yaml.before-r1 /etc/kubernetes/r1.manifests/etcd.yaml"
+            ),
+            "{}",
+            shrink.undo
+        );
+        // snapshot restore makes a cluster of this member alone.
+        let restore = steps
+            .iter()
+            .find(|s| s.kind == StepKind::RestoreSnapshot)
+            .unwrap();
+        assert!(
+            restore
+                .script
+                .contains("--initial-cluster=cp-2=https://10.0.0.6:2380 "),
+            "{}",
+            restore.script
+        );
+        // The rewrite itself, run by sed on a copy of the manifest.
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = dir.path().join("etcd.yaml");
+        std::fs::write(&yaml, HA_YAML).unwrap();
+        let script = shrink_step(
+            &NodeLayout {
+                manifests_dir: dir.path().join("manifests").display().to_string(),
+                ..l.clone()
+            },
+            &Paths {
+                manifests_aside: dir.path().display().to_string(),
+                etcd_manifest_before: dir.path().join("old.yaml").display().to_string(),
+                ..paths(&l, "r1")
+            },
+            &m.alone(),
+            NodeId(0),
+        );
+        let run = |s: &str| {
+            let o = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(s)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{s}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        run(&script.script);
+        let new = std::fs::read_to_string(&yaml).unwrap();
+        let reread = parse_member(&new).unwrap();
+        assert_eq!(reread.initial_members(), ["cp-2"]);
+        assert!(new.contains("- --initial-cluster-state=new\n"), "{new}");
+        assert!(
+            new.contains("- \"--initial-cluster=cp-2=https://10.0.0.6:2380\"\n"),
+            "{new}"
+        );
+        run(&script.undo);
+        assert_eq!(std::fs::read_to_string(&yaml).unwrap(), HA_YAML);
+        assert!(!dir.path().join("old.yaml").exists());
     }
 
     #[test]

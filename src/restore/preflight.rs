@@ -12,6 +12,7 @@ use crate::sources::SourceError;
 
 use super::plan::{parse_member, Member, NodeLayout};
 use super::said;
+use super::version::{self, Installed, TooNew};
 
 /// What the probes learned about one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +21,9 @@ pub struct NodeFacts {
     pub member: Member,
     /// sha256 of the node's `ca.crt`; `None` when it has no readable one.
     pub ca_sha256: Option<String>,
+    /// The etcd version the node runs (its etcd.yaml's image tag, else `etcd --version` on
+    /// the node); `None` when neither tells.
+    pub etcd_version: Option<Installed>,
 }
 
 /// A preflight refusal: nothing on the node was changed.
@@ -133,6 +137,29 @@ pub enum PreflightError {
         /// Paths relative to the PKI dir.
         missing: Vec<String>,
     },
+    /// The node's etcd.yaml names members that are not being restored: restoring this node
+    /// alone would split the cluster.
+    #[error("preflight on {node}: its {manifest} names {} etcd members in --initial-cluster ({}), but only {member} is being restored; it would start a new cluster while {} still hold the old one (a split); nothing was changed — restoring a multi-member cluster onto its nodes is not supported yet: restore the data dirs with `restore REF --to-dir DIR --members NAME=PEER_URL,…` and put each in place by hand, or pass --shrink-to-one-member to make {member} a cluster of one (its etcd.yaml is rewritten; the other members must be reset and re-joined)", all.len(), all.join(", "), missing.join(" and "))]
+    Split {
+        /// The node.
+        node: String,
+        /// Its etcd.yaml.
+        manifest: String,
+        /// The member restored there.
+        member: String,
+        /// Every member --initial-cluster names.
+        all: Vec<String>,
+        /// The members not being restored.
+        missing: Vec<String>,
+    },
+    /// The snapshot needs a newer etcd than the node runs.
+    #[error("preflight on {node}: {cause}")]
+    EtcdTooOld {
+        /// The node.
+        node: String,
+        /// The versions.
+        cause: TooNew,
+    },
     /// The archive has no CA to compare.
     #[error("preflight: {reference} has no pki/ca.crt to compare with the node's CA; nothing was changed — pass --force-different-cluster to restore anyway")]
     ArchiveHasNoCa {
@@ -217,7 +244,86 @@ pub async fn probe(node: &Node, l: &NodeLayout, m: &Manifest) -> Result<NodeFact
         .success()
         .then(|| parse_sha256(&String::from_utf8_lossy(&out.stdout)))
         .flatten();
-    Ok(NodeFacts { member, ca_sha256 })
+    let etcd_version = match version::from_image(&etcd_yaml) {
+        Some(v) => Some(Installed {
+            version: v,
+            from: format!("the etcd image in {}", etcd_manifest(l)),
+        }),
+        None => {
+            let out = node.run("etcd --version").await?;
+            out.status
+                .success()
+                .then(|| version::from_etcd_version_output(&String::from_utf8_lossy(&out.stdout)))
+                .flatten()
+                .map(|v| Installed {
+                    version: v,
+                    from: "`etcd --version` on the node".into(),
+                })
+        }
+    };
+    Ok(NodeFacts {
+        member,
+        ca_sha256,
+        etcd_version,
+    })
+}
+
+/// Refuses a restore that would split the cluster: every member a node's `--initial-cluster`
+/// names must be among the members being restored (`restored`, one per node), unless the
+/// node is to become a cluster of one (`shrink`).
+///
+/// # Errors
+/// [`PreflightError::Split`] for the first node whose etcd.yaml names a member not restored.
+pub fn membership(
+    facts: &[NodeFacts],
+    dests: &[String],
+    l: &NodeLayout,
+    shrink: bool,
+) -> Result<(), PreflightError> {
+    if shrink {
+        return Ok(());
+    }
+    let restored: Vec<&str> = facts.iter().map(|f| f.member.name.as_str()).collect();
+    for (f, dest) in facts.iter().zip(dests) {
+        let all = f.member.initial_members();
+        let missing: Vec<String> = all
+            .iter()
+            .filter(|n| !restored.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(PreflightError::Split {
+                node: dest.clone(),
+                manifest: etcd_manifest(l),
+                member: f.member.name.clone(),
+                all,
+                missing,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The version guard on each node: the snapshot's recorded etcd version must not be of a
+/// newer minor than the node's etcd ([`version::check`]); `force` is `--force-version`.
+///
+/// # Errors
+/// [`PreflightError::EtcdTooOld`] for the first node whose etcd is too old.
+pub fn versions(
+    facts: &[NodeFacts],
+    dests: &[String],
+    snapshot: Option<&str>,
+    force: bool,
+) -> Result<(), PreflightError> {
+    for (f, dest) in facts.iter().zip(dests) {
+        version::check(snapshot, f.etcd_version.as_ref(), force).map_err(|cause| {
+            PreflightError::EtcdTooOld {
+                node: dest.clone(),
+                cause,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 async fn member(
@@ -514,6 +620,67 @@ mod tests {
     }
 
     #[test]
+    fn a_node_naming_members_not_restored_is_a_split_unless_shrinking() {
+        let l = NodeLayout::kubeadm();
+        let facts = |cluster: &str| NodeFacts {
+            member: Member {
+                name: "b".into(),
+                initial_cluster: cluster.into(),
+                initial_advertise_peer_urls: "https://b:2380".into(),
+                data_dir: None,
+            },
+            ca_sha256: None,
+            etcd_version: None,
+        };
+        let dests = ["root@b".to_string()];
+        let three = [facts("a=https://a:2380,b=https://b:2380,c=https://c:2380")];
+        let e = membership(&three, &dests, &l, false).unwrap_err();
+        assert!(
+            matches!(&e, PreflightError::Split { missing, .. } if missing == &["a", "c"]),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("names 3 etcd members")
+                && text.contains("while a and c still hold")
+                && text.contains("nothing was changed")
+                && text.contains("--to-dir DIR --members")
+                && text.contains("--shrink-to-one-member"),
+            "{text}"
+        );
+        assert!(membership(&three, &dests, &l, true).is_ok());
+        assert!(membership(&[facts("b=https://b:2380")], &dests, &l, false).is_ok());
+    }
+
+    #[test]
+    fn the_version_guard_names_the_node() {
+        let mut f = NodeFacts {
+            member: Member {
+                name: "n".into(),
+                initial_cluster: "n=https://a:2380".into(),
+                initial_advertise_peer_urls: "https://a:2380".into(),
+                data_dir: None,
+            },
+            ca_sha256: None,
+            etcd_version: Some(Installed {
+                version: "3.4.23".into(),
+                from: "the etcd image in etcd.yaml".into(),
+            }),
+        };
+        let dests = ["root@n".to_string()];
+        let e = versions(&[f.clone()], &dests, Some("3.5.1"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("preflight on root@n: the snapshot was taken from etcd 3.5.1"),
+            "{e}"
+        );
+        assert!(versions(&[f.clone()], &dests, Some("3.5.1"), true).is_ok());
+        f.etcd_version = None;
+        assert!(versions(&[f], &dests, Some("3.5.1"), false).is_ok());
+    }
+
+    #[test]
     fn sha256sum_output_reads_as_its_hash() {
         assert_eq!(
             parse_sha256("abc123  /etc/kubernetes/pki/ca.crt\n").as_deref(),
@@ -551,6 +718,7 @@ mod tests {
         let facts = |ca: Option<&str>| NodeFacts {
             member: member.clone(),
             ca_sha256: ca.map(str::to_string),
+            etcd_version: None,
         };
         let check = |archive: Option<&str>, node: Option<&str>, force: bool| {
             same_cluster(&inner(archive), &facts(node), "/pki", "n", force)

@@ -16,13 +16,14 @@ use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use zeroize::Zeroizing;
 
 use super::{bridge, SourceError};
-use crate::archive::manifest::{EntryKind, EtcdInfo};
+use crate::archive::manifest::{EntryKind, EtcdInfo, EtcdMember};
 use crate::archive::writer::SourceEntry;
 
 /// Where and how to reach etcd.
 #[derive(Debug, Clone, Default)]
 pub struct EtcdEndpoint {
-    /// Endpoint URLs (`https://host:2379` or `http://…`), tried in order.
+    /// Endpoint URLs (`https://host:2379` or `http://…`): one member's, or every member's of
+    /// an HA cluster (the snapshot comes from a healthy follower, see [`snapshot`]).
     pub endpoints: Vec<String>,
     /// CA certificate (PEM) that signed the server certificate.
     pub cacert: Option<PathBuf>,
@@ -243,14 +244,50 @@ fn tls_cause(debug: &str) -> Option<String> {
     None
 }
 
-/// Connects to the first endpoint that answers a status call, then opens a snapshot stream
-/// on that same member, so the recorded member, revision and version describe the bytes that
-/// are actually stored.
+/// A member that answered its status call, as a candidate to take the snapshot from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    /// The member's id (the status header's).
+    pub member_id: u64,
+    /// The leader's id as this member knows it; 0 when it knows none (no quorum).
+    pub leader: u64,
+    /// Whether the member reported errors (an alarm such as NOSPACE).
+    pub errors: bool,
+}
+
+impl Answered {
+    fn healthy(&self) -> bool {
+        self.leader != 0 && !self.errors
+    }
+
+    fn is_leader(&self) -> bool {
+        self.member_id == self.leader
+    }
+}
+
+/// Which of the members that answered to take the snapshot from: a healthy follower first
+/// (a snapshot streams the whole database, load better kept off the leader), else the
+/// healthy leader; `None` when no member is healthy (none knows a leader, or all report
+/// errors).
+pub fn choose(answered: &[Answered]) -> Option<usize> {
+    let healthy = || answered.iter().enumerate().filter(|(_, a)| a.healthy());
+    healthy()
+        .find(|(_, a)| !a.is_leader())
+        .or_else(|| healthy().next())
+        .map(|(i, _)| i)
+}
+
+/// Connects to each endpoint and asks its status; members that do not answer are skipped
+/// with a warning. The snapshot is then taken from a healthy member, a follower when there is
+/// one ([`choose`]), on that same connection, so the recorded member, revision and version
+/// describe the bytes that are actually stored. `report` says which member on stderr when
+/// several endpoints were given.
 ///
 /// # Errors
 /// [`SourceError::Etcd`] naming the endpoint and the fix: unreadable certificates,
-/// connection refused, TLS failures, or a stream that ends before its first chunk.
-pub async fn snapshot(ep: &EtcdEndpoint) -> Result<SourceEntry, SourceError> {
+/// connection refused, TLS failures, or a stream that ends before its first chunk; with
+/// several endpoints, when none answered healthy (naming each with its cause).
+pub async fn snapshot(ep: &EtcdEndpoint, report: bool) -> Result<SourceEntry, SourceError> {
     if ep.endpoints.is_empty() {
         return Err(SourceError::Etcd {
             endpoint: String::new(),
@@ -264,30 +301,94 @@ pub async fn snapshot(ep: &EtcdEndpoint) -> Result<SourceEntry, SourceError> {
     if tls {
         opts = opts.with_tls(pem.options());
     }
-    let mut last = None;
+    let several = ep.endpoints.len() > 1;
+    let mut reached = vec![];
+    let mut failed: Vec<SourceError> = vec![];
     for endpoint in &ep.endpoints {
-        let fail = |e: etcd_client::Error| explain(endpoint, tls, &DIRECT, &e);
-        let connect = Client::connect([endpoint], Some(opts.clone()));
-        let attempt = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Err(_) => Err(SourceError::Etcd {
-                endpoint: endpoint.to_string(),
-                message: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-                fix: unreachable_fix(&DIRECT),
-            }),
-            Ok(connected) => match connected.map_err(fail) {
-                Ok(client) => stream(client, endpoint, &DIRECT, fail, Box::new(())).await,
-                Err(e) => Err(e),
-            },
-        };
-        match attempt {
-            Ok(entry) => return Ok(entry),
+        match ask_status(endpoint, &opts, tls).await {
+            Ok((client, answered)) => {
+                if several && !answered.healthy() {
+                    let why = if answered.errors {
+                        "it reports errors"
+                    } else {
+                        "it knows no leader (no quorum)"
+                    };
+                    tracing::warn!("etcd {endpoint}: skipped: {why}");
+                }
+                reached.push((endpoint, client, answered));
+            }
             Err(e) => {
-                tracing::warn!("{e}");
-                last = Some(e);
+                if several {
+                    crate::say!("warning: skipping an etcd member: {e}");
+                }
+                failed.push(e);
             }
         }
     }
-    Err(last.expect("at least one endpoint was tried"))
+    let statuses: Vec<Answered> = reached.iter().map(|(_, _, a)| *a).collect();
+    let Some(i) = choose(&statuses).or_else(|| (!several && !reached.is_empty()).then_some(0))
+    else {
+        if !several {
+            return Err(failed.pop().expect("the one endpoint failed"));
+        }
+        let mut said: Vec<String> = failed.iter().map(|e| e.to_string()).collect();
+        said.extend(
+            reached
+                .iter()
+                .map(|(e, _, _)| format!("etcd {e}: no leader known, or it reports errors")),
+        );
+        return Err(SourceError::Etcd {
+            endpoint: ep.endpoints.join(","),
+            message: format!("no member answered healthy: {}", said.join("; ")),
+            fix: unreachable_fix(&DIRECT),
+        });
+    };
+    let (endpoint, client, answered) = reached.swap_remove(i);
+    let fail = |e: etcd_client::Error| explain(endpoint, tls, &DIRECT, &e);
+    let entry = stream(client, endpoint, &DIRECT, fail, Box::new(())).await?;
+    if several && report {
+        let name = entry
+            .etcd
+            .as_ref()
+            .and_then(|e| e.from_member.clone())
+            .unwrap_or_else(|| format!("{:x}", answered.member_id));
+        let role = if answered.is_leader() {
+            "the leader: no follower answered healthy"
+        } else {
+            "follower"
+        };
+        crate::say!("snapshot from member {name} at {endpoint} ({role})");
+    }
+    Ok(entry)
+}
+
+/// Connects to `endpoint` and asks its status, within [`CONNECT_TIMEOUT`].
+async fn ask_status(
+    endpoint: &str,
+    opts: &ConnectOptions,
+    tls: bool,
+) -> Result<(Client, Answered), SourceError> {
+    let fail = |e: etcd_client::Error| explain(endpoint, tls, &DIRECT, &e);
+    let timed_out = || SourceError::Etcd {
+        endpoint: endpoint.to_string(),
+        message: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+        fix: unreachable_fix(&DIRECT),
+    };
+    let connect = Client::connect([endpoint], Some(opts.clone()));
+    let mut client = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(fail)?;
+    let status = tokio::time::timeout(CONNECT_TIMEOUT, client.status())
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(fail)?;
+    let answered = Answered {
+        member_id: status.header().map(|h| h.member_id()).unwrap_or(0),
+        leader: status.leader(),
+        errors: !status.errors().is_empty(),
+    };
+    Ok((client, answered))
 }
 
 /// Records etcd's facts (revision, member and cluster ids, version, key count) from a
@@ -335,12 +436,40 @@ pub(super) async fn stream(
             .and_then(|r| u64::try_from(r.count()).ok()),
         None => None,
     };
+    let members = match tokio::time::timeout(CONNECT_TIMEOUT, client.member_list()).await {
+        Ok(Ok(list)) => Some(
+            list.members()
+                .iter()
+                .map(|m| EtcdMember {
+                    name: m.name().to_string(),
+                    id: format!("{:x}", m.id()),
+                    peer_urls: m.peer_urls().to_vec(),
+                    client_urls: m.client_urls().to_vec(),
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "etcd {endpoint}: member list failed ({e}); the membership is not recorded"
+            );
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                "etcd {endpoint}: member list got no answer; the membership is not recorded"
+            );
+            None
+        }
+    };
+    let member_id = header.map(|h| format!("{:x}", h.member_id()));
     let info = EtcdInfo {
         keys,
         revision: header.map(|h| h.revision()),
         cluster_id: header.map(|h| format!("{:x}", h.cluster_id())),
-        member_id: header.map(|h| format!("{:x}", h.member_id())),
+        from_member: member_name(members.as_deref(), member_id.as_deref()),
+        member_id,
         version: Some(status.version().to_string()).filter(|v| !v.is_empty()),
+        members,
         ..EtcdInfo::default()
     };
     tracing::info!(
@@ -400,6 +529,17 @@ pub(super) async fn stream(
     })
 }
 
+/// The name of the member with id `id` (hex) in `members`; `None` when either is unknown or
+/// the member has no name yet.
+pub fn member_name(members: Option<&[EtcdMember]>, id: Option<&str>) -> Option<String> {
+    let id = id?;
+    members?
+        .iter()
+        .find(|m| m.id == id)
+        .map(|m| m.name.clone())
+        .filter(|n| !n.is_empty())
+}
+
 fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
 ) -> impl futures::Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static {
@@ -409,6 +549,43 @@ fn tokio_stream_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_healthy_follower_is_chosen_over_the_leader() {
+        let a = |member_id, leader, errors| Answered {
+            member_id,
+            leader,
+            errors,
+        };
+        // Leader first in the list: the follower after it is taken.
+        assert_eq!(choose(&[a(1, 1, false), a(2, 1, false)]), Some(1));
+        // Only the leader answered.
+        assert_eq!(choose(&[a(1, 1, false)]), Some(0));
+        // A follower with an alarm, or one that knows no leader, is not healthy.
+        assert_eq!(
+            choose(&[a(2, 1, true), a(3, 0, false), a(1, 1, false)]),
+            Some(2)
+        );
+        assert_eq!(choose(&[a(3, 0, false)]), None);
+        assert_eq!(choose(&[]), None);
+    }
+
+    #[test]
+    fn the_member_name_is_found_by_its_id() {
+        let m = |name: &str, id: &str| EtcdMember {
+            name: name.into(),
+            id: id.into(),
+            ..EtcdMember::default()
+        };
+        let members = [m("a", "1f"), m("", "2a")];
+        assert_eq!(
+            member_name(Some(&members), Some("1f")).as_deref(),
+            Some("a")
+        );
+        assert_eq!(member_name(Some(&members), Some("2a")), None);
+        assert_eq!(member_name(Some(&members), Some("3")), None);
+        assert_eq!(member_name(None, Some("1f")), None);
+    }
 
     #[test]
     fn the_tls_cause_is_found_in_the_debug_form() {

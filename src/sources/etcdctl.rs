@@ -5,6 +5,9 @@
 //! `snapshot save /dev/stdout`: etcdctl writes `<path>.part` and renames it over the target,
 //! which would replace the machine's /dev/stdout.
 
+use serde::Deserialize;
+
+use crate::archive::manifest::{EtcdInfo, EtcdMember};
 use crate::etcdctl::{quote, RemoteEtcdctl};
 
 /// Prefix of the remote temp dirs; [`parse_saved`] refuses any other path so a confused
@@ -15,7 +18,14 @@ const TEMP_PREFIX: &str = "cpvault-snapshot.";
 /// not used: openssh reads it as "command not found" and hides the status).
 pub const NO_ETCDCTL: i32 = 98;
 
-/// The script that saves a snapshot and prints `SIZE DIR` on its last line of stdout. On
+/// Marks the line of [`save_script`]'s output that holds `etcdctl member list -w json`.
+const MEMBERS_TAG: &str = "cpvault-members";
+/// Marks the line of [`save_script`]'s output that holds `etcdctl endpoint status -w json`.
+const STATUS_TAG: &str = "cpvault-status";
+
+/// The script that saves a snapshot and prints `SIZE DIR` on its last line of stdout; before
+/// it, the member list and the endpoint's status as etcdctl prints them in JSON, each on a
+/// line of its own behind a tag, when etcdctl could tell them ([`parse_facts`]). On
 /// failure it prints etcdctl's output to stderr, removes the dir, and exits non-zero
 /// ([`NO_ETCDCTL`] when etcdctl is not there).
 pub fn save_script(e: &RemoteEtcdctl) -> String {
@@ -30,6 +40,10 @@ if [ "$rc" -ne 0 ]; then
   [ "$rc" -eq 127 ] && exit {NO_ETCDCTL}; exit 1
 fi
 n=$(wc -c <"$d/snapshot.db") || {{ rm -rf "$d"; exit 1; }}
+m=$({ctl} member list -w json 2>/dev/null | tr -d '\n')
+[ -n "$m" ] && echo "{MEMBERS_TAG} $m"
+s=$({ctl} endpoint status -w json 2>/dev/null | tr -d '\n')
+[ -n "$s" ] && echo "{STATUS_TAG} $s"
 echo $n "$d"
 "#
     )
@@ -79,6 +93,83 @@ pub fn parse_saved(stdout: &str) -> Result<Saved, String> {
     })
 }
 
+/// The membership, version and ids that [`save_script`]'s output recorded: whatever etcdctl
+/// could tell, nothing guessed. A line that is missing or not the JSON expected leaves its
+/// fields absent.
+pub fn parse_facts(stdout: &str) -> EtcdInfo {
+    #[derive(Deserialize)]
+    struct Header {
+        #[serde(default)]
+        cluster_id: Option<u64>,
+        #[serde(default)]
+        member_id: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    struct PbMember {
+        #[serde(rename = "ID")]
+        id: u64,
+        #[serde(default)]
+        name: String,
+        #[serde(default, rename = "peerURLs")]
+        peer_urls: Vec<String>,
+        #[serde(default, rename = "clientURLs")]
+        client_urls: Vec<String>,
+    }
+    #[derive(Deserialize)]
+    struct MemberList {
+        members: Vec<PbMember>,
+    }
+    #[derive(Deserialize)]
+    struct Status {
+        header: Header,
+        #[serde(default)]
+        version: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct EndpointStatus {
+        #[serde(rename = "Status")]
+        status: Status,
+    }
+    let line = |tag: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(tag)?.strip_prefix(' '))
+    };
+    let members = line(MEMBERS_TAG)
+        .and_then(|j| serde_json::from_str::<MemberList>(j).ok())
+        .map(|l| {
+            l.members
+                .into_iter()
+                .map(|m| EtcdMember {
+                    name: m.name,
+                    id: format!("{:x}", m.id),
+                    peer_urls: m.peer_urls,
+                    client_urls: m.client_urls,
+                })
+                .collect::<Vec<_>>()
+        });
+    // One endpoint was asked, so the list has one status: the member the snapshot came from.
+    let status = line(STATUS_TAG)
+        .and_then(|j| serde_json::from_str::<Vec<EndpointStatus>>(j).ok())
+        .and_then(|v| v.into_iter().next())
+        .map(|e| e.status);
+    let member_id = status
+        .as_ref()
+        .and_then(|s| s.header.member_id)
+        .map(|id| format!("{id:x}"));
+    EtcdInfo {
+        cluster_id: status
+            .as_ref()
+            .and_then(|s| s.header.cluster_id)
+            .map(|id| format!("{id:x}")),
+        version: status.and_then(|s| s.version).filter(|v| !v.is_empty()),
+        from_member: super::etcd_grpc::member_name(members.as_deref(), member_id.as_deref()),
+        member_id,
+        members,
+        ..EtcdInfo::default()
+    }
+}
+
 /// Streams the saved snapshot to stdout.
 pub fn cat_script(s: &Saved) -> String {
     format!("exec cat {}/snapshot.db", quote(&s.dir))
@@ -113,6 +204,51 @@ mod tests {
         assert!(s.contains("--key=/etc/kubernetes/pki/etcd/healthcheck-client.key"));
         assert!(s.contains("snapshot save \"$d/snapshot.db\""));
         assert!(s.contains("-eq 127 ] && exit 98"), "{s}");
+    }
+
+    #[test]
+    fn facts_are_read_from_etcdctls_json_and_absent_when_it_said_nothing() {
+        // What etcdctl 3.4.23 prints, on one line each.
+        let out = concat!(
+            "cpvault-members {\"header\":{\"cluster_id\":324952591200643719,\"member_id\":3319814642761637952,\"raft_term\":2},",
+            "\"members\":[{\"ID\":3319814642761637952,\"name\":\"a\",\"peerURLs\":[\"http://127.0.0.1:23800\"],\"clientURLs\":[\"http://127.0.0.1:23790\"]},",
+            "{\"ID\":17,\"name\":\"b\",\"peerURLs\":[\"http://127.0.0.1:23801\"]}]}\n",
+            "cpvault-status [{\"Endpoint\":\"http://127.0.0.1:23790\",\"Status\":{\"header\":{\"cluster_id\":324952591200643719,",
+            "\"member_id\":3319814642761637952,\"revision\":1,\"raft_term\":2},\"version\":\"3.4.23\",\"dbSize\":20480,\"leader\":3319814642761637952}}]\n",
+            "4128 /tmp/cpvault-snapshot.Ab12Cd34\n"
+        );
+        let f = parse_facts(out);
+        let members = f.members.unwrap();
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[0].id, "2e1259d415f2a040");
+        assert_eq!(members[0].client_urls, ["http://127.0.0.1:23790"]);
+        assert_eq!(
+            (members[1].name.as_str(), members[1].id.as_str()),
+            ("b", "11")
+        );
+        assert!(members[1].client_urls.is_empty());
+        assert_eq!(f.member_id.as_deref(), Some("2e1259d415f2a040"));
+        assert_eq!(f.cluster_id.as_deref(), Some("48276a8f75b6a87"));
+        assert_eq!(f.version.as_deref(), Some("3.4.23"));
+        assert_eq!(f.from_member.as_deref(), Some("a"));
+        // Nothing said, or something else said: nothing recorded.
+        assert_eq!(
+            parse_facts("4128 /tmp/cpvault-snapshot.A\n"),
+            EtcdInfo::default()
+        );
+        assert_eq!(
+            parse_facts("cpvault-members not json\ncpvault-status []\n"),
+            EtcdInfo::default()
+        );
+    }
+
+    #[test]
+    fn the_save_script_asks_for_the_members_and_the_status_on_the_same_endpoint() {
+        let s = save_script(&tls());
+        assert!(s.contains("member list -w json"), "{s}");
+        assert!(s.contains("endpoint status -w json"), "{s}");
+        // The size and dir stay the last line.
+        assert!(s.trim_end().ends_with("echo $n \"$d\""), "{s}");
     }
 
     #[test]

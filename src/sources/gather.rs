@@ -311,7 +311,7 @@ pub async fn gather(s: &Sources, warn: bool) -> anyhow::Result<Gathered> {
         cleanups: vec![],
         nodes: vec![],
     };
-    match fill(s, &plan, &mut g).await {
+    match fill(s, &plan, &mut g, warn).await {
         Ok(()) => Ok(g),
         Err(e) => {
             g.finish().await;
@@ -320,7 +320,7 @@ pub async fn gather(s: &Sources, warn: bool) -> anyhow::Result<Gathered> {
     }
 }
 
-async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered) -> anyhow::Result<()> {
+async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered, warn: bool) -> anyhow::Result<()> {
     let cluster = match &s.kubeconfig {
         Some(k) => Some(
             Cluster::connect(&KubeTarget {
@@ -365,7 +365,7 @@ async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered) -> anyhow::Result<()> 
                 cert: s.etcd_cert.clone(),
                 key: s.etcd_key.clone(),
             };
-            g.entries.push(super::etcd_grpc::snapshot(&ep).await?);
+            g.entries.push(super::etcd_grpc::snapshot(&ep, warn).await?);
             g.described
                 .push(format!("etcd-grpc:{}", s.etcd_endpoints.join(",")));
         }

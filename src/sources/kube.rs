@@ -350,6 +350,7 @@ impl Cluster {
         })?;
         let saved = etcdctl::parse_saved(&out)
             .map_err(|m| fail(format!("{where_}: {m}"), "check --node-etcdctl"))?;
+        let facts = etcdctl::parse_facts(&out);
         // From here on every error path removes the temp dir: it holds the whole database.
         let cleanup = self.cleanup(pod.clone(), saved.clone());
         if saved.size == 0 {
@@ -367,7 +368,8 @@ impl Cluster {
             }
         };
         let stdout = p.stdout().expect("stdout was requested");
-        let entry = super::remote_snapshot_entry(saved.size, KeepAlive::new(stdout, Box::new(p)));
+        let entry =
+            super::remote_snapshot_entry(saved.size, KeepAlive::new(stdout, Box::new(p)), facts);
         Ok((entry, cleanup))
     }
 

@@ -119,8 +119,13 @@ where
 }
 
 /// The entry of a snapshot that a remote command streams back (etcdctl's saved file, read
-/// with `cat` over SSH or exec), sized by what the remote side reported.
-pub fn remote_snapshot_entry<R>(size: u64, reader: R) -> SourceEntry
+/// with `cat` over SSH or exec), sized by what the remote side reported, with the facts
+/// etcdctl told there.
+pub fn remote_snapshot_entry<R>(
+    size: u64,
+    reader: R,
+    facts: crate::archive::manifest::EtcdInfo,
+) -> SourceEntry
 where
     R: tokio::io::AsyncRead + Send + Unpin + 'static,
 {
@@ -132,7 +137,7 @@ where
         mode: 0o600,
         mtime: chrono::Utc::now().timestamp(),
         open: Box::new(move || Ok(bridge(reader, handle))),
-        etcd: Some(crate::archive::manifest::EtcdInfo::default()),
+        etcd: Some(facts),
     }
 }
 

@@ -36,7 +36,8 @@ layered_settings! {
         /// etcd over gRPC.
         etcd_grpc: EtcdGrpcFlags {
             /// Snapshot etcd directly over gRPC (Maintenance.Snapshot) at this client URL;
-            /// repeatable, tried in order until one answers.
+            /// repeatable or comma-separated: give every member's of an HA cluster, and the
+            /// snapshot comes from a healthy follower (members that do not answer are skipped).
             #[arg(
                 long = "etcd-endpoint",
                 env = "CPVAULT_ETCD_ENDPOINT",

@@ -465,8 +465,10 @@ impl Node {
                 "check --node-etcdctl, --node-etcd-endpoint and the --node-etcd-* certificate paths (they are paths on the node)",
             ));
         }
-        let saved = etcdctl::parse_saved(&String::from_utf8_lossy(&out.stdout))
-            .map_err(|m| self.fail(m, "check --node-etcdctl"))?;
+        let said = String::from_utf8_lossy(&out.stdout);
+        let saved =
+            etcdctl::parse_saved(&said).map_err(|m| self.fail(m, "check --node-etcdctl"))?;
+        let facts = etcdctl::parse_facts(&said);
         // From here on every error path removes the temp dir: it holds the whole database.
         let cleanup = self.cleanup(saved.clone());
         if saved.size == 0 {
@@ -493,7 +495,7 @@ impl Node {
         };
         let stdout = child.stdout().take().expect("piped");
         let reader = super::KeepAlive::new(stdout, Box::new(child));
-        let entry = super::remote_snapshot_entry(saved.size, reader);
+        let entry = super::remote_snapshot_entry(saved.size, reader, facts);
         Ok((entry, cleanup))
     }
 

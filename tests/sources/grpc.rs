@@ -25,6 +25,10 @@ fn etcd_grpc_plain_snapshot_restores_and_records_etcd_facts() {
         );
     }
     assert!(m["source"].as_str().unwrap().contains("etcd-grpc:"));
+    // One member, the one the snapshot came from.
+    assert_eq!(e["members"].as_array().unwrap().len(), 1, "{m:#}");
+    assert_eq!(e["members"][0]["id"], e["member_id"], "{m:#}");
+    assert_eq!(e["from_member"], "test", "{m:#}");
     assert_restores(&w, &reference, "out");
 }
 

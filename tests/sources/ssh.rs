@@ -89,6 +89,16 @@ fn ssh_etcdctl_snapshot_restores_and_leaves_no_temp_dir_on_the_node() {
     let reference = w.backup(&refs(&args));
     etcd.put("/registry/late", "x");
     assert_temp_dir_removed(&record);
+    // What etcdctl on the node said about the member it asked.
+    let e = &manifest(&w, &reference)["etcd"];
+    assert_eq!(e["from_member"], "test", "{e:#}");
+    assert_eq!(e["members"][0]["name"], "test", "{e:#}");
+    assert_eq!(e["members"][0]["client_urls"][0], etcd.endpoint.as_str());
+    assert!(
+        e["version"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{e:#}"
+    );
+    assert_eq!(e["member_id"], e["members"][0]["id"], "{e:#}");
     let out = assert_restores(&w, &reference, "out");
     assert_eq!(tree(&out.join("pki")), tree(&node_pki));
 }
@@ -105,7 +115,7 @@ fn a_snapshot_with_a_bad_trailer_from_the_node_fails_the_backup_and_commits_noth
     let fake = w.path("corrupting-etcdctl");
     std::fs::write(
         &fake,
-        "#!/bin/sh\nset -e\netcdctl \"$@\"\nfor last; do :; done\nprintf 'X' | dd of=\"$last\" bs=1 seek=5000 conv=notrunc status=none\n",
+        "#!/bin/sh\nset -e\netcdctl \"$@\"\nfor last; do :; done\ncase \" $* \" in *' snapshot save '*) printf 'X' | dd of=\"$last\" bs=1 seek=5000 conv=notrunc status=none;; esac\n",
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();

@@ -480,6 +480,8 @@ pub use s3::S3Server;
 pub mod http;
 // A Kubernetes test API server (REST + exec websocket) that runs exec'd commands for real.
 pub mod kubeapi;
+// A real multi-member etcd cluster on loopback (one process per member).
+pub mod etcd_cluster;
 // Test certificates for etcd's mutual TLS.
 pub mod tls;
 // A real sshd on a free loopback port with its own host key and authorized key.

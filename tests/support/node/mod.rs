@@ -121,6 +121,35 @@ impl SandboxNode {
         format!("{MEMBER}={}", self.peer_url())
     }
 
+    /// Rewrites etcd.yaml so that its `--initial-cluster` also names `others` (`NAME=URL`
+    /// each) with `--initial-cluster-state=state`, as on one member of an HA control plane,
+    /// and waits until the kubelet restarted etcd and it is healthy again. etcd restarting on
+    /// its data dir keeps its one-member cluster: the flags only matter to a new data dir.
+    pub fn name_other_members(&self, others: &[String], state: &str) -> String {
+        let mut cluster = vec![self.initial_cluster()];
+        cluster.extend(others.iter().cloned());
+        let yaml = self
+            .etcd_yaml()
+            .replace(
+                &format!("--initial-cluster={}", self.initial_cluster()),
+                &format!("--initial-cluster={}", cluster.join(",")),
+            )
+            .replace(
+                "--initial-cluster-state=new",
+                &format!("--initial-cluster-state={state}"),
+            );
+        assert!(yaml.contains(&cluster.join(",")));
+        fs::write(self.manifests_dir().join("etcd.yaml"), &yaml).unwrap();
+        // The kubelet polls every 100 ms; let it notice the change and stop the old etcd.
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            self.wait_healthy(Duration::from_secs(30)),
+            "etcd did not come back after etcd.yaml changed\n{}",
+            self.log()
+        );
+        yaml
+    }
+
     /// A scratch directory outside `root()` that is removed with the node.
     pub fn scratch(&self) -> &Path {
         self.dir.path()

@@ -2,13 +2,16 @@
 # Listing at fleet scale: fabricates CLUSTERS × PER_CLUSTER backups in a local directory store
 # (each a copy of one genuine manifest with its own id and time, its archive a hard link to
 # the genuine one), then times `cpvault list`, `list --cluster`, `show CLUSTER/latest` and
-# `prune --dry-run` on it, REPEAT times each, with peak RSS from /usr/bin/time.
+# `prune --dry-run` on it, REPEAT times each, with peak RSS from /usr/bin/time. With s3s-fs on
+# PATH (`cargo install s3s-fs@0.14.1 --locked --features binary`), the same files are then
+# served as an S3 bucket on loopback and `list` and `list --cluster` are timed through it.
 #
 #   bash bench/list_scale.sh
 #
 # Env: CLUSTERS (10), PER_CLUSTER (1000), REPEAT (5)
 #      CPVAULT   cpvault binary (default target/release/cpvault, built if missing)
 #      BENCH_TMP where the store goes (default ${TMPDIR:-/tmp}); removed at exit
+#      S3=0      skip the s3s-fs run
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTERS=${CLUSTERS:-10}
@@ -20,9 +23,11 @@ if [[ ! -x "$CPVAULT" ]]; then
 fi
 [[ -x /usr/bin/time ]] || { echo "list_scale.sh: needs GNU time (apt-get install -y time)" >&2; exit 1; }
 WORK=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/cpvault-list.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
 export XDG_CONFIG_HOME="$WORK/no-config"
-STORE="$WORK/store"
+# The store is a directory named like a bucket, so that s3s-fs can serve $WORK as its root.
+STORE="$WORK/fleet"
 "$CPVAULT" keygen -o "$WORK/key.txt" > "$WORK/recipient" 2>/dev/null
 head -c 65536 /dev/urandom > "$WORK/snapshot.db"
 REF=$("$CPVAULT" backup --store "$STORE" --cluster genuine -r "$(cat "$WORK/recipient")" \
@@ -46,6 +51,7 @@ for c in range(clusters):
         os.link(archive, f"{store}/{cluster}/{bid}.tar.zst.age")
 PY
 N=$((CLUSTERS * PER_CLUSTER + 1))
+PICK=fleet-$(printf %02d $(( CLUSTERS > 3 ? 3 : 0 )))
 echo "store: $N backups ($CLUSTERS clusters × $PER_CLUSTER + 1), local directory; median of $REPEAT"
 echo
 echo "| command | median s | runs (s) | peak RSS MiB |"
@@ -64,6 +70,26 @@ measure() {
 }
 measure "cpvault list" list
 measure "cpvault list --output json" list --output json
-measure "cpvault list --cluster fleet-03" list --cluster fleet-03
-measure "cpvault show fleet-03/latest" show fleet-03/latest
+measure "cpvault list --cluster $PICK" list --cluster $PICK
+measure "cpvault show $PICK/latest" show $PICK/latest
 measure "cpvault prune --dry-run --keep-last 10" prune --dry-run --keep-last 10
+
+if [[ ${S3:-1} == 0 ]]; then exit 0; fi
+if ! command -v s3s-fs >/dev/null; then
+  echo; echo "(s3s-fs not on PATH: S3 run skipped)"; exit 0
+fi
+port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key benchsecret "$WORK" \
+  >"$WORK/s3s.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 150); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.2; done
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench \
+  AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
+STORE="s3://fleet"
+echo
+echo "The same store through s3s-fs on loopback (S3, SigV4; one LIST, then 64 GETs in flight):"
+echo
+echo "| command | median s | runs (s) | peak RSS MiB |"
+echo "| --- | --- | --- | --- |"
+measure "cpvault list (s3s-fs)" list
+measure "cpvault list --cluster $PICK (s3s-fs)" list --cluster $PICK

@@ -16,6 +16,8 @@ use crate::support::*;
 // The node journal: a killed restore undone by `--rollback ID`, the journal's mode and life,
 // unknown ids, and a failed kubeconfig fetch that keeps the restored control plane.
 mod journal;
+// Expired certificates in the backup: refused in preflight, restored with --force-expired.
+mod certs;
 
 const KEYS: usize = 25;
 
@@ -47,8 +49,14 @@ struct Scene {
 /// A sandbox node with keys, backed up (etcd over gRPC + its PKI), then changed: more keys
 /// and a rewritten PKI file, so a restore has something to undo.
 fn scene() -> Scene {
+    scene_with(|_| {})
+}
+
+/// [`scene`], with `prepare` run on the node before the backup.
+fn scene_with(prepare: impl FnOnce(&SandboxNode)) -> Scene {
     let w = World::new();
     let node = SandboxNode::start();
+    prepare(&node);
     let sshd = Sshd::start();
     for i in 0..KEYS {
         node.put(

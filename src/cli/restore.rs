@@ -148,6 +148,10 @@ pub struct RestoreArgs {
     /// Restore even though the node's CA (pki/ca.crt) differs from the archive's.
     #[arg(long)]
     pub force_different_cluster: bool,
+    /// Restore even though certificates in the backup have expired (preflight names them);
+    /// renew them on the node afterwards. With --to-dir expired certificates only warn.
+    #[arg(long)]
+    pub force_expired: bool,
     /// Print the plan (every step and command) and change nothing.
     #[arg(long)]
     pub dry_run: bool,

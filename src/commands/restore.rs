@@ -67,9 +67,29 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
         .into());
     }
     if let Some(dir) = &args.to_dir {
+        warn_expired(
+            &m,
+            "the restored data dir's cluster will not start with them until they are renewed",
+        );
         return to_dir(ctx, &args, &store, &m, &who, identities, dir).await;
     }
+    if args.force_expired {
+        warn_expired(&m, "restoring anyway (--force-expired); renew them on the node (kubeadm certs renew) before the control plane can start");
+    }
     onto_node(ctx, &args, &node_settings, &store, &m, &who, identities).await
+}
+
+/// Names the backup's expired certificates on stderr, with `what_now`.
+fn warn_expired(m: &Manifest, what_now: &str) {
+    let expired = crate::restore::preflight::expired_certificates(m, chrono::Utc::now());
+    if !expired.is_empty() {
+        crate::say!(
+            "warning: {} holds {} expired certificate(s): {}; {what_now}",
+            m.reference(),
+            expired.len(),
+            crate::text::escape_for_line(&expired.join(", "), 2000)
+        );
+    }
 }
 
 /// A restore installs the backup's CA and service-account keys on the control plane, so
@@ -232,6 +252,7 @@ async fn onto_node(
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}-admin.conf", m.cluster))),
         force_different_cluster: args.force_different_cluster,
+        force_expired: args.force_expired,
         quiet: ctx.quiet,
     };
     let result = restore_onto(ctx, args, &job).await;

@@ -68,6 +68,8 @@ pub struct NodeRestore<'a> {
     pub kubeconfig_out: PathBuf,
     /// Restore even when the node's CA is not the archive's.
     pub force_different_cluster: bool,
+    /// Restore even when certificates in the backup have expired.
+    pub force_expired: bool,
     /// No progress.
     pub quiet: bool,
 }
@@ -100,6 +102,7 @@ impl NodeRestore<'_> {
     /// # Errors
     /// The first [`PreflightError`]; nothing was changed.
     pub async fn prepare(&self) -> Result<Prepared, PreflightError> {
+        preflight::certificates_valid(self.backup, Utc::now(), self.force_expired)?;
         let mut facts = vec![];
         for node in self.nodes {
             facts.push(preflight::probe(node, &self.layout, self.backup).await?);

@@ -323,7 +323,7 @@ pub fn plan(
         Step {
             kind: StepKind::Preflight,
             node,
-            does: "check the tools, sudo, free space for 2× the snapshot, the node's etcd member flags, and that the node's CA is the archive's".into(),
+            does: "check that no certificate in the backup has expired (unless --force-expired), the tools, sudo, free space for 2× the snapshot, the node's etcd member flags, and that the node's CA is the archive's".into(),
             changes_node: false,
             script: String::new(),
             undo: String::new(),

@@ -18,6 +18,9 @@ use crate::support::*;
 mod journal;
 // Expired certificates in the backup: refused in preflight, restored with --force-expired.
 mod certs;
+// The recovery kit (encryption config, static-pod manifests, admin.conf): backed up, refused
+// when unreadable, put back before the control plane starts and rolled back.
+mod kit;
 
 const KEYS: usize = 25;
 

@@ -161,6 +161,25 @@ pub struct CertInfo {
     pub error: Option<String>,
 }
 
+/// Where the recovery kit of a node backup (the `files/kit/…` entries) came from on the
+/// node, so a restore puts each part back in its place.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KitInfo {
+    /// The static-pod manifests dir (`files/kit/manifests/…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifests_dir: Option<String>,
+    /// The EncryptionConfiguration kube-apiserver's `--encryption-provider-config` names
+    /// (`files/kit/encryption/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_config: Option<String>,
+    /// The encryption config the apiserver names that `--no-encryption-config` left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_config_left_out: Option<String>,
+    /// The admin kubeconfig (`files/kit/admin.conf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_conf: Option<String>,
+}
+
 /// The tool that wrote a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolInfo {
@@ -232,6 +251,9 @@ pub struct Manifest {
     /// written before cpvault recorded them, and in backups without PKI).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertInfo>,
+    /// Where a node backup's recovery kit came from (absent without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kit: Option<KitInfo>,
     /// The archive object (outer manifest only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveInfo>,
@@ -281,7 +303,8 @@ impl Manifest {
             source,
             etcd,
             entries,
-            certificates
+            certificates,
+            kit
         );
         out
     }

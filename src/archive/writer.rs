@@ -12,7 +12,7 @@ use indicatif::ProgressBar;
 use zeroize::Zeroizing;
 
 use super::hashing::TrailerHasher;
-use super::manifest::{format_json, Entry, EntryKind, EtcdInfo, Manifest, ToolInfo};
+use super::manifest::{format_json, Entry, EntryKind, EtcdInfo, KitInfo, Manifest, ToolInfo};
 use super::pipe::{self, ChanReader, ChanWriter, Msg};
 use super::tarfmt::{EntryHeader, TarWriter};
 use crate::crypto::Recipients;
@@ -49,6 +49,8 @@ pub struct BackupMeta {
     pub tags: BTreeMap<String, String>,
     /// Description of the sources.
     pub source: String,
+    /// Where a node backup's recovery kit came from.
+    pub kit: Option<KitInfo>,
 }
 
 /// Tunables.
@@ -268,6 +270,7 @@ fn produce(
         etcd,
         entries: recorded,
         certificates: certs.finish(),
+        kit: meta.kit,
         archive: None,
     };
     let json = serde_json::to_vec_pretty(&inner).expect("manifest serializes");

@@ -13,9 +13,11 @@ use crate::sources::settings::{NodeEtcdctlFlags, SshFlags};
 #[derive(Debug, Args)]
 #[command(
     after_help = "Steps: preflight, verify, stage, stop-control-plane, move-aside, \
-restore-snapshot, pki, start-control-plane, wait-ready, kubeconfig, cleanup. Any failure after \
+restore-snapshot, pki, [encryption-config, manifests, admin-conf: when the backup holds the \
+node's recovery kit], start-control-plane, wait-ready, kubeconfig, cleanup. Any failure after \
 the first change undoes the completed steps in reverse order. The old data dir and PKI are \
-kept (<data dir>/member.before-<restore id>, <pki dir>.before-<restore id>) and never deleted. --dry-run prints the \
+kept (<data dir>/member.before-<restore id>, <pki dir>.before-<restore id>) and never deleted, \
+and so are the files the kit replaces (<manifests dir's parent>/<restore id>.kit-before/). --dry-run prints the \
 plan with every command it would run. The node keeps a journal of the completed steps \
 (<staging dir>/<restore id>.journal, 0600) until the restore or its rollback ends; if cpvault \
 is killed or loses the node, `restore --rollback <restore id>` with the same SSH and node flags \

@@ -192,6 +192,7 @@ async fn write(
         host: gethostname::gethostname().to_string_lossy().into_owned(),
         tags,
         source: gathered.described.join(" + "),
+        kit: gathered.kit.take(),
     };
     let entries = std::mem::take(&mut gathered.entries);
     let total: u64 = entries.iter().map(|e| e.size).sum();

@@ -10,6 +10,7 @@
 
 pub mod execute;
 pub mod journal;
+pub mod kit;
 pub mod local;
 pub mod plan;
 pub mod preflight;
@@ -113,6 +114,7 @@ impl NodeRestore<'_> {
             rand::random::<u16>()
         );
         let kubeconfig_out = self.kubeconfig_out.display().to_string();
+        let kit = kit::kit_files(self.backup);
         // One node: its own plan. Several (HA) will order their steps here.
         let steps = facts
             .iter()
@@ -123,6 +125,7 @@ impl NodeRestore<'_> {
                     &f.member,
                     &restore_id,
                     &kubeconfig_out,
+                    &kit,
                     NodeId(i),
                 )
             })

@@ -66,6 +66,17 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if let Some(left_out) = m
+        .kit
+        .as_ref()
+        .and_then(|k| k.encryption_config_left_out.as_ref())
+    {
+        crate::say!(
+            "warning: {} was backed up with --no-encryption-config: it does not hold {}, which the apiserver needs to read the restored Secrets; put that file (with the keys in use when the backup was taken) in place yourself",
+            m.reference(),
+            crate::text::escape_for_line(left_out, 300)
+        );
+    }
     if let Some(dir) = &args.to_dir {
         warn_expired(
             &m,

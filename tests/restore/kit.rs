@@ -116,6 +116,22 @@ fn a_node_backup_holds_the_encryption_config_manifests_and_admin_conf() {
         "{}",
         stderr(&out)
     );
+    // Its restore says what it lacks.
+    let mut args = s.restore_args();
+    args[1] = stdout(&out).trim().to_string();
+    let dry = s.run_args(args, &["--dry-run"], &[]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(
+        stderr(&dry).contains("--no-encryption-config: it does not hold")
+            && stderr(&dry).contains(&enc.display().to_string()),
+        "{}",
+        stderr(&dry)
+    );
+    assert!(
+        !stdout(&dry).contains("encryption-config"),
+        "{}",
+        stdout(&dry)
+    );
 }
 
 #[test]

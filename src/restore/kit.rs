@@ -32,7 +32,11 @@ pub fn kit_files(m: &Manifest) -> KitFiles {
         if let Some(name) = e.path.strip_prefix(MANIFESTS_PREFIX) {
             k.manifests.push(name.to_string());
         } else if e.path.starts_with(ENCRYPTION_PREFIX) {
-            if let Some(target) = &info.encryption_config {
+            if let Some(target) = info
+                .encryption_config
+                .as_ref()
+                .filter(|t| plain_absolute(t))
+            {
                 k.encryption = Some((e.path.clone(), target.clone()));
             }
         } else if e.path == ADMIN_CONF_ENTRY {
@@ -40,6 +44,16 @@ pub fn kit_files(m: &Manifest) -> KitFiles {
         }
     }
     k
+}
+
+/// Whether `path` is a plain absolute path (no `..`, `.` or empty component, no control
+/// character): the encryption config's place comes from the manifest, and the restore writes
+/// there as root.
+fn plain_absolute(path: &str) -> bool {
+    path.strip_prefix('/').is_some_and(|rest| {
+        rest.split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+    }) && !path.chars().any(char::is_control)
 }
 
 /// Where the files a kit step replaces are kept.
@@ -184,6 +198,20 @@ mod tests {
             undo,
             "if [ -e /etc/r1.kit-before/etc/kubernetes/admin.conf ]; then rm -f /etc/kubernetes/admin.conf && mv /etc/r1.kit-before/etc/kubernetes/admin.conf /etc/kubernetes/admin.conf; elif [ -e /etc/r1.kit-before/etc/kubernetes/admin.conf.absent ]; then rm -f /etc/kubernetes/admin.conf /etc/r1.kit-before/etc/kubernetes/admin.conf.absent; fi"
         );
+    }
+
+    #[test]
+    fn the_encryption_config_goes_only_to_a_plain_absolute_path() {
+        assert!(plain_absolute("/etc/kubernetes/enc/enc.yaml"));
+        for bad in [
+            "enc.yaml",
+            "/etc/../root/.ssh/x",
+            "/etc//x",
+            "/etc/x\n",
+            "/",
+        ] {
+            assert!(!plain_absolute(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ macro_rules! say_raw {
 
 pub mod archive;
 pub mod catalog;
+pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod commit;

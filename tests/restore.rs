@@ -19,6 +19,11 @@ mod journal;
 // HA: a node of a 3-member cluster refused alone, `--shrink-to-one-member` and its rollback,
 // and the etcd version guard onto the node and into a local dir.
 mod ha;
+// Expired certificates in the backup: refused in preflight, restored with --force-expired.
+mod certs;
+// The recovery kit (encryption config, static-pod manifests, admin.conf): backed up, refused
+// when unreadable, put back before the control plane starts and rolled back.
+mod kit;
 
 const KEYS: usize = 25;
 
@@ -50,8 +55,14 @@ struct Scene {
 /// A sandbox node with keys, backed up (etcd over gRPC + its PKI), then changed: more keys
 /// and a rewritten PKI file, so a restore has something to undo.
 fn scene() -> Scene {
+    scene_with(|_| {})
+}
+
+/// [`scene`], with `prepare` run on the node before the backup.
+fn scene_with(prepare: impl FnOnce(&SandboxNode)) -> Scene {
     let w = World::new();
     let node = SandboxNode::start();
+    prepare(&node);
     let sshd = Sshd::start();
     for i in 0..KEYS {
         node.put(

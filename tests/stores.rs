@@ -90,6 +90,7 @@ async fn backup(
         etcd: None,
     };
     let meta = BackupMeta {
+        kit: None,
         id: format!("20261127T000000Z-{:08x}", rand::random::<u32>()),
         cluster: "admin".into(),
         created: chrono::Utc::now(),

@@ -128,6 +128,79 @@ pub struct EtcdMember {
     pub client_urls: Vec<String>,
 }
 
+/// Whether a certificate's private key (same path, `.key` for `.crt`) is in the backup and
+/// belongs to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyStatus {
+    /// Present, and its public half is the certificate's public key.
+    Match,
+    /// Present, but it is another key pair's.
+    Mismatch,
+    /// No such key file in the backup (normal for a CA bundle or a peer's certificate).
+    Missing,
+    /// Present, but not a key this build reads (encrypted, another algorithm, or damaged).
+    Unreadable,
+}
+
+impl KeyStatus {
+    /// As `show` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyStatus::Match => "ok",
+            KeyStatus::Mismatch => "mismatch",
+            KeyStatus::Missing => "missing",
+            KeyStatus::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// Facts about one certificate file of the backup's PKI (its first certificate), recorded
+/// at backup. Certificates are public; these facts leak nothing a node does not show anyone
+/// who connects to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertInfo {
+    /// Tar path of the certificate file (`pki/…crt`).
+    pub path: String,
+    /// Subject distinguished name (RFC 4514 style); absent when not parseable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Issuer distinguished name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Start of validity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+    /// End of validity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<DateTime<Utc>>,
+    /// Whether its private key is in the backup and matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyStatus>,
+    /// Why the file could not be read as a certificate; set only then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where the recovery kit of a node backup (the `files/kit/…` entries) came from on the
+/// node, so a restore puts each part back in its place.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KitInfo {
+    /// The static-pod manifests dir (`files/kit/manifests/…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifests_dir: Option<String>,
+    /// The EncryptionConfiguration kube-apiserver's `--encryption-provider-config` names
+    /// (`files/kit/encryption/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_config: Option<String>,
+    /// The encryption config the apiserver names that `--no-encryption-config` left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_config_left_out: Option<String>,
+    /// The admin kubeconfig (`files/kit/admin.conf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_conf: Option<String>,
+}
+
 /// The tool that wrote a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolInfo {
@@ -195,6 +268,13 @@ pub struct Manifest {
     pub etcd: Option<EtcdInfo>,
     /// Payload entries in archive order.
     pub entries: Vec<Entry>,
+    /// Facts about every certificate file in the PKI, in archive order (empty in backups
+    /// written before cpvault recorded them, and in backups without PKI).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertInfo>,
+    /// Where a node backup's recovery kit came from (absent without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kit: Option<KitInfo>,
     /// The archive object (outer manifest only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveInfo>,
@@ -232,8 +312,20 @@ impl Manifest {
             ($($f:ident),*) => {$( if outer_view.$f != inner_view.$f { out.push(stringify!($f)); } )*};
         }
         cmp!(
-            format, version, id, cluster, created, completed, tool, host, tags, source, etcd,
-            entries
+            format,
+            version,
+            id,
+            cluster,
+            created,
+            completed,
+            tool,
+            host,
+            tags,
+            source,
+            etcd,
+            entries,
+            certificates,
+            kit
         );
         out
     }

@@ -9,9 +9,10 @@ use std::io::{self, Read, Write};
 
 use chrono::{DateTime, Utc};
 use indicatif::ProgressBar;
+use zeroize::Zeroizing;
 
 use super::hashing::TrailerHasher;
-use super::manifest::{format_json, Entry, EntryKind, EtcdInfo, Manifest, ToolInfo};
+use super::manifest::{format_json, Entry, EntryKind, EtcdInfo, KitInfo, Manifest, ToolInfo};
 use super::pipe::{self, ChanReader, ChanWriter, Msg};
 use super::tarfmt::{EntryHeader, TarWriter};
 use crate::crypto::Recipients;
@@ -48,6 +49,8 @@ pub struct BackupMeta {
     pub tags: BTreeMap<String, String>,
     /// Description of the sources.
     pub source: String,
+    /// Where a node backup's recovery kit came from.
+    pub kit: Option<KitInfo>,
 }
 
 /// Tunables.
@@ -185,6 +188,7 @@ fn produce(
         .map_err(&tar_err)?;
     let mut recorded = vec![];
     let mut etcd = None;
+    let mut certs = crate::certs::Collector::new();
     for e in entries {
         if !super::reader::is_safe_payload_path(&e.path) {
             return Err(WriteError::Source {
@@ -202,9 +206,12 @@ fn produce(
             source,
         };
         let mut reader = (e.open)().map_err(src_err)?;
+        // Certificate facts come from a bounded copy of the bytes as they stream past.
+        let wants_copy = e.kind == EntryKind::Pki && crate::certs::wanted(&e.path);
         let mut tagged = TaggedReader {
             inner: &mut reader,
             failed: false,
+            copy: wants_copy.then(|| Zeroizing::new(Vec::new())),
         };
         let header = EntryHeader {
             path: &e.path,
@@ -223,6 +230,13 @@ fn produce(
             );
         }
         let d = hasher.finish();
+        if let Some(copy) = tagged.copy.take() {
+            certs.add(
+                &e.path,
+                &copy,
+                e.size <= crate::certs::MAX_FILE_BYTES as u64,
+            );
+        }
         if e.kind == EntryKind::EtcdSnapshot {
             if d.trailer_expected && !d.trailer_matches {
                 return Err(WriteError::SnapshotTrailer { path: e.path });
@@ -255,6 +269,8 @@ fn produce(
         source: meta.source,
         etcd,
         entries: recorded,
+        certificates: certs.finish(),
+        kit: meta.kit,
         archive: None,
     };
     let json = serde_json::to_vec_pretty(&inner).expect("manifest serializes");
@@ -272,15 +288,22 @@ fn produce(
     Ok(inner)
 }
 
-/// Remembers whether an error came from the source itself rather than from the pipeline.
+/// Remembers whether an error came from the source itself rather than from the pipeline,
+/// and keeps a copy of the first [`crate::certs::MAX_FILE_BYTES`] read when asked to.
 struct TaggedReader<'a> {
     inner: &'a mut Box<dyn Read + Send>,
     failed: bool,
+    copy: Option<Zeroizing<Vec<u8>>>,
 }
 
 impl Read for TaggedReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|_| self.failed = true)
+        let n = self.inner.read(buf).inspect_err(|_| self.failed = true)?;
+        if let Some(copy) = &mut self.copy {
+            let room = crate::certs::MAX_FILE_BYTES.saturating_sub(copy.len());
+            copy.extend_from_slice(&buf[..n.min(room)]);
+        }
+        Ok(n)
     }
 }
 

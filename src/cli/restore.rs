@@ -13,12 +13,14 @@ use crate::sources::settings::{NodeEtcdctlFlags, SshFlags};
 #[derive(Debug, Args)]
 #[command(
     after_help = "Steps: preflight, verify, stage, stop-control-plane, [shrink-to-one-member,] \
-move-aside, restore-snapshot, pki, start-control-plane, wait-ready, kubeconfig, cleanup. \
+move-aside, restore-snapshot, pki, [encryption-config, manifests, admin-conf: when the backup \
+holds the node's recovery kit], start-control-plane, wait-ready, kubeconfig, cleanup. \
 Preflight refuses a node whose etcd.yaml names etcd members that are not restored (a split): \
 restoring a multi-member cluster onto its nodes is not supported yet; use --to-dir DIR \
 --members NAME=PEER_URL,… or --shrink-to-one-member. Any failure after \
 the first change undoes the completed steps in reverse order. The old data dir and PKI are \
-kept (<data dir>/member.before-<restore id>, <pki dir>.before-<restore id>) and never deleted. --dry-run prints the \
+kept (<data dir>/member.before-<restore id>, <pki dir>.before-<restore id>) and never deleted, \
+and so are the files the kit replaces (<manifests dir's parent>/<restore id>.kit-before/). --dry-run prints the \
 plan with every command it would run. The node keeps a journal of the completed steps \
 (<staging dir>/<restore id>.journal, 0600) until the restore or its rollback ends; if cpvault \
 is killed or loses the node, `restore --rollback <restore id>` with the same SSH and node flags \
@@ -173,6 +175,10 @@ pub struct RestoreArgs {
     /// other members must then be reset and re-joined by hand.
     #[arg(long, conflicts_with = "to_dir")]
     pub shrink_to_one_member: bool,
+    /// Restore even though certificates in the backup have expired (preflight names them);
+    /// renew them on the node afterwards. With --to-dir expired certificates only warn.
+    #[arg(long)]
+    pub force_expired: bool,
     /// Print the plan (every step and command) and change nothing.
     #[arg(long)]
     pub dry_run: bool,

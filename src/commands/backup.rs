@@ -192,6 +192,7 @@ async fn write(
         host: gethostname::gethostname().to_string_lossy().into_owned(),
         tags,
         source: gathered.described.join(" + "),
+        kit: gathered.kit.take(),
     };
     let entries = std::mem::take(&mut gathered.entries);
     let total: u64 = entries.iter().map(|e| e.size).sum();
@@ -213,6 +214,9 @@ async fn write(
     .await;
     bar.finish_and_clear();
     let outer = outer?;
+    if !ctx.quiet {
+        warn_about_certificates(&outer);
+    }
     if report {
         let a = outer.archive.as_ref().expect("outer manifest has archive");
         crate::say!(
@@ -224,6 +228,35 @@ async fn write(
         );
     }
     Ok(outer)
+}
+
+/// Certificates the backup could not read, or that expire soon: the backup is committed, but
+/// the operator should know before the day it is restored.
+fn warn_about_certificates(m: &Manifest) {
+    let now = Utc::now();
+    for c in &m.certificates {
+        if let Some(e) = &c.error {
+            crate::say!(
+                "warning: {}: {} is not a certificate cpvault can read ({}); it is backed up, but its expiry is not recorded or checked",
+                m.reference(),
+                c.path,
+                crate::text::escape_for_line(e, 300)
+            );
+        }
+    }
+    let soon =
+        crate::certs::expiring_within(&m.certificates, now, crate::certs::EXPIRY_WARNING_DAYS);
+    for c in soon {
+        let Some(t) = c.not_after else { continue };
+        let when = if t <= now { "expired" } else { "expires" };
+        crate::say!(
+            "warning: {}: {} {when} {} ({} days from now); renew it (kubeadm certs renew) and take a new backup",
+            m.reference(),
+            c.path,
+            t.to_rfc3339(),
+            crate::certs::days_left(t, now)
+        );
+    }
 }
 
 /// One row of the `--all` summary.

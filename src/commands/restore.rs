@@ -66,10 +66,50 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if let Some(left_out) = m
+        .kit
+        .as_ref()
+        .and_then(|k| k.encryption_config_left_out.as_ref())
+    {
+        crate::say!(
+            "warning: {} was backed up with --no-encryption-config: it does not hold {}, which the apiserver needs to read the restored Secrets; put that file (with the keys in use when the backup was taken) in place yourself",
+            m.reference(),
+            crate::text::escape_for_line(left_out, 300)
+        );
+    }
+    if let Some(named) = m.kit.as_ref().and_then(|k| k.encryption_config.as_ref()) {
+        if args.to_dir.is_none() && crate::restore::kit::kit_files(&m).encryption.is_none() {
+            crate::say!(
+                "warning: {}: its encryption config is recorded as '{}', which is not a plain absolute path (or is not in the archive), so restore does not put it back; extract it and place it yourself",
+                m.reference(),
+                crate::text::escape_for_line(named, 300)
+            );
+        }
+    }
     if let Some(dir) = &args.to_dir {
+        warn_expired(
+            &m,
+            "the restored data dir's cluster will not start with them until they are renewed",
+        );
         return to_dir(ctx, &args, &store, &m, &who, identities, dir).await;
     }
+    if args.force_expired {
+        warn_expired(&m, "restoring anyway (--force-expired); renew them on the node (kubeadm certs renew) before the control plane can start");
+    }
     onto_node(ctx, &args, &node_settings, &store, &m, &who, identities).await
+}
+
+/// Names the backup's expired certificates on stderr, with `what_now`.
+fn warn_expired(m: &Manifest, what_now: &str) {
+    let expired = crate::restore::preflight::expired_certificates(m, chrono::Utc::now());
+    if !expired.is_empty() {
+        crate::say!(
+            "warning: {} holds {} expired certificate(s): {}; {what_now}",
+            m.reference(),
+            expired.len(),
+            crate::text::escape_for_line(&expired.join(", "), 2000)
+        );
+    }
 }
 
 /// A restore installs the backup's CA and service-account keys on the control plane, so
@@ -284,6 +324,7 @@ async fn onto_node(
             .unwrap_or_else(|| PathBuf::from(format!("{}-admin.conf", m.cluster))),
         force_different_cluster: args.force_different_cluster,
         force_version: args.force_version,
+        force_expired: args.force_expired,
         quiet: ctx.quiet,
     };
     let result = restore_onto(ctx, args, &job).await;

@@ -128,5 +128,70 @@ pub async fn run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
     for e in &m.entries {
         writeln!(t, "  {:>10}  {}", human(e.size), esc(&e.path))?;
     }
+    certificates(&mut t, &m)?;
     super::print_text(&t)
+}
+
+/// The certificate facts: path, subject, notAfter, days left and the key's state, one line
+/// each, the ones needing attention marked.
+fn certificates(t: &mut String, m: &crate::archive::manifest::Manifest) -> std::fmt::Result {
+    if m.certificates.is_empty() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now();
+    let expired = crate::certs::expired(&m.certificates, now).len();
+    let soon =
+        crate::certs::expiring_within(&m.certificates, now, crate::certs::EXPIRY_WARNING_DAYS)
+            .len()
+            - expired;
+    let mut summary = vec![];
+    if expired > 0 {
+        summary.push(format!("{expired} EXPIRED"));
+    }
+    if soon > 0 {
+        summary.push(format!(
+            "{soon} expiring within {} days",
+            crate::certs::EXPIRY_WARNING_DAYS
+        ));
+    }
+    writeln!(
+        t,
+        "certificates: {}{}",
+        m.certificates.len(),
+        if summary.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", summary.join(", "))
+        }
+    )?;
+    let w = m
+        .certificates
+        .iter()
+        .map(|c| esc(&c.path).chars().count())
+        .max()
+        .unwrap_or(0);
+    for c in &m.certificates {
+        let path = esc(&c.path);
+        let Some(not_after) = c.not_after else {
+            let why = c.error.as_deref().unwrap_or("no validity recorded");
+            writeln!(t, "  {path:w$}  not parseable: {}", esc(why))?;
+            continue;
+        };
+        let days = crate::certs::days_left(not_after, now);
+        let left = if not_after <= now {
+            format!("EXPIRED {} days ago", -days)
+        } else if days <= crate::certs::EXPIRY_WARNING_DAYS {
+            format!("{days} days left, RENEW SOON")
+        } else {
+            format!("{days} days left")
+        };
+        writeln!(
+            t,
+            "  {path:w$}  {}  notAfter {} ({left})  key {}",
+            esc(c.subject.as_deref().unwrap_or("?")),
+            not_after.format("%Y-%m-%dT%H:%M:%SZ"),
+            c.key.map_or("?", |k| k.name())
+        )?;
+    }
+    Ok(())
 }

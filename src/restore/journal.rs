@@ -283,7 +283,7 @@ mod tests {
         let l = NodeLayout::kubeadm();
         let m = parse_member("- --name=n\n- --initial-cluster=n=http://a:2380\n- --initial-advertise-peer-urls=http://a:2380\n").unwrap();
         let id = "cpvault-restore-20260102T030405Z-1a2b";
-        let steps = plan(&l, &m, id, "admin.conf", NodeId(0));
+        let steps = plan(&l, &m, id, "admin.conf", &Default::default(), NodeId(0));
         (Journal::new(id, "c/1", "root@node", &l), steps)
     }
 

@@ -10,6 +10,7 @@
 
 pub mod execute;
 pub mod journal;
+pub mod kit;
 pub mod local;
 pub mod plan;
 pub mod preflight;
@@ -71,6 +72,8 @@ pub struct NodeRestore<'a> {
     pub force_different_cluster: bool,
     /// Restore a snapshot from a newer etcd minor than the nodes run.
     pub force_version: bool,
+    /// Restore even when certificates in the backup have expired.
+    pub force_expired: bool,
     /// No progress.
     pub quiet: bool,
 }
@@ -103,6 +106,7 @@ impl NodeRestore<'_> {
     /// # Errors
     /// The first [`PreflightError`]; nothing was changed.
     pub async fn prepare(&self) -> Result<Prepared, PreflightError> {
+        preflight::certificates_valid(self.backup, Utc::now(), self.force_expired)?;
         let mut facts = vec![];
         for node in self.nodes {
             facts.push(preflight::probe(node, &self.layout, self.backup).await?);
@@ -129,6 +133,7 @@ impl NodeRestore<'_> {
             rand::random::<u16>()
         );
         let kubeconfig_out = self.kubeconfig_out.display().to_string();
+        let kit = kit::kit_files(self.backup);
         // One node: its own plan. Several (HA) will order their steps here.
         let steps = facts
             .iter()
@@ -139,6 +144,7 @@ impl NodeRestore<'_> {
                     &f.member,
                     &restore_id,
                     &kubeconfig_out,
+                    &kit,
                     NodeId(i),
                 )
             })

@@ -176,6 +176,12 @@ pub enum StepKind {
     RestoreSnapshot,
     /// Put the archive's PKI in place.
     Pki,
+    /// Put the backup's encryption config in place (recovery kit).
+    EncryptionConfig,
+    /// Put the backup's static-pod manifests in place (recovery kit).
+    Manifests,
+    /// Put the backup's admin.conf in place (recovery kit).
+    AdminConf,
     /// Move the manifests back.
     StartControlPlane,
     /// Wait for etcd and kube-apiserver.
@@ -187,8 +193,9 @@ pub enum StepKind {
 }
 
 impl StepKind {
-    /// Every kind, in plan order (`shrink-to-one-member` only in a plan that asks for it).
-    pub const ALL: [StepKind; 12] = [
+    /// Every kind, in plan order (`shrink-to-one-member` only in a plan that asks for it,
+    /// the kit's steps only when the backup holds them).
+    pub const ALL: [StepKind; 15] = [
         StepKind::Preflight,
         StepKind::Verify,
         StepKind::Stage,
@@ -197,6 +204,9 @@ impl StepKind {
         StepKind::MoveAside,
         StepKind::RestoreSnapshot,
         StepKind::Pki,
+        StepKind::EncryptionConfig,
+        StepKind::Manifests,
+        StepKind::AdminConf,
         StepKind::StartControlPlane,
         StepKind::WaitReady,
         StepKind::Kubeconfig,
@@ -214,6 +224,9 @@ impl StepKind {
             StepKind::MoveAside => "move-aside",
             StepKind::RestoreSnapshot => "restore-snapshot",
             StepKind::Pki => "pki",
+            StepKind::EncryptionConfig => "encryption-config",
+            StepKind::Manifests => "manifests",
+            StepKind::AdminConf => "admin-conf",
             StepKind::StartControlPlane => "start-control-plane",
             StepKind::WaitReady => "wait-ready",
             StepKind::Kubeconfig => "kubeconfig",
@@ -391,12 +404,14 @@ fn restore_command(l: &NodeLayout, m: &Member, snapshot: &str, data: &str) -> St
     }
 }
 
-/// The whole plan for the node `node`, in order.
+/// The whole plan for the node `node`, in order; the recovery kit's steps (only for what
+/// `kit` holds) come after the PKI, before the control plane starts.
 pub fn plan(
     l: &NodeLayout,
     m: &Member,
     restore_id: &str,
     kubeconfig_out: &str,
+    kit: &super::kit::KitFiles,
     node: NodeId,
 ) -> Vec<Step> {
     let p = paths(l, restore_id);
@@ -418,11 +433,18 @@ pub fn plan(
     let move_back = format!(
         "for f in {etcd_y} {api_y}; do if [ -e {aside}/$f ]; then mv {aside}/$f {man}/; fi; done; rmdir {aside} 2>/dev/null; true"
     );
+    // A shrink rewrites the node's own etcd.yaml for one member: the backup's copy (which
+    // names every member) must not be put back over it.
+    let mut kit = kit.clone();
+    if l.shrink_to_one_member {
+        kit.manifests.retain(|name| *name != l.etcd_manifest);
+    }
+    let kit_steps = super::kit::steps(l, &p, restore_id, &kit, node);
     let mut steps = vec![
         Step {
             kind: StepKind::Preflight,
             node,
-            does: "check the tools, sudo, free space for 2× the snapshot, the node's etcd member flags, and that the node's CA is the archive's".into(),
+            does: "check that no certificate in the backup has expired (unless --force-expired), the tools, sudo, free space for 2× the snapshot, the node's etcd member flags, and that the node's CA is the archive's".into(),
             changes_node: false,
             script: String::new(),
             undo: String::new(),
@@ -498,6 +520,9 @@ pub fn plan(
             ),
             undo: format!("if [ -e {pa} ]; then rm -rf {pki}; fi", pa = q(&p.pki_aside)),
         },
+    ];
+    steps.extend(kit_steps);
+    steps.extend([
         Step {
             kind: StepKind::StartControlPlane,
             node,
@@ -506,15 +531,26 @@ pub fn plan(
             script: move_back,
             undo: format!(
                 "{move_out_again} && {}",
-                wait_for(&l.stopped_check, "etcd and kube-apiserver stopped", l.wait_seconds)
+                wait_for(
+                    &l.stopped_check,
+                    "etcd and kube-apiserver stopped",
+                    l.wait_seconds
+                )
             ),
         },
         Step {
             kind: StepKind::WaitReady,
             node,
-            does: format!("wait up to {}s for etcd health and apiserver readiness", l.wait_seconds),
+            does: format!(
+                "wait up to {}s for etcd health and apiserver readiness",
+                l.wait_seconds
+            ),
             changes_node: false,
-            script: wait_for(&l.ready_check(), "etcd and kube-apiserver are ready", l.wait_seconds),
+            script: wait_for(
+                &l.ready_check(),
+                "etcd and kube-apiserver are ready",
+                l.wait_seconds,
+            ),
             undo: String::new(),
         },
         Step {
@@ -528,12 +564,15 @@ pub fn plan(
         Step {
             kind: StepKind::Cleanup,
             node,
-            does: format!("remove the staging dir {} (it holds the CA keys in plaintext)", p.staging),
+            does: format!(
+                "remove the staging dir {} (it holds the CA keys in plaintext)",
+                p.staging
+            ),
             changes_node: true,
             script: format!("rm -rf {staging}"),
             undo: String::new(),
         },
-    ];
+    ]);
     if l.shrink_to_one_member {
         let at = steps
             .iter()
@@ -576,7 +615,14 @@ mod tests {
     fn the_plan_never_deletes_what_was_there_and_every_change_has_an_undo() {
         let l = NodeLayout::kubeadm();
         let m = parse_member(ETCD_YAML).unwrap();
-        let steps = plan(&l, &m, "cpvault-restore-X", "admin.conf", NodeId(0));
+        let steps = plan(
+            &l,
+            &m,
+            "cpvault-restore-X",
+            "admin.conf",
+            &Default::default(),
+            NodeId(0),
+        );
         let names: Vec<_> = steps.iter().map(|s| s.kind.name()).collect();
         assert_eq!(
             names,
@@ -620,14 +666,33 @@ mod tests {
         assert!(restore.script.contains("then etcdutl snapshot restore"));
         let mut custom = l.clone();
         custom.etcdctl.command = "/opt/etcd/etcdctl".into();
-        let s = plan(&custom, &m, "cpvault-restore-X", "admin.conf", NodeId(0));
+        let s = plan(
+            &custom,
+            &m,
+            "cpvault-restore-X",
+            "admin.conf",
+            &Default::default(),
+            NodeId(0),
+        );
         assert!(!s[5].script.contains("etcdutl") && s[5].script.contains("/opt/etcd/etcdctl"));
     }
 
     #[test]
     fn steps_print_and_serialize_under_their_names_and_carry_their_node() {
         let m = parse_member(ETCD_YAML).unwrap();
-        let steps = plan(&NodeLayout::kubeadm(), &m, "r1", "admin.conf", NodeId(2));
+        let kit = super::super::kit::KitFiles {
+            encryption: Some(("files/kit/encryption/e.yaml".into(), "/etc/e.yaml".into())),
+            manifests: vec!["etcd.yaml".into()],
+            admin_conf: true,
+        };
+        let steps = plan(
+            &NodeLayout::kubeadm(),
+            &m,
+            "r1",
+            "admin.conf",
+            &kit,
+            NodeId(2),
+        );
         let kinds: Vec<StepKind> = steps.iter().map(|s| s.kind).collect();
         let mut all = StepKind::ALL.to_vec();
         all.retain(|k| *k != StepKind::ShrinkToOneMember);

@@ -2,7 +2,7 @@
 //! (from its own `etcd.yaml`), that the data dir is the one etcd runs on and is a data dir,
 //! the tools the plan's scripts use, free space, and the node's CA to compare with the
 //! archive's, and that the archive holds every PKI file the node's static-pod manifests name
-//! (the restore replaces the PKI dir). Each probe is a script and a pure reading of its output, so the decisions are
+//! (the restore replaces the PKI dir), and that no certificate the backup recorded has expired. Each probe is a script and a pure reading of its output, so the decisions are
 //! tested without a node. A probe must never change the node: every script here only reads.
 
 use crate::archive::manifest::Manifest;
@@ -159,6 +159,14 @@ pub enum PreflightError {
         node: String,
         /// The versions.
         cause: TooNew,
+    },
+    /// Certificates in the backup are no longer valid.
+    #[error("preflight: {reference} holds {} certificate(s) already expired: {}; a control plane restored with them fails to start (etcd, kube-apiserver and the kubelet refuse expired certificates); nothing was changed — restore a newer backup, or pass --force-expired and renew them on the node afterwards (kubeadm certs renew)", expired.len(), crate::text::escape_for_line(&expired.join(", "), 2000))]
+    Expired {
+        /// The backup.
+        reference: String,
+        /// `path (notAfter …)` of each expired certificate.
+        expired: Vec<String>,
     },
     /// The archive has no CA to compare.
     #[error("preflight: {reference} has no pki/ca.crt to compare with the node's CA; nothing was changed — pass --force-different-cluster to restore anyway")]
@@ -504,6 +512,43 @@ fn parse_sha256(stdout: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The backup's expired certificates at `now`, as `path (notAfter …)`.
+pub fn expired_certificates(m: &Manifest, now: chrono::DateTime<chrono::Utc>) -> Vec<String> {
+    crate::certs::expired(&m.certificates, now)
+        .into_iter()
+        .map(|c| {
+            format!(
+                "{} (notAfter {})",
+                c.path,
+                c.not_after
+                    .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                    .unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Refuses a backup holding a certificate that has expired by `now`, unless `force`
+/// (`--force-expired`). A backup written before cpvault recorded certificate facts passes:
+/// there is nothing to check.
+///
+/// # Errors
+/// [`PreflightError::Expired`] naming every expired certificate.
+pub fn certificates_valid(
+    m: &Manifest,
+    now: chrono::DateTime<chrono::Utc>,
+    force: bool,
+) -> Result<(), PreflightError> {
+    let expired = expired_certificates(m, now);
+    if expired.is_empty() || force {
+        return Ok(());
+    }
+    Err(PreflightError::Expired {
+        reference: m.reference(),
+        expired,
+    })
+}
+
 /// Whether the archive is of the node's cluster, by the CA's sha256 (the archive's from its
 /// verified inner manifest); `force` (`--force-different-cluster`) accepts any answer.
 ///
@@ -705,6 +750,39 @@ mod tests {
             "entries": entries,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn an_expired_certificate_stops_the_restore_unless_forced() {
+        let mut m = inner(Some("x"));
+        let now: chrono::DateTime<chrono::Utc> = "2026-06-01T00:00:00Z".parse().unwrap();
+        assert!(
+            certificates_valid(&m, now, false).is_ok(),
+            "no facts, nothing to check"
+        );
+        let cert = |path: &str, not_after: &str| crate::archive::manifest::CertInfo {
+            path: path.into(),
+            subject: Some("CN=x".into()),
+            issuer: Some("CN=ca".into()),
+            not_before: Some("2020-01-01T00:00:00Z".parse().unwrap()),
+            not_after: Some(not_after.parse().unwrap()),
+            key: None,
+            error: None,
+        };
+        m.certificates = vec![
+            cert("pki/ca.crt", "2036-01-01T00:00:00Z"),
+            cert("pki/apiserver.crt", "2026-05-31T23:59:59Z"),
+        ];
+        let e = certificates_valid(&m, now, false).unwrap_err().to_string();
+        assert!(
+            e.contains("1 certificate(s)")
+                && e.contains("pki/apiserver.crt (notAfter 2026-05-31T23:59:59Z)")
+                && !e.contains("pki/ca.crt")
+                && e.contains("--force-expired")
+                && e.contains("nothing was changed"),
+            "{e}"
+        );
+        assert!(certificates_valid(&m, now, true).is_ok());
     }
 
     #[test]

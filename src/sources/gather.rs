@@ -198,6 +198,8 @@ pub struct Gathered {
     pub entries: Vec<SourceEntry>,
     /// One description per source, for the manifest's `source`.
     pub described: Vec<String>,
+    /// Where a node backup's recovery kit came from.
+    pub kit: Option<crate::archive::manifest::KitInfo>,
     cleanups: Vec<Cleanup>,
     nodes: Vec<Node>,
 }
@@ -308,6 +310,7 @@ pub async fn gather(s: &Sources, warn: bool) -> anyhow::Result<Gathered> {
     let mut g = Gathered {
         entries: vec![],
         described: vec![],
+        kit: None,
         cleanups: vec![],
         nodes: vec![],
     };
@@ -455,6 +458,17 @@ async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered, warn: bool) -> anyhow:
             let dir = s.ssh_pki_dir.as_deref().unwrap_or("/etc/kubernetes/pki");
             g.entries.extend(n.pki(dir).await?);
             g.described.push(format!("ssh-pki:{dir}"));
+            let kit = super::kit::read(n, &kit_settings(s)).await?;
+            if warn {
+                for w in &kit.warnings {
+                    crate::say!("warning: {w}");
+                }
+            }
+            if !kit.entries.is_empty() {
+                g.described.push("ssh-kit".into());
+                g.entries.extend(kit.entries);
+                g.kit = Some(kit.info);
+            }
         }
     }
     if let Some(n) = node {
@@ -462,6 +476,14 @@ async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered, warn: bool) -> anyhow:
     }
     for p in &s.files {
         let e = local::plain_file(p)?;
+        if g.kit.is_some() && e.path == super::kit::KIT_FILE_NAME {
+            return Err(Usage(format!(
+                "--file '{}': the name {} holds the node's recovery kit in this backup; rename the file",
+                p.display(),
+                e.path
+            ))
+            .into());
+        }
         if g.entries.iter().any(|x| x.path == e.path) {
             return Err(Usage(format!(
                 "--file '{}': another file named {} is already included",
@@ -474,6 +496,21 @@ async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered, warn: bool) -> anyhow:
         g.described.push(format!("file:{}", p.display()));
     }
     Ok(())
+}
+
+/// What of the recovery kit to read from the node, and where.
+fn kit_settings(s: &Sources) -> super::kit::KitSettings {
+    super::kit::KitSettings {
+        manifests_dir: s
+            .ssh_manifests_dir
+            .clone()
+            .unwrap_or_else(|| "/etc/kubernetes/manifests".into()),
+        admin_conf: s
+            .ssh_admin_conf
+            .clone()
+            .unwrap_or_else(|| "/etc/kubernetes/admin.conf".into()),
+        encryption_config: s.no_encryption_config != Some(true),
+    }
 }
 
 /// The snapshot over gRPC through the SSH connection to `n`.

@@ -11,6 +11,7 @@ pub mod etcd_portforward;
 pub mod etcd_tunnel;
 pub mod etcdctl;
 pub mod gather;
+pub mod kit;
 pub mod kube;
 pub mod local;
 pub mod settings;

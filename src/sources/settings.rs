@@ -193,10 +193,20 @@ layered_settings! {
             /// etcd.yaml (or --node-etcd-*), the certificates read with sudo into memory.
             #[arg(long, help_heading = "SSH")]
             etcd_via_ssh: bool,
-            /// The static-pod manifests dir on the node, where --etcd-via-ssh reads etcd.yaml
-            /// [default: /etc/kubernetes/manifests].
+            /// The static-pod manifests dir on the node: backed up with the PKI, and where
+            /// kube-apiserver.yaml names the encryption config and --etcd-via-ssh reads
+            /// etcd.yaml [default: /etc/kubernetes/manifests].
             #[arg(long, value_name = "DIR", help_heading = "SSH")]
             ssh_manifests_dir: Option<String>,
+            /// The admin kubeconfig on the node, backed up with the PKI
+            /// [default: /etc/kubernetes/admin.conf].
+            #[arg(long, value_name = "PATH", help_heading = "SSH")]
+            ssh_admin_conf: Option<String>,
+            /// Back up without the EncryptionConfiguration kube-apiserver names
+            /// (--encryption-provider-config); without this, a backup whose encryption config
+            /// cannot be read fails. Keep its keys safe elsewhere: a restore needs them.
+            #[arg(long, help_heading = "SSH")]
+            no_encryption_config: bool,
         },
         /// How etcdctl runs on the node or in the etcd pod, and which certificates it uses there.
         node: NodeEtcdctlFlags {

@@ -357,19 +357,53 @@ impl Node {
     /// [`SourceError::Ssh`] when tar fails there (missing dir, no permission) or the PKI
     /// is implausibly large.
     pub async fn pki(&self, dir: &str) -> Result<Vec<SourceEntry>, SourceError> {
+        let fix_dir = "point --ssh-pki-dir at the PKI directory itself (e.g. /etc/kubernetes/pki)";
+        let files = self
+            .tar_files(&format!("exec tar -C {} -cf - .", quote(dir)))
+            .await
+            .map_err(|e| match e {
+                TarFailure::Ssh(e) => e,
+                TarFailure::TooLarge => {
+                    self.fail(format!("PKI dir {dir} holds more than 64 MiB"), fix_dir)
+                }
+                TarFailure::Failed(err_text) => self.fail(
+                    format!("cannot read PKI dir {dir}: {err_text}"),
+                    "check --ssh-pki-dir and that the user (or sudo) may read it",
+                ),
+                TarFailure::Unreadable(e) => self.fail(
+                    format!("the tar stream of {dir} is unreadable: {e}"),
+                    "check that GNU tar or busybox tar is on the node",
+                ),
+            })?;
+        if files.is_empty() {
+            return Err(self.fail(
+                format!("PKI dir {dir} holds no regular files"),
+                "check --ssh-pki-dir",
+            ));
+        }
+        Ok(files
+            .into_iter()
+            .map(|f| f.into_entry("pki/", EntryKind::Pki))
+            .collect())
+    }
+
+    /// Runs `script` (a `tar -cf -` on the node, under sudo when needed) and reads the
+    /// regular files of its output into memory (at most 64 MiB). Nothing on the node is
+    /// changed.
+    ///
+    /// # Errors
+    /// [`TarFailure`]: the connection, a non-zero exit with tar's stderr, too much data, or
+    /// a stream that is not tar.
+    pub async fn tar_files(&self, script: &str) -> Result<Vec<NodeFile>, TarFailure> {
         const LIMIT: u64 = 64 * 1024 * 1024;
-        let script = format!("exec tar -C {} -cf - .", quote(dir));
         let mut child = self
-            .command(&script)
+            .command(script)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .await
             .map_err(|e| {
-                self.fail(
-                    format!("reading PKI dir {dir}: {e}"),
-                    "check the connection",
-                )
+                TarFailure::Ssh(self.fail(format!("running tar: {e}"), "check the connection"))
             })?;
         let mut buf = Zeroizing::new(Vec::new());
         let mut stdout = child.stdout().take().expect("piped");
@@ -389,48 +423,22 @@ impl Node {
             // Dropping the child ends the remote tar (its stdout is gone).
             drop(child);
             err_task.abort();
-            return Err(self.fail(
-                format!("PKI dir {dir} holds more than 64 MiB"),
-                "point --ssh-pki-dir at the PKI directory itself (e.g. /etc/kubernetes/pki)",
-            ));
+            return Err(TarFailure::TooLarge);
         }
         let status = child.wait().await;
         let err_text = err_task.await.unwrap_or_default();
         read.map_err(|e| {
-            self.fail(
-                format!("reading PKI dir {dir}: {e}"),
-                "check the connection",
-            )
+            TarFailure::Ssh(self.fail(format!("reading tar output: {e}"), "check the connection"))
         })?;
-        if buf.len() as u64 > LIMIT {
-            return Err(self.fail(
-                format!("PKI dir {dir} holds more than 64 MiB"),
-                "point --ssh-pki-dir at the PKI directory itself (e.g. /etc/kubernetes/pki)",
-            ));
-        }
         let ok = matches!(&status, Ok(s) if s.success());
         if !ok {
-            let err_text = String::from_utf8_lossy(&err_text)
-                .trim()
-                .replace('\n', "; ");
-            return Err(self.fail(
-                format!("cannot read PKI dir {dir}: {err_text}"),
-                "check --ssh-pki-dir and that the user (or sudo) may read it",
+            return Err(TarFailure::Failed(
+                String::from_utf8_lossy(&err_text)
+                    .trim()
+                    .replace('\n', "; "),
             ));
         }
-        let entries = pki_entries(&buf).map_err(|e| {
-            self.fail(
-                format!("the tar stream of {dir} is unreadable: {e}"),
-                "check that GNU tar or busybox tar is on the node",
-            )
-        })?;
-        if entries.is_empty() {
-            return Err(self.fail(
-                format!("PKI dir {dir} holds no regular files"),
-                "check --ssh-pki-dir",
-            ));
-        }
-        Ok(entries)
+        tar_files(&buf).map_err(|e| TarFailure::Unreadable(e.to_string()))
     }
 
     /// Saves a snapshot with etcdctl on the node into a private temp dir and returns the
@@ -568,9 +576,52 @@ fn shell(session: Arc<Session>, sudo: bool, script: &str) -> openssh::OwningComm
     c
 }
 
-/// Parses an in-memory tar of the PKI dir into entries; directories are implied by paths,
-/// links and special files are skipped with a warning.
-fn pki_entries(tar_bytes: &[u8]) -> std::io::Result<Vec<SourceEntry>> {
+/// Why [`Node::tar_files`] failed.
+#[derive(Debug)]
+pub enum TarFailure {
+    /// The connection.
+    Ssh(SourceError),
+    /// More than 64 MiB.
+    TooLarge,
+    /// tar exited non-zero; its stderr on one line.
+    Failed(String),
+    /// The output is not a tar stream.
+    Unreadable(String),
+}
+
+/// One regular file read from the node, its bytes held in memory that is wiped when dropped.
+pub struct NodeFile {
+    /// Path relative to the dir tar ran in.
+    pub rel: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time, Unix seconds.
+    pub mtime: i64,
+    /// Content.
+    pub data: Zeroizing<Vec<u8>>,
+}
+
+impl NodeFile {
+    /// The archive entry `<prefix><rel>` of kind `kind` that streams this file.
+    pub fn into_entry(self, prefix: &str, kind: EntryKind) -> SourceEntry {
+        let data = self.data;
+        SourceEntry {
+            path: format!("{prefix}{}", self.rel),
+            kind,
+            size: data.len() as u64,
+            mode: self.mode,
+            mtime: self.mtime,
+            open: Box::new(move || {
+                Ok(Box::new(ZeroizingCursor { data, pos: 0 }) as Box<dyn Read + Send>)
+            }),
+            etcd: None,
+        }
+    }
+}
+
+/// Parses an in-memory tar into its regular files, sorted by path; directories are implied
+/// by paths, links and special files are skipped with a warning.
+fn tar_files(tar_bytes: &[u8]) -> std::io::Result<Vec<NodeFile>> {
     let mut archive = tar::Archive::new(tar_bytes);
     let mut out = vec![];
     for entry in archive.entries()? {
@@ -588,27 +639,21 @@ fn pki_entries(tar_bytes: &[u8]) -> std::io::Result<Vec<SourceEntry>> {
             continue;
         }
         if !kind.is_file() {
-            tracing::warn!("skipping pki/{rel} on the node: not a regular file");
+            tracing::warn!("skipping {rel} on the node: not a regular file");
             continue;
         }
         let mode = entry.header().mode()? & 0o7777;
         let mtime = entry.header().mtime()? as i64;
         let mut data = Zeroizing::new(Vec::with_capacity(entry.size() as usize));
         entry.read_to_end(&mut data)?;
-        let size = data.len() as u64;
-        out.push(SourceEntry {
-            path: format!("pki/{rel}"),
-            kind: EntryKind::Pki,
-            size,
+        out.push(NodeFile {
+            rel,
             mode,
             mtime,
-            open: Box::new(move || {
-                Ok(Box::new(ZeroizingCursor { data, pos: 0 }) as Box<dyn Read + Send>)
-            }),
-            etcd: None,
+            data,
         });
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(out)
 }
 

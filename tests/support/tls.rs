@@ -86,3 +86,63 @@ impl EtcdCerts {
         c
     }
 }
+
+/// The day `days` from now, as rcgen's validity dates take it.
+pub fn day_from_now(days: i64) -> (i32, u8, u8) {
+    use chrono::Datelike;
+    let d = chrono::Utc::now().date_naive() + chrono::Duration::days(days);
+    (d.year(), d.month() as u8, d.day() as u8)
+}
+
+/// Which key file goes beside a certificate [`TestCa::issue`] writes.
+pub enum LeafKey {
+    /// Its own key.
+    Own,
+    /// The key of another key pair.
+    Other,
+    /// None.
+    Absent,
+}
+
+/// A CA for a kubeadm-like PKI of real certificates: `<name>.crt` and `<name>.key` written
+/// into a dir, valid 2020–2040; [`TestCa::issue`] signs leaves with chosen validity.
+pub struct TestCa(CertifiedIssuer<'static, KeyPair>);
+
+impl TestCa {
+    /// A new CA written as `dir/<name>.crt` and `dir/<name>.key` (0600).
+    pub fn new(dir: &Path, name: &str) -> TestCa {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        let key = KeyPair::generate().unwrap();
+        let key_pem = key.serialize_pem();
+        let ca = CertifiedIssuer::self_signed(p, key).unwrap();
+        write(&dir.join(format!("{name}.crt")), &ca.pem(), 0o644);
+        write(&dir.join(format!("{name}.key")), &key_pem, 0o600);
+        TestCa(ca)
+    }
+
+    /// Writes `dir/<name>.crt` (CN=`name`, signed by this CA, valid from 2020-01-01 until
+    /// `until`) and, per `key`, `dir/<name>.key`.
+    pub fn issue(&self, dir: &Path, name: &str, until: (i32, u8, u8), key: LeafKey) {
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        let own = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&own, &self.0).unwrap();
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write(&path.with_extension("crt"), &cert.pem(), 0o644);
+        let key_pem = match key {
+            LeafKey::Own => own.serialize_pem(),
+            LeafKey::Other => KeyPair::generate().unwrap().serialize_pem(),
+            LeafKey::Absent => return,
+        };
+        write(&path.with_extension("key"), &key_pem, 0o600);
+    }
+}

@@ -343,8 +343,16 @@ def main():
     p.add_argument("--batch-ops", type=int, default=1000)
     p.add_argument("--corpus-mb", type=int, default=8)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--keys-out", help="write the live keys (resource index, key, size; one per "
+                   "line, tab-separated) here, for etcd_churn.py")
     a = p.parse_args()
-    print(json.dumps(Loader(a).run()))
+    loader = Loader(a)
+    summary = loader.run()
+    if a.keys_out:
+        with open(a.keys_out, "w") as f:
+            for ri, key, size in loader.keys:
+                f.write("%d\t%s\t%d\n" % (ri, key, size))
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

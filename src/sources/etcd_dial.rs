@@ -31,6 +31,42 @@ impl Answered {
     }
 }
 
+/// Reads a failure behind a relay (an SSH tunnel, a port-forward) that the direct source has
+/// already explained as `explained`: a far end that never sent a byte was not reached (the
+/// relay accepts the local connection, then closes it when it cannot connect), which no TLS
+/// message would show, so it gets `unreached_fix`; a server certificate not issued for the
+/// name checked gets `name_fix`; anything else keeps the direct source's reading.
+pub fn explain_relayed(
+    explained: super::SourceError,
+    label: &str,
+    via: &str,
+    answered: &Answered,
+    unreached_fix: impl FnOnce() -> String,
+    name_fix: impl FnOnce() -> String,
+) -> super::SourceError {
+    let super::SourceError::Etcd { message, fix, .. } = explained else {
+        return explained;
+    };
+    if !answered.get() {
+        return super::SourceError::Etcd {
+            endpoint: label.to_string(),
+            message: format!("nothing answered through {via} ({message})"),
+            fix: unreached_fix(),
+        };
+    }
+    let lower = message.to_lowercase();
+    let fix = if lower.contains("notvalidforname") || lower.contains("not valid for") {
+        name_fix()
+    } else {
+        fix
+    };
+    super::SourceError::Etcd {
+        endpoint: label.to_string(),
+        message,
+        fix,
+    }
+}
+
 /// Why [`dial`] failed.
 #[derive(Debug)]
 pub enum DialError {

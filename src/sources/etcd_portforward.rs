@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::etcd_dial::{self, Answered, DialError};
+use super::etcd_dial::{self, explain_relayed, Answered, DialError};
 use super::etcd_grpc::{self, EtcdEndpoint, Flags};
 use super::etcd_tunnel::{is_loopback, split_url};
 use super::kube::{Cluster, EtcdPod, ForwardError};
@@ -304,10 +304,6 @@ fn explain(
     said: Option<String>,
     err: &etcd_client::Error,
 ) -> SourceError {
-    let explained = etcd_grpc::explain(label, pe.tls, &FLAGS, err);
-    let SourceError::Etcd { message, fix, .. } = explained else {
-        return explained;
-    };
     if let Some(said) = said {
         return SourceError::Etcd {
             endpoint: label.to_string(),
@@ -319,27 +315,19 @@ fn explain(
             fix: not_listening_fix(pe),
         };
     }
-    if !answered.get() {
-        return SourceError::Etcd {
-            endpoint: label.to_string(),
-            message: format!("nothing answered through the port-forward ({message})"),
-            fix: not_listening_fix(pe),
-        };
-    }
-    let lower = message.to_lowercase();
-    let fix = if lower.contains("notvalidforname") || lower.contains("not valid for") {
-        format!(
-            "etcd's server certificate is not issued for {} ({}); give --etcd-server-name with a name the certificate lists (kubeadm's list the node's names and addresses, localhost and 127.0.0.1)",
-            pe.server_name, pe.name_from
-        )
-    } else {
-        fix
-    };
-    SourceError::Etcd {
-        endpoint: label.to_string(),
-        message,
-        fix,
-    }
+    explain_relayed(
+        etcd_grpc::explain(label, pe.tls, &FLAGS, err),
+        label,
+        "the port-forward",
+        answered,
+        || not_listening_fix(pe),
+        || {
+            format!(
+                "etcd's server certificate is not issued for {} ({}); give --etcd-server-name with a name the certificate lists (kubeadm's list the node's names and addresses, localhost and 127.0.0.1)",
+                pe.server_name, pe.name_from
+            )
+        },
+    )
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use tokio::net::UnixStream;
 use zeroize::Zeroizing;
 
-use super::etcd_dial::{self, Answered, DialError};
+use super::etcd_dial::{self, explain_relayed, Answered, DialError};
 use super::etcd_grpc::{self, Flags, TlsPem};
 use super::ssh::Node;
 use super::{SourceEntry, SourceError};
@@ -367,31 +367,19 @@ fn explain(
     server_name: Option<&str>,
     err: &etcd_client::Error,
 ) -> SourceError {
-    let explained = etcd_grpc::explain(label, tls, &NODE, err);
-    let SourceError::Etcd { message, fix, .. } = explained else {
-        return explained;
-    };
-    if !answered.get() {
-        return SourceError::Etcd {
-            endpoint: label.to_string(),
-            message: format!("nothing answered through the tunnel ({message})"),
-            fix: unreachable_fix(),
-        };
-    }
-    let lower = message.to_lowercase();
-    let fix = if lower.contains("notvalidforname") || lower.contains("not valid for") {
-        format!(
-            "etcd's server certificate is not issued for {}, the host of etcd.yaml's --advertise-client-urls; check the node's etcd certificates",
-            server_name.unwrap_or("the advertised host")
-        )
-    } else {
-        fix
-    };
-    SourceError::Etcd {
-        endpoint: label.to_string(),
-        message,
-        fix,
-    }
+    explain_relayed(
+        etcd_grpc::explain(label, tls, &NODE, err),
+        label,
+        "the tunnel",
+        answered,
+        unreachable_fix,
+        || {
+            format!(
+                "etcd's server certificate is not issued for {}, the host of etcd.yaml's --advertise-client-urls; check the node's etcd certificates",
+                server_name.unwrap_or("the advertised host")
+            )
+        },
+    )
 }
 
 #[cfg(test)]

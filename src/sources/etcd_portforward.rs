@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::etcd_dial::{self, explain_relayed, Answered, DialError};
 use super::etcd_grpc::{self, EtcdEndpoint, Flags};
-use super::etcd_tunnel::{is_loopback, split_url};
+use super::etcd_tunnel::{is_loopback, split_url, url_list};
 use super::kube::{Cluster, EtcdPod, ForwardError};
 use super::{SourceEntry, SourceError};
 
@@ -99,12 +99,7 @@ pub fn resolve(
         .collect();
     let list = |flag: &str| -> Vec<String> {
         flag_value(&words, flag)
-            .map(|v| {
-                v.split(',')
-                    .map(|u| u.trim().to_string())
-                    .filter(|u| !u.is_empty())
-                    .collect()
-            })
+            .map(|v| url_list(&v))
             .unwrap_or_default()
     };
     let listened = list("listen-client-urls");

@@ -85,6 +85,14 @@ pub(super) fn split_url(u: &str) -> Result<(String, String, u16), String> {
     Ok((scheme, host, parsed.port().unwrap_or(2379)))
 }
 
+/// The URLs of a comma-separated flag value (etcd's `--listen-client-urls` and the like).
+pub(super) fn url_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
 pub(super) fn is_loopback(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare == "localhost"
@@ -112,12 +120,7 @@ pub fn resolve(manifest: Option<&str>, o: &Overrides) -> Result<NodeEtcd, String
     let list = |flag: &str| -> Vec<String> {
         manifest
             .and_then(|m| static_pod_flag(m, flag))
-            .map(|v| {
-                v.split(',')
-                    .map(|u| u.trim().to_string())
-                    .filter(|u| !u.is_empty())
-                    .collect()
-            })
+            .map(|v| url_list(&v))
             .unwrap_or_default()
     };
     let advertised = list("advertise-client-urls");

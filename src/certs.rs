@@ -150,7 +150,8 @@ fn pem_blocks(text: &[u8]) -> Result<Vec<PemBlock>, String> {
             continue;
         };
         let end = format!("-----END {label}-----");
-        let mut b64 = Zeroizing::new(String::new());
+        // Sized once: a growing String would leave copies of the key in freed memory.
+        let mut b64 = Zeroizing::new(String::with_capacity(text.len()));
         let mut ended = false;
         for l in lines.by_ref() {
             if l == end {

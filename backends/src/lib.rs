@@ -120,6 +120,13 @@ pub enum Small {
 /// Reads at most `limit` bytes of `file` (one more to tell that it holds more).
 fn read_bounded(file: &std::path::Path, limit: u64) -> std::io::Result<Small> {
     use std::io::Read;
+    // Asked before opening: opening a FIFO planted in the store would block.
+    if !std::fs::metadata(file)?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "not a regular file",
+        ));
+    }
     let f = std::fs::File::open(file)?;
     let meta = f.metadata()?;
     if !meta.is_file() {
@@ -808,5 +815,13 @@ mod tests {
         // A directory where a manifest should be is not a manifest.
         std::fs::create_dir(dir.path().join("c1/d.manifest.json")).unwrap();
         assert!(local.get_small("c1/d.manifest.json", 100).await.is_err());
+        // Nor is a FIFO, which would block a plain open.
+        let fifo = dir.path().join("c1/f.manifest.json");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        assert!(local.get_small("c1/f.manifest.json", 100).await.is_err());
     }
 }

@@ -537,7 +537,7 @@ pub fn is_safe_payload_path(path: &str) -> bool {
         .iter()
         .any(|p| path.starts_with(p));
     ok_prefix
-        && !path.contains('\0')
+        && !path.chars().any(char::is_control)
         && !path.contains('\\')
         && path
             .split('/')
@@ -557,5 +557,10 @@ mod tests {
         assert!(!is_safe_payload_path("other/x"));
         assert!(!is_safe_payload_path("pki//x"));
         assert!(!is_safe_payload_path("pki/"));
+        // A name that would rewrite the terminal in a printed plan or error.
+        assert!(!is_safe_payload_path(
+            "files/kit/manifests/a\u{1b}[2Kb.yaml"
+        ));
+        assert!(!is_safe_payload_path("files/x\ny"));
     }
 }

@@ -78,9 +78,13 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(named) = m.kit.as_ref().and_then(|k| k.encryption_config.as_ref()) {
-        if args.to_dir.is_none() && crate::restore::kit::kit_files(&m).encryption.is_none() {
+        if args.to_dir.is_none()
+            && crate::restore::kit::kit_files(&m, &layout(&args))
+                .encryption
+                .is_none()
+        {
             crate::say!(
-                "warning: {}: its encryption config is recorded as '{}', which is not a plain absolute path (or is not in the archive), so restore does not put it back; extract it and place it yourself",
+                "warning: {}: its encryption config is recorded as '{}', which is not a plain absolute path under the manifests dir's parent outside the manifests and PKI dirs (or is not in the archive), so restore does not put it back; extract it and place it yourself",
                 m.reference(),
                 crate::text::escape_for_line(named, 300)
             );

@@ -24,18 +24,27 @@ pub struct KitFiles {
     pub admin_conf: bool,
 }
 
-/// The kit in `m` (none for a backup without one).
-pub fn kit_files(m: &Manifest) -> KitFiles {
+/// The kit in `m` (none for a backup without one) that the restore onto a node laid out as
+/// `l` puts back. Two things are left in the archive (for `extract`):
+/// - the backup's etcd.yaml and kube-apiserver.yaml: the node's own carry its member name,
+///   addresses and data dir, which preflight read and `snapshot restore` used, and the
+///   backup may come from another node of the cluster;
+/// - an encryption config whose recorded place is not a plain absolute path under the
+///   manifests dir's parent (`/etc/kubernetes`), or is inside the manifests or PKI dir or is
+///   admin.conf: the place comes from the manifest, and the restore writes there as root.
+pub fn kit_files(m: &Manifest, l: &NodeLayout) -> KitFiles {
     let mut k = KitFiles::default();
     let info = m.kit.clone().unwrap_or_default();
     for e in &m.entries {
         if let Some(name) = e.path.strip_prefix(MANIFESTS_PREFIX) {
-            k.manifests.push(name.to_string());
+            if name != l.etcd_manifest && name != l.apiserver_manifest {
+                k.manifests.push(name.to_string());
+            }
         } else if e.path.starts_with(ENCRYPTION_PREFIX) {
             if let Some(target) = info
                 .encryption_config
                 .as_ref()
-                .filter(|t| plain_absolute(t))
+                .filter(|t| encryption_target_allowed(t, l))
             {
                 k.encryption = Some((e.path.clone(), target.clone()));
             }
@@ -44,6 +53,22 @@ pub fn kit_files(m: &Manifest) -> KitFiles {
         }
     }
     k
+}
+
+/// Whether the restore may write the encryption config at `target` (see [`kit_files`]).
+pub fn encryption_target_allowed(target: &str, l: &NodeLayout) -> bool {
+    let within = |dir: &str| {
+        let dir = dir.trim_end_matches('/');
+        !dir.is_empty() && (target == dir || target.starts_with(&format!("{dir}/")))
+    };
+    let man = l.manifests_dir.trim_end_matches('/');
+    let parent = man.rsplit_once('/').map_or("", |(d, _)| d);
+    plain_absolute(target)
+        && !parent.is_empty()
+        && target.starts_with(&format!("{parent}/"))
+        && !within(man)
+        && !within(&l.pki_dir)
+        && target != l.admin_conf
 }
 
 /// Whether `path` is a plain absolute path (no `..`, `.` or empty component, no control
@@ -127,19 +152,13 @@ pub fn steps(l: &NodeLayout, p: &Paths, restore_id: &str, k: &KitFiles, node: No
     }
     if !k.manifests.is_empty() {
         let man = l.manifests_dir.trim_end_matches('/');
-        // The two the restore stopped wait in the aside dir until start-control-plane.
         let files: Vec<(String, String)> = k
             .manifests
             .iter()
             .map(|name| {
-                let dir = if *name == l.etcd_manifest || *name == l.apiserver_manifest {
-                    p.manifests_aside.as_str()
-                } else {
-                    man
-                };
                 (
                     staged(&format!("{MANIFESTS_PREFIX}{name}")),
-                    format!("{dir}/{name}"),
+                    format!("{man}/{name}"),
                 )
             })
             .collect();
@@ -147,11 +166,10 @@ pub fn steps(l: &NodeLayout, p: &Paths, restore_id: &str, k: &KitFiles, node: No
             StepKind::Manifests,
             node,
             format!(
-                "put the backup's static-pod manifests ({}) in place ({} and {} through {}); the old ones are kept in {root}",
+                "put the backup's static-pod manifests ({}) in {man}; the node's own {} and {} stay (they carry its name, addresses and data dir); the old ones are kept in {root}",
                 k.manifests.join(", "),
                 l.etcd_manifest,
                 l.apiserver_manifest,
-                p.manifests_aside
             ),
             &files,
             &root,
@@ -215,7 +233,30 @@ mod tests {
     }
 
     #[test]
-    fn stopped_manifests_go_to_the_aside_dir_the_others_to_the_manifests_dir() {
+    fn the_encryption_config_goes_only_under_the_kubernetes_dir_outside_manifests_and_pki() {
+        let l = NodeLayout::kubeadm();
+        for good in [
+            "/etc/kubernetes/enc/enc.yaml",
+            "/etc/kubernetes/encryption-config.yaml",
+        ] {
+            assert!(encryption_target_allowed(good, &l), "{good}");
+        }
+        for bad in [
+            "/etc/sudoers.d/x",
+            "/root/.ssh/authorized_keys",
+            "/etc/kubernetes/manifests/x.yaml",
+            "/etc/kubernetes/pki/ca.key",
+            "/etc/kubernetes/admin.conf",
+            "/etc/kubernetes",
+            "/etc/kubernetes-evil/x",
+            "/etc/kubernetes/../x",
+        ] {
+            assert!(!encryption_target_allowed(bad, &l), "{bad}");
+        }
+    }
+
+    #[test]
+    fn manifests_go_to_the_manifests_dir() {
         let l = NodeLayout::kubeadm();
         let p = super::super::plan::paths(&l, "r1");
         let k = KitFiles {
@@ -223,7 +264,7 @@ mod tests {
                 "files/kit/encryption/enc.yaml".into(),
                 "/etc/kubernetes/enc/enc.yaml".into(),
             )),
-            manifests: vec!["etcd.yaml".into(), "kube-scheduler.yaml".into()],
+            manifests: vec!["kube-scheduler.yaml".into()],
             admin_conf: true,
         };
         let s = steps(&l, &p, "r1", &k, NodeId(0));
@@ -239,7 +280,6 @@ mod tests {
         assert!(s[0].script.contains(
             "cp -p /var/tmp/r1/files/kit/encryption/enc.yaml /etc/kubernetes/enc/enc.yaml"
         ));
-        assert!(s[1].script.contains("cp -p /var/tmp/r1/files/kit/manifests/etcd.yaml /etc/kubernetes/r1.manifests/etcd.yaml"));
         assert!(s[1].script.contains("cp -p /var/tmp/r1/files/kit/manifests/kube-scheduler.yaml /etc/kubernetes/manifests/kube-scheduler.yaml"));
         // Nothing is left beside a manifest: the kubelet would run it.
         assert!(s.iter().all(|s| !s

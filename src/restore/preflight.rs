@@ -139,12 +139,12 @@ pub enum PreflightError {
     },
     /// The node's etcd.yaml names members that are not being restored: restoring this node
     /// alone would split the cluster.
-    #[error("preflight on {node}: its {manifest} names {} etcd members in --initial-cluster ({}), but only {member} is being restored; it would start a new cluster while {} still hold the old one (a split); nothing was changed — restoring a multi-member cluster onto its nodes is not supported yet: restore the data dirs with `restore REF --to-dir DIR --members NAME=PEER_URL,…` and put each in place by hand, or pass --shrink-to-one-member to make {member} a cluster of one (its etcd.yaml is rewritten; the other members must be reset and re-joined)", all.len(), all.join(", "), missing.join(" and "))]
+    #[error("preflight on {node}: {named_by} names {} etcd members ({}), but only {member} is being restored; it would start a new cluster while {} still hold the old one (a split); nothing was changed — restoring a multi-member cluster onto its nodes is not supported yet: restore the data dirs with `restore REF --to-dir DIR --members NAME=PEER_URL,…` and put each in place by hand, or stop the other members and pass --shrink-to-one-member to make {member} a cluster of one (its etcd.yaml is rewritten; the other members must be reset and re-joined)", all.len(), all.join(", "), missing.join(" and "))]
     Split {
         /// The node.
         node: String,
-        /// Its etcd.yaml.
-        manifest: String,
+        /// What names the members: the node's etcd.yaml or the backup's member list.
+        named_by: String,
         /// The member restored there.
         member: String,
         /// Every member --initial-cluster names.
@@ -277,34 +277,55 @@ pub async fn probe(node: &Node, l: &NodeLayout, m: &Manifest) -> Result<NodeFact
 }
 
 /// Refuses a restore that would split the cluster: every member a node's `--initial-cluster`
-/// names must be among the members being restored (`restored`, one per node), unless the
-/// node is to become a cluster of one (`shrink`).
+/// names, and every member the backup recorded (`recorded`, etcd's member list when it was
+/// taken), must be among the members being restored (one per node), unless the node is to
+/// become a cluster of one (`shrink`). Both are asked because `--initial-cluster` is a
+/// bootstrap flag: on kubeadm's first control-plane node it names that node alone however
+/// many members joined later.
 ///
 /// # Errors
-/// [`PreflightError::Split`] for the first node whose etcd.yaml names a member not restored.
+/// [`PreflightError::Split`] for the first node whose etcd.yaml, or the backup, names a
+/// member not restored.
 pub fn membership(
     facts: &[NodeFacts],
     dests: &[String],
     l: &NodeLayout,
+    recorded: &[String],
     shrink: bool,
 ) -> Result<(), PreflightError> {
     if shrink {
         return Ok(());
     }
     let restored: Vec<&str> = facts.iter().map(|f| f.member.name.as_str()).collect();
-    for (f, dest) in facts.iter().zip(dests) {
-        let all = f.member.initial_members();
-        let missing: Vec<String> = all
-            .iter()
+    let not_restored = |all: &[String]| -> Vec<String> {
+        all.iter()
             .filter(|n| !restored.contains(&n.as_str()))
             .cloned()
-            .collect();
+            .collect()
+    };
+    for (f, dest) in facts.iter().zip(dests) {
+        let all = f.member.initial_members();
+        let missing = not_restored(&all);
         if !missing.is_empty() {
             return Err(PreflightError::Split {
                 node: dest.clone(),
-                manifest: etcd_manifest(l),
+                named_by: format!("its {} (--initial-cluster)", etcd_manifest(l)),
                 member: f.member.name.clone(),
                 all,
+                missing,
+            });
+        }
+    }
+    // A backup of one member names whatever that member was called; only a member list of
+    // several says the cluster had others.
+    if recorded.len() > 1 {
+        let missing = not_restored(recorded);
+        if let (false, Some((f, dest))) = (missing.is_empty(), facts.iter().zip(dests).next()) {
+            return Err(PreflightError::Split {
+                node: dest.clone(),
+                named_by: "the backup's member list (etcd's, when it was taken)".into(),
+                member: f.member.name.clone(),
+                all: recorded.to_vec(),
                 missing,
             });
         }
@@ -679,7 +700,7 @@ mod tests {
         };
         let dests = ["root@b".to_string()];
         let three = [facts("a=https://a:2380,b=https://b:2380,c=https://c:2380")];
-        let e = membership(&three, &dests, &l, false).unwrap_err();
+        let e = membership(&three, &dests, &l, &[], false).unwrap_err();
         assert!(
             matches!(&e, PreflightError::Split { missing, .. } if missing == &["a", "c"]),
             "{e}"
@@ -693,8 +714,20 @@ mod tests {
                 && text.contains("--shrink-to-one-member"),
             "{text}"
         );
-        assert!(membership(&three, &dests, &l, true).is_ok());
-        assert!(membership(&[facts("b=https://b:2380")], &dests, &l, false).is_ok());
+        assert!(membership(&three, &dests, &l, &[], true).is_ok());
+        let alone = [facts("b=https://b:2380")];
+        assert!(membership(&alone, &dests, &l, &[], false).is_ok());
+        // kubeadm's first node names itself alone; the backup's member list still knows a and c.
+        let recorded: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let e = membership(&alone, &dests, &l, &recorded, false).unwrap_err();
+        assert!(
+            matches!(&e, PreflightError::Split { missing, .. } if missing == &["a", "c"]),
+            "{e}"
+        );
+        assert!(e.to_string().contains("the backup's member list"), "{e}");
+        assert!(membership(&alone, &dests, &l, &recorded, true).is_ok());
+        // A one-member backup under another name is no split.
+        assert!(membership(&alone, &dests, &l, &["default".into()], false).is_ok());
     }
 
     #[test]

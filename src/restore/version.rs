@@ -21,6 +21,8 @@ pub fn from_image(manifest: &str) -> Option<String> {
         .lines()
         .filter_map(|l| l.trim().trim_start_matches("- ").strip_prefix("image:"))
         .map(|i| i.trim().trim_matches(|c| c == '"' || c == '\''))
+        // A digest (`…:3.5.9-0@sha256:…`) pins the image; the tag is before it.
+        .map(|i| i.split('@').next().unwrap_or(i))
         .filter_map(|image| {
             let (repo, tag) = image.rsplit_once(':')?;
             // A registry port (`host:5000/etcd`) is not a tag.
@@ -114,6 +116,8 @@ mod tests {
         let port = "  - image: \"registry.local:5000/etcd:v3.4.23\"\n";
         assert_eq!(from_image(port).as_deref(), Some("3.4.23"));
         assert_eq!(from_image("  - image: registry.local:5000/etcd\n"), None);
+        let pinned = "  - image: registry.k8s.io/etcd:3.5.9-0@sha256:0123abcd\n";
+        assert_eq!(from_image(pinned).as_deref(), Some("3.5.9"));
         assert_eq!(from_image("  - image: busybox:1.36\n"), None);
         assert_eq!(from_image("  - image: gcr.io/etcd:latest\n"), None);
         let out = "etcd Version: 3.4.23\nGit SHA: Not provided\nGo Version: go1.19.8\n";

@@ -172,7 +172,8 @@ pub struct RestoreArgs {
     /// Restore this node as a cluster of one member although its etcd.yaml names others:
     /// the plan rewrites its etcd.yaml (--initial-cluster naming only this member,
     /// --initial-cluster-state=new), keeping the old one, which a rollback puts back. The
-    /// other members must then be reset and re-joined by hand.
+    /// other members must then be reset and re-joined by hand. Stop them first: cpvault does
+    /// not check that they are down.
     #[arg(long, conflicts_with = "to_dir")]
     pub shrink_to_one_member: bool,
     /// Restore even though certificates in the backup have expired (preflight names them);

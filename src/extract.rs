@@ -85,21 +85,73 @@ impl Sink for DirSink {
                 }
             })?;
         Ok(Some(Box::new(io::BufWriter::with_capacity(
-            256 * 1024,
-            SyncOnFlush(f),
+            WRITE_CHUNK,
+            FileThread::start(f),
         ))))
     }
 }
 
-/// Makes `flush` durable, so a verified extract is on disk when the command says so.
-struct SyncOnFlush(File);
+/// Bytes handed to a file's writer thread at a time, and how many may wait for it.
+const WRITE_CHUNK: usize = 256 * 1024;
+const WRITE_QUEUE: usize = 4;
 
-impl Write for SyncOnFlush {
+/// A file written on a thread of its own, so that copying into the page cache (the largest
+/// cost of an extract) overlaps decompression and hashing instead of following them; `flush`
+/// waits for every byte and makes them durable (`sync_data`), so a verified extract is on
+/// disk when the command says so. Memory: at most `WRITE_QUEUE` chunks in flight.
+struct FileThread {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl FileThread {
+    fn start(mut f: File) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(WRITE_QUEUE);
+        let thread = std::thread::spawn(move || {
+            for chunk in rx {
+                f.write_all(&chunk)?;
+            }
+            f.sync_data()
+        });
+        FileThread {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Ends the thread and returns its outcome (once; later calls say Ok).
+    fn finish(&mut self) -> io::Result<()> {
+        self.tx = None;
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the file's writer thread panicked")),
+        }
+    }
+}
+
+impl Write for FileThread {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.write(b)
+        let sent = self.tx.as_ref().map(|tx| tx.send(b.to_vec()));
+        match sent {
+            Some(Ok(())) => Ok(b.len()),
+            // The thread stopped on an error: that error is the answer.
+            _ => Err(self
+                .finish()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the file was already closed"))),
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.sync_data()
+        self.finish()
+    }
+}
+
+impl Drop for FileThread {
+    /// A file dropped unflushed (a failed or interrupted extract) is still closed before the
+    /// work dir is removed.
+    fn drop(&mut self) {
+        let _ = self.finish();
     }
 }
 
@@ -228,4 +280,36 @@ pub async fn extract_verified(
             .into());
     }
     Ok(Extracted { report, written })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_thread_writes_every_byte_in_order_and_reports_its_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut w = FileThread::start(File::create(&path).unwrap());
+        let mut expected = vec![];
+        for i in 0..(WRITE_QUEUE * 3) {
+            let chunk = vec![i as u8; WRITE_CHUNK + i];
+            w.write_all(&chunk).unwrap();
+            expected.extend_from_slice(&chunk);
+        }
+        w.flush().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), expected);
+
+        // A file the thread cannot write (opened read-only): the error reaches the caller,
+        // at the latest when it flushes.
+        let mut w = FileThread::start(File::open(&path).unwrap());
+        let mut failed = false;
+        for _ in 0..(WRITE_QUEUE * 2) {
+            if w.write_all(&[1u8; 1024]).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed || w.flush().is_err());
+    }
 }

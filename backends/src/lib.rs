@@ -9,74 +9,27 @@ pub mod azure;
 pub mod conformance;
 pub mod create_check;
 mod download;
+mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod fault;
 pub mod gcs;
 mod local;
+mod retry;
 pub mod s3;
 mod settings;
+mod small;
 
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 pub use download::DownloadOptions;
+pub use error::StoreError;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
-
-/// Errors from a store operation. Each names the store and the key, and says what to do.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The URL could not be understood.
-    #[error(
-        "store URL '{url}': {reason}; use file:///abs/path, a plain directory path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, or memory://"
-    )]
-    BadUrl {
-        /// The URL as given.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A local store directory does not exist.
-    #[error(
-        "store '{store}': directory does not exist; check --store, or run a backup to create it"
-    )]
-    MissingDirectory {
-        /// The store.
-        store: String,
-    },
-    /// The object does not exist.
-    #[error("store '{store}': object '{key}' not found")]
-    NotFound {
-        /// The store.
-        store: String,
-        /// The key.
-        key: String,
-    },
-    /// A create-if-absent put found an object already there.
-    #[error("store '{store}': object '{key}' already exists; refusing to overwrite it")]
-    AlreadyExists {
-        /// The store.
-        store: String,
-        /// The key.
-        key: String,
-    },
-    /// Anything else the backend reported.
-    #[error("store '{store}': {op} '{key}' failed: {source}")]
-    Backend {
-        /// The store.
-        store: String,
-        /// The operation.
-        op: &'static str,
-        /// The key.
-        key: String,
-        /// The backend's error.
-        #[source]
-        source: Box<object_store::Error>,
-    },
-}
+pub(crate) use retry::retry_broken_off;
+pub use small::Small;
 
 /// How a streaming upload is cut into parts: memory held by an upload is about
 /// `part_size × concurrency`.
@@ -108,44 +61,6 @@ pub struct ObjectInfo {
     pub last_modified: chrono::DateTime<chrono::Utc>,
 }
 
-/// A small object read whole, or refused for its size.
-#[derive(Debug)]
-pub enum Small {
-    /// Its bytes (at most the limit).
-    Bytes(Bytes),
-    /// It holds more than the limit: the size announced or read so far.
-    TooLarge(u64),
-}
-
-/// Reads at most `limit` bytes of `file` (one more to tell that it holds more).
-fn read_bounded(file: &std::path::Path, limit: u64) -> std::io::Result<Small> {
-    use std::io::Read;
-    // Asked before opening: opening a FIFO planted in the store would block.
-    if !std::fs::metadata(file)?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "not a regular file",
-        ));
-    }
-    let f = std::fs::File::open(file)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "not a regular file",
-        ));
-    }
-    if meta.len() > limit {
-        return Ok(Small::TooLarge(meta.len()));
-    }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
-    let n = f.take(limit + 1).read_to_end(&mut buf)? as u64;
-    if n > limit {
-        return Ok(Small::TooLarge(n));
-    }
-    Ok(Small::Bytes(Bytes::from(buf)))
-}
-
 /// A store chosen by URL.
 #[derive(Clone)]
 pub struct Store {
@@ -169,48 +84,6 @@ impl fmt::Debug for Store {
 impl fmt::Display for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.display)
-    }
-}
-
-/// Whether `e` is a connection that broke off (worth retrying), not a server's answer.
-pub(crate) fn is_transient(e: &object_store::Error) -> bool {
-    if !matches!(e, object_store::Error::Generic { .. }) {
-        return false;
-    }
-    let text = e.to_string();
-    [
-        "error sending request",
-        "connection reset",
-        "Connection reset",
-        "connection closed",
-        "broken pipe",
-    ]
-    .iter()
-    .any(|t| text.contains(t))
-}
-
-/// Runs `op` until it succeeds, fails with a server's answer, or has broken off four times
-/// (with a growing pause between tries); returns its last result and the number of tries.
-/// For the requests object_store does not retry itself (conditional PUTs, the probe).
-pub(crate) async fn retry_broken_off<T, F, Fut>(
-    what: &str,
-    mut op: F,
-) -> (Result<T, object_store::Error>, u32)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, object_store::Error>>,
-{
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        match op().await {
-            Err(e) if attempt < 4 && is_transient(&e) => {
-                tracing::warn!("{what} broke off, retrying: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
-                    .await;
-            }
-            r => return (r, attempt),
-        }
     }
 }
 
@@ -529,65 +402,6 @@ impl Store {
         r.bytes().await.map_err(|e| self.err("read", key, e))
     }
 
-    /// Reads a whole small object (a manifest, a signature) in one request, refusing it once
-    /// it turns out to hold more than `limit` bytes: [`Small::TooLarge`] with the size seen.
-    /// A local store reads the file in one blocking call (listing a fleet reads thousands of
-    /// these, and object_store's file streams hop threads for every chunk).
-    ///
-    /// # Errors
-    /// [`StoreError::NotFound`] when absent; the backend's error.
-    pub async fn get_small(&self, key: &str, limit: u64) -> Result<Small, StoreError> {
-        if let Some(file) = self.local_file(key) {
-            let read = tokio::task::spawn_blocking(move || read_bounded(&file, limit))
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()));
-            return match read.and_then(|r| r) {
-                Ok(small) => Ok(small),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound {
-                    store: self.display.clone(),
-                    key: key.to_string(),
-                }),
-                Err(e) => Err(self.err(
-                    "read",
-                    key,
-                    object_store::Error::Generic {
-                        store: "LocalFileSystem",
-                        source: Box::new(e),
-                    },
-                )),
-            };
-        }
-        let (size, mut stream) = self.get_stream(key).await?;
-        if size > limit {
-            return Ok(Small::TooLarge(size));
-        }
-        let mut buf = bytes::BytesMut::with_capacity(size as usize);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            if (buf.len() + chunk.len()) as u64 > limit {
-                return Ok(Small::TooLarge((buf.len() + chunk.len()) as u64));
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        Ok(Small::Bytes(buf.freeze()))
-    }
-
-    /// The file of `key` in a local store, when the key is plain enough that object_store
-    /// would map it to the same path (letters, digits, `._-` and `/`-separated non-dot
-    /// segments); `None` otherwise, and for other stores.
-    fn local_file(&self, key: &str) -> Option<std::path::PathBuf> {
-        let root = self.local_root.as_ref()?;
-        let plain = !key.is_empty()
-            && key.split('/').all(|seg| {
-                !seg.is_empty()
-                    && !seg.starts_with('.')
-                    && seg
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            });
-        plain.then(|| root.join(key))
-    }
-
     /// Streams a large object (an archive): its size and its bytes in order. On a cloud store
     /// it is read as several ranged GETs in flight, after a HEAD (see [`DownloadOptions`]);
     /// elsewhere, and for an object of one part, as [`Store::get_stream`].
@@ -758,6 +572,3 @@ impl Drop for Upload {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

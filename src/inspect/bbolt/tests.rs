@@ -1,4 +1,3 @@
-
 use super::*;
 
 const PS: usize = 512;

@@ -1,4 +1,3 @@
-
 use super::*;
 
 const ETCD_YAML: &str = "spec:\n  containers:\n  - command:\n    - etcd\n    - --advertise-client-urls=https://10.0.0.5:2379\n    - --name=admin-cp-1\n    - --initial-cluster=admin-cp-1=https://10.0.0.5:2380\n    - \"--initial-advertise-peer-urls=https://10.0.0.5:2380\"\n";

@@ -14,6 +14,9 @@ use super::plan::{parse_member, Member, NodeLayout};
 use super::said;
 use super::version::{self, Installed, TooNew};
 
+mod cluster;
+pub use cluster::{membership, versions};
+
 /// What the probes learned about one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFacts {
@@ -274,85 +277,6 @@ pub async fn probe(node: &Node, l: &NodeLayout, m: &Manifest) -> Result<NodeFact
         ca_sha256,
         etcd_version,
     })
-}
-
-/// Refuses a restore that would split the cluster: every member a node's `--initial-cluster`
-/// names, and every member the backup recorded (`recorded`, etcd's member list when it was
-/// taken), must be among the members being restored (one per node), unless the node is to
-/// become a cluster of one (`shrink`). Both are asked because `--initial-cluster` is a
-/// bootstrap flag: on kubeadm's first control-plane node it names that node alone however
-/// many members joined later.
-///
-/// # Errors
-/// [`PreflightError::Split`] for the first node whose etcd.yaml, or the backup, names a
-/// member not restored.
-pub fn membership(
-    facts: &[NodeFacts],
-    dests: &[String],
-    l: &NodeLayout,
-    recorded: &[String],
-    shrink: bool,
-) -> Result<(), PreflightError> {
-    if shrink {
-        return Ok(());
-    }
-    let restored: Vec<&str> = facts.iter().map(|f| f.member.name.as_str()).collect();
-    let not_restored = |all: &[String]| -> Vec<String> {
-        all.iter()
-            .filter(|n| !restored.contains(&n.as_str()))
-            .cloned()
-            .collect()
-    };
-    for (f, dest) in facts.iter().zip(dests) {
-        let all = f.member.initial_members();
-        let missing = not_restored(&all);
-        if !missing.is_empty() {
-            return Err(PreflightError::Split {
-                node: dest.clone(),
-                named_by: format!("its {} (--initial-cluster)", etcd_manifest(l)),
-                member: f.member.name.clone(),
-                all,
-                missing,
-            });
-        }
-    }
-    // A backup of one member names whatever that member was called; only a member list of
-    // several says the cluster had others.
-    if recorded.len() > 1 {
-        let missing = not_restored(recorded);
-        if let (false, Some((f, dest))) = (missing.is_empty(), facts.iter().zip(dests).next()) {
-            return Err(PreflightError::Split {
-                node: dest.clone(),
-                named_by: "the backup's member list (etcd's, when it was taken)".into(),
-                member: f.member.name.clone(),
-                all: recorded.to_vec(),
-                missing,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// The version guard on each node: the snapshot's recorded etcd version must not be of a
-/// newer minor than the node's etcd ([`version::check`]); `force` is `--force-version`.
-///
-/// # Errors
-/// [`PreflightError::EtcdTooOld`] for the first node whose etcd is too old.
-pub fn versions(
-    facts: &[NodeFacts],
-    dests: &[String],
-    snapshot: Option<&str>,
-    force: bool,
-) -> Result<(), PreflightError> {
-    for (f, dest) in facts.iter().zip(dests) {
-        version::check(snapshot, f.etcd_version.as_ref(), force).map_err(|cause| {
-            PreflightError::EtcdTooOld {
-                node: dest.clone(),
-                cause,
-            }
-        })?;
-    }
-    Ok(())
 }
 
 async fn member(

@@ -2,7 +2,7 @@
 //! CA or a missing client certificate names the flag; etcd down is said to be down, with or
 //! without TLS settings.
 
-use super::{assert_fails, assert_restores, backup, load, manifest, KEYS};
+use super::{assert_fails, assert_grpc_facts, assert_restores, backup, load, manifest};
 use crate::support::tls::EtcdCerts;
 use crate::support::*;
 
@@ -16,14 +16,7 @@ fn etcd_grpc_plain_snapshot_restores_and_records_etcd_facts() {
     etcd.put("/registry/late", "x");
     let m = manifest(&w, &reference);
     let e = &m["etcd"];
-    assert_eq!(e["hash_trailer"], true, "{m:#}");
-    assert!(e["revision"].as_i64().unwrap() >= KEYS as i64, "{m:#}");
-    for field in ["cluster_id", "member_id", "version"] {
-        assert!(
-            e[field].as_str().is_some_and(|s| !s.is_empty()),
-            "{field}: {m:#}"
-        );
-    }
+    assert_grpc_facts(&m);
     assert!(m["source"].as_str().unwrap().contains("etcd-grpc:"));
     // One member, the one the snapshot came from.
     assert_eq!(e["members"].as_array().unwrap().len(), 1, "{m:#}");

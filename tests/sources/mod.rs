@@ -65,6 +65,20 @@ pub(super) fn manifest(w: &World, reference: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(w.manifest(reference)).unwrap()).unwrap()
 }
 
+/// The etcd facts every gRPC snapshot (direct, tunnel, port-forward) records: the hash
+/// trailer, a revision at least `KEYS`, and etcd's cluster id, member id and version.
+pub(super) fn assert_grpc_facts(m: &serde_json::Value) {
+    let e = &m["etcd"];
+    assert_eq!(e["hash_trailer"], true, "{m:#}");
+    assert!(e["revision"].as_i64().unwrap() >= KEYS as i64, "{m:#}");
+    for field in ["cluster_id", "member_id", "version"] {
+        assert!(
+            e[field].as_str().is_some_and(|s| !s.is_empty()),
+            "{field}: {m:#}"
+        );
+    }
+}
+
 pub(crate) fn backup(w: &World, args: &[&str]) -> Output {
     let mut full = vec!["backup", "--cluster", "admin", "-r", &w.recipient];
     full.extend_from_slice(args);

@@ -225,6 +225,13 @@ fn inspect_diff_and_get_answer_from_stored_backups() {
         "json",
     ]));
     assert_eq!(narrowed["keys"].as_array().unwrap().len(), 1, "{narrowed}");
+    // Backups of two clusters are not compared unless asked for.
+    let other = format!("other-cluster/{}", b.split_once('/').unwrap().1);
+    let o = w.run(&["diff", &a, &other, "-i", key]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--across-clusters"), "{}", stderr(&o));
+    let o = w.run(&["diff", &a, &other, "-i", key, "--across-clusters"]);
+    assert_ne!(o.status.code(), Some(2), "{}", stderr(&o));
 
     // get: JSON byte for byte; protobuf named by kind and handed over raw.
     let cm = "/registry/configmaps/default/cm-100";
@@ -252,7 +259,14 @@ fn inspect_diff_and_get_answer_from_stored_backups() {
     let mut want = secret_json("team-a", "s-007", 7);
     want["metadata"].as_object_mut().unwrap().remove("uid");
     assert_eq!(o, want);
-    // Kinds the reader does not decode are named, and refused as JSON.
+    // Every built-in kind decodes: a Deployment as k8s-pb encoded it.
+    let dep = "/registry/deployments/shop/web";
+    let o = w.run(&["get", &b, dep, "-i", key]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o), deployment().1);
+    let o = w.run(&["get", &b, dep, "-i", key, "--format", "yaml"]);
+    assert!(stdout(&o).contains("maxSurge: 25%"), "{}", stdout(&o));
+    // A value that does not decode is named, and refused as JSON.
     let o = w.run(&["get", &b, "/registry/pods/team-a/p", "-i", key]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("v1 Pod"), "{}", stderr(&o));
@@ -464,4 +478,22 @@ fn inspect_diff_and_get_refuse_untrusted_or_damaged_backups_like_extract() {
     // No key: a usage error.
     let o = w.run(&["inspect", &signed]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// `get`'s field table is what the checked-in generator makes from the k8s-pb and k8s-openapi
+/// sources cargo fetched for this build (so a bump of either crate cannot leave it stale).
+#[test]
+fn the_schema_table_is_what_its_generator_makes_from_k8s_pb_and_k8s_openapi() {
+    require("python3", "python3");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = std::process::Command::new("python3")
+        .arg(root.join("scripts/gen-k8s-schema.py"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let checked_in = std::fs::read_to_string(root.join("src/inspect/k8s_schema.txt")).unwrap();
+    assert!(
+        o.stdout == checked_in.as_bytes(),
+        "src/inspect/k8s_schema.txt is stale: run python3 scripts/gen-k8s-schema.py > src/inspect/k8s_schema.txt"
+    );
 }

@@ -69,6 +69,9 @@ pub struct DiffArgs {
     /// Only keys starting with this prefix (e.g. /registry/configmaps/kube-system/).
     #[arg(long, value_name = "PREFIX", default_value = "")]
     pub prefix: String,
+    /// Compare backups of two different clusters (refused otherwise: every key would differ).
+    #[arg(long)]
+    pub across_clusters: bool,
 }
 
 /// How `get` prints values.
@@ -87,9 +90,10 @@ pub enum ValueFormat {
 #[command(after_help = format!("{HOW}
 
 JSON values (custom resources, and everything of an apiserver with JSON storage) print as
-stored. Built-in objects stored as protobuf (the k8s\\0 envelope) are decoded into their JSON
-for ConfigMaps and Secrets; other kinds are named by apiVersion and kind only, and
---format raw writes the stored bytes for a decoder such as auger. --output json prints one document with every key,
+stored. Built-in objects stored as protobuf (the k8s\\0 envelope) are decoded into the JSON
+the API serves, for every built-in kind of Kubernetes 1.33 (fields a newer Kubernetes added
+are left out with a warning); a value that does not decode is named by apiVersion and kind,
+and --format raw writes the stored bytes for a decoder such as auger. --output json prints one document with every key,
 its revisions and its value (JSON objects inline, anything else base64).
 
 Examples:

@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 
 use super::Ctx;
+use crate::catalog::parse_ref;
 use crate::cli::DiffArgs;
+use crate::error::Usage;
 use crate::inspect::mvcc::Wants;
 use crate::inspect::summary::{diff, Change};
 use crate::text::escape_for_line;
@@ -15,6 +17,15 @@ use crate::text::escape_for_line;
 /// # Errors
 /// As `inspect`'s, for either backup.
 pub async fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<()> {
+    let (from_cluster, _) = parse_ref(&args.from)?;
+    let (to_cluster, _) = parse_ref(&args.to)?;
+    if from_cluster != to_cluster && !args.across_clusters {
+        return Err(Usage(format!(
+            "{} and {} are backups of different clusters ({from_cluster}, {to_cluster}): nearly every key would differ for that reason alone; pass --across-clusters to compare them anyway",
+            args.from, args.to
+        ))
+        .into());
+    }
     let wants = || Wants {
         digests: true,
         values: None,
@@ -37,7 +48,23 @@ pub async fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<()> {
         wants(),
     )
     .await?;
-    let d = diff(a_ref, &a, b_ref, &b, args.prefix.as_bytes());
+    let id = |m: &crate::archive::manifest::Manifest| m.etcd.as_ref()?.cluster_id.clone();
+    if let (Some(x), Some(y)) = (id(&a_ref), id(&b_ref)) {
+        if x != y && !args.across_clusters && !ctx.quiet {
+            crate::say!(
+                "note: the two snapshots come from different etcd clusters (cluster ID {} and {}): a restore in between gives a new ID, another cluster under the same name does too",
+                escape_for_line(&x, 40),
+                escape_for_line(&y, 40)
+            );
+        }
+    }
+    let d = diff(
+        a_ref.reference(),
+        &a,
+        b_ref.reference(),
+        &b,
+        args.prefix.as_bytes(),
+    );
     if ctx.json() {
         return super::print_json(&d);
     }

@@ -1,8 +1,8 @@
 //! `cpvault get REF KEY | --prefix P`: values at a backup's revision, read from the store
-//! with no restore. JSON values print as stored (or cleaned, or as YAML); protobuf
-//! ConfigMaps and Secrets are decoded into their JSON; other protobuf values are named by
-//! their envelope's apiVersion and kind, and `--format raw` hands one key's stored bytes to
-//! another tool. Values come from a backup that may be hostile: text is
+//! with no restore. JSON values print as stored (or cleaned, or as YAML); protobuf values of
+//! every built-in kind are decoded into their JSON (`inspect::objects`); a value that does not
+//! decode is named by its envelope's apiVersion and kind, and `--format raw` hands one key's
+//! stored bytes to another tool. Values come from a backup that may be hostile: text is
 //! escaped for the terminal, and raw bytes never go to one.
 
 use std::fmt::Write as _;
@@ -51,7 +51,7 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
             }
         })),
     };
-    let (backup, snap) = super::inspect::open_snapshot(
+    let (m, snap) = super::inspect::open_snapshot(
         ctx,
         &args.store,
         &args.trust,
@@ -60,6 +60,7 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
         wants,
     )
     .await?;
+    let backup = m.reference();
     if exact && snap.values.is_empty() {
         anyhow::bail!(
             "{} is not a live key in {backup} (revision {}); `cpvault inspect` shows what it holds, `get --prefix` lists keys under a prefix",
@@ -94,7 +95,7 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
                     }
                     ("json", json!({ "value": j }))
                 }
-                Stored::Protobuf(e) => match objects::to_json(&e) {
+                Stored::Protobuf(e) => match decoded(&e, k) {
                     Some(mut j) => {
                         if args.clean {
                             k8s::clean(&mut j);
@@ -130,7 +131,7 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
         }
         let stored = k8s::classify(v);
         let decoded = match &stored {
-            Stored::Protobuf(e) => objects::to_json(e),
+            Stored::Protobuf(e) => decoded(e, k),
             _ => None,
         };
         if let Some(mut j) = decoded {
@@ -177,7 +178,7 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
                 );
                 if exact {
                     anyhow::bail!(
-                        "{key} is a {what}; cpvault decodes only ConfigMaps and Secrets from protobuf so far — `--format raw` writes the stored bytes (e.g. for `auger decode`), `--output json` gives them as base64"
+                        "{key} is a {what} that cpvault cannot decode (a kind unknown to its Kubernetes 1.33 schema, or a damaged value) — `--format raw` writes the stored bytes (e.g. for `auger decode`), `--output json` gives them as base64"
                     );
                 }
                 writeln!(t, "# {what}; not decoded (see `get KEY --format raw`)")?;
@@ -203,6 +204,21 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     super::print_text(&t)
+}
+
+/// A protobuf object as the API's JSON, with a warning when fields unknown to cpvault's
+/// schema table (written by a newer Kubernetes) had to be left out.
+fn decoded(e: &k8s::Envelope<'_>, key: &[u8]) -> Option<serde_json::Value> {
+    let d = objects::decode(e)?;
+    if d.unknown_fields > 0 {
+        crate::say!(
+            "warning: {}: {} field(s) of this {} unknown to cpvault's Kubernetes 1.33 schema were left out (`--format raw` has every stored byte)",
+            escape_for_line(&String::from_utf8_lossy(key), 200),
+            d.unknown_fields,
+            escape_for_line(&e.kind, 100)
+        );
+    }
+    Some(d.json)
 }
 
 /// JSON text as it is, or with C1 control characters escaped when it goes to a terminal

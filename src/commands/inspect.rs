@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use super::Ctx;
+use crate::archive::manifest::Manifest;
 use crate::cli::{IdentityArgs, InspectArgs, StoreArgs, TrustArgs};
 use crate::error::{Usage, VerifyFailed};
 use crate::inspect::bbolt::BoltError;
@@ -28,7 +29,7 @@ pub async fn open_snapshot(
     identity: &IdentityArgs,
     reference: &str,
     wants: Wants,
-) -> anyhow::Result<(String, Snapshot)> {
+) -> anyhow::Result<(Manifest, Snapshot)> {
     crate::catalog::parse_ref(reference)?;
     let store = ctx.store(store, false)?;
     let identities = ctx.identities(identity)?.ok_or_else(|| {
@@ -38,7 +39,7 @@ pub async fn open_snapshot(
     let (m, who) = crate::catalog::resolve_with(&store, reference, signers.as_ref()).await?;
     super::note_authorship(ctx, &m.reference(), &who);
     match crate::inspect::read_backup(&store, &m, &who, identities, wants, ctx.quiet).await {
-        Ok(s) => Ok((m.reference(), s)),
+        Ok(s) => Ok((m, s)),
         Err(InspectError::Verify(report)) => Err(super::verify_failed(
             ctx,
             &report,
@@ -61,7 +62,7 @@ pub async fn open_snapshot(
 /// # Errors
 /// As [`open_snapshot`].
 pub async fn run(ctx: &Ctx, args: InspectArgs) -> anyhow::Result<()> {
-    let (backup, snap) = open_snapshot(
+    let (m, snap) = open_snapshot(
         ctx,
         &args.store,
         &args.trust,
@@ -70,7 +71,7 @@ pub async fn run(ctx: &Ctx, args: InspectArgs) -> anyhow::Result<()> {
         Wants::default(),
     )
     .await?;
-    let s = summarize(backup, &snap);
+    let s = summarize(m.reference(), &snap);
     if ctx.json() {
         return super::print_json(&s);
     }

@@ -2,8 +2,7 @@
 //! object of an apiserver run with JSON storage), or protobuf behind the `k8s\0` magic in a
 //! `runtime.Unknown` envelope `{typeMeta=1 {apiVersion=1, kind=2}, raw=2,
 //! contentEncoding=3, contentType=4}` (built-in types by default). The envelope names the
-//! object's apiVersion and kind; decoding `raw` into the object needs the generated protobuf
-//! type of every built-in kind, which cpvault does not carry (README, Known gaps). Also the
+//! object's apiVersion and kind; `objects` decodes `raw` into the object's JSON. Also the
 //! `--clean` rule for JSON objects. Pure functions over values from a backup.
 
 use serde_json::Value as Json;

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod mvcc;
 pub mod objects;
 pub mod page;
+pub mod schema;
 pub mod summary;
 
 use std::io::{self, Read, Write};

@@ -226,4 +226,83 @@ pub(super) fn second_state(c: &mut Cluster) {
     );
     c.delete_prefix("/registry/pods/team-a/p");
     c.put("/registry/pods/team-a/p", protobuf("v1", "Pod", b"p"));
+    c.put("/registry/deployments/shop/web", deployment().0);
+}
+
+/// An apps/v1 Deployment encoded with k8s-pb (the prost types generated from Kubernetes' own
+/// .proto files) as kube-apiserver stores it, and the JSON the API serves for it.
+pub(super) fn deployment() -> (Vec<u8>, serde_json::Value) {
+    use k8s_pb::api::apps::v1 as apps;
+    use k8s_pb::api::core::v1 as core;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
+    use prost::Message as _;
+    let s = |v: &str| Some(v.to_string());
+    let labels = || [("app".to_string(), "web".to_string())].into();
+    let d = apps::Deployment {
+        metadata: Some(meta::ObjectMeta {
+            name: s("web"),
+            namespace: s("shop"),
+            uid: s("uid-web"),
+            resource_version: s(""),
+            generation: Some(2),
+            labels: labels(),
+            ..Default::default()
+        }),
+        spec: Some(apps::DeploymentSpec {
+            replicas: Some(2),
+            selector: Some(meta::LabelSelector {
+                match_labels: labels(),
+                ..Default::default()
+            }),
+            template: Some(core::PodTemplateSpec {
+                metadata: Some(meta::ObjectMeta {
+                    labels: labels(),
+                    ..Default::default()
+                }),
+                spec: Some(core::PodSpec {
+                    containers: vec![core::Container {
+                        name: s("web"),
+                        image: s("nginx:1.27"),
+                        ports: vec![core::ContainerPort {
+                            container_port: Some(8080),
+                            protocol: s("TCP"),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            }),
+            strategy: Some(apps::DeploymentStrategy {
+                r#type: s("RollingUpdate"),
+                rolling_update: Some(apps::RollingUpdateDeployment {
+                    max_surge: Some(IntOrString {
+                        r#type: Some(1),
+                        int_val: Some(0),
+                        str_val: s("25%"),
+                    }),
+                    max_unavailable: Some(IntOrString {
+                        r#type: Some(0),
+                        int_val: Some(1),
+                        str_val: s(""),
+                    }),
+                }),
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let json = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop", "uid": "uid-web", "generation": 2,
+            "labels": {"app": "web"}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27",
+                    "ports": [{"containerPort": 8080, "protocol": "TCP"}]}]}}},
+    });
+    (protobuf("apps/v1", "Deployment", &d.encode_to_vec()), json)
 }

@@ -1,6 +1,7 @@
 //! HA control planes against a real 3-member etcd on loopback: a backup over gRPC with every
-//! member's endpoint records the membership and takes the snapshot from a follower (a member
-//! that does not answer is skipped, none answering names them all). The restore side onto a
+//! member's endpoint, or through the API with one etcd pod per member, records the membership
+//! and takes the snapshot from a follower (a member that does not answer is skipped, none
+//! answering names them all). The restore side onto a
 //! sandbox node (split refused, shrink to one member, the version guard) is in
 //! `restore/ha.rs`.
 
@@ -93,6 +94,90 @@ fn a_backup_of_three_members_records_them_and_comes_from_a_follower() {
             && line.contains(&dead2),
         "{line}"
     );
+}
+
+#[test]
+#[ignore = "needs etcd and etcdctl (apt-get install etcd-server etcd-client); CI runs it"]
+fn a_backup_through_the_api_with_three_etcd_pods_takes_a_followers_snapshot() {
+    let w = World::new();
+    let c = EtcdCluster::start(&NAMES);
+    c.put("/registry/k", "v");
+    let leader = c.leader().expect("one leader");
+    let certs = crate::support::tls::EtcdCerts::generate(&w.path("certs"));
+    let api = crate::support::kubeapi::KubeApi::start();
+    // One static etcd pod per control-plane node, each reaching its own member at the
+    // node-local endpoint; the leader's pod sorts first, so taking the first would be wrong.
+    let mut pods: Vec<(String, &str)> = c
+        .members
+        .iter()
+        .map(|m| {
+            let first = if m.name == leader { "0" } else { "1" };
+            (format!("etcd-cp-{first}{}", m.name), m.client_url.as_str())
+        })
+        .collect();
+    pods.sort();
+    for (pod, url) in &pods {
+        api.add_pod(
+            "kube-system",
+            pod,
+            &[("component", "etcd"), ("tier", "control-plane")],
+            &["etcd"],
+        );
+        api.map_exec_in("kube-system", pod, "https://127.0.0.1:2379", url);
+    }
+    for (from, to) in [
+        ("/etc/kubernetes/pki/etcd/ca.crt", &certs.ca),
+        (
+            "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+            &certs.client_cert,
+        ),
+        (
+            "/etc/kubernetes/pki/etcd/healthcheck-client.key",
+            &certs.client_key,
+        ),
+    ] {
+        api.map_exec(from, to.to_str().unwrap());
+    }
+    let kubeconfig = w.path("admin.kubeconfig");
+    api.write_kubeconfig(&kubeconfig, "admin");
+    let out = w.run(&[
+        "backup",
+        "--cluster",
+        "admin",
+        "-r",
+        &w.recipient,
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--profile",
+        "kubeadm",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let e = outer(&w, stdout(&out).trim())["etcd"].clone();
+    let from = e["from_member"].as_str().unwrap();
+    assert_ne!(from, leader, "{e:#}");
+    let err = stderr(&out);
+    let pod_of = |name: &str| {
+        pods.iter()
+            .find(|(p, _)| p.ends_with(name))
+            .unwrap()
+            .0
+            .clone()
+    };
+    assert!(
+        err.contains(&format!(
+            "etcd snapshot from pod kube-system/{} (a follower; the leader is in {})",
+            pod_of(from),
+            pod_of(&leader)
+        )),
+        "{err}"
+    );
+    let snapshots: Vec<String> = api
+        .execs()
+        .into_iter()
+        .filter(|x| x.command.join(" ").contains("snapshot save"))
+        .map(|x| x.pod)
+        .collect();
+    assert_eq!(snapshots, [pod_of(from)], "one snapshot, from that pod");
 }
 
 #[test]

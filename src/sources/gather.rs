@@ -375,11 +375,9 @@ async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered, warn: bool) -> anyhow:
         EtcdFrom::KubeExec => {
             let c = cluster.as_ref().expect("plan checked");
             let profile = s.profile.expect("plan checked");
-            let pod = c.etcd_pod().await?;
-            match c
-                .etcd_snapshot(&pod, &remote_etcdctl(s, profile.etcdctl()))
-                .await
-            {
+            let ctl = remote_etcdctl(s, profile.etcdctl());
+            let pod = c.choose_member(c.etcd_pods().await?, &ctl, !warn).await;
+            match c.etcd_snapshot(&pod, &ctl).await {
                 Ok((entry, cleanup)) => {
                     g.entries.push(entry);
                     g.cleanups.push(cleanup);

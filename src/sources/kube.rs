@@ -19,6 +19,9 @@ use super::{Cleanup, KeepAlive, SourceError};
 use crate::archive::writer::SourceEntry;
 use crate::etcdctl::RemoteEtcdctl;
 
+// Which member of an HA control plane to take the snapshot from.
+mod members;
+
 /// Which kind of cluster the kubeconfig leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -192,11 +195,21 @@ impl Cluster {
         })
     }
 
-    /// Finds the running etcd pod of the profile.
+    /// Finds the running etcd pod of the profile (the first by name when there are several).
+    ///
+    /// # Errors
+    /// As [`Cluster::etcd_pods`].
+    pub async fn etcd_pod(&self) -> Result<EtcdPod, SourceError> {
+        let mut pods = self.etcd_pods().await?;
+        Ok(pods.remove(0))
+    }
+
+    /// Finds the running etcd pods of the profile, by name: one per control-plane node (three
+    /// on an HA control plane), or a GKE user cluster's `kube-etcd-0`. Never empty.
     ///
     /// # Errors
     /// [`SourceError::Kube`] when no pod matches, naming what was looked for and the fix.
-    pub async fn etcd_pod(&self) -> Result<EtcdPod, SourceError> {
+    pub async fn etcd_pods(&self) -> Result<Vec<EtcdPod>, SourceError> {
         let profile = self.target.profile;
         match profile {
             Profile::GkeAdmin | Profile::Kubeadm => {
@@ -217,22 +230,25 @@ impl Cluster {
                     .filter_map(|p| p.metadata.name.clone().map(|n| (n, p)))
                     .collect();
                 running.sort_by(|a, b| a.0.cmp(&b.0));
-                let (name, pod) = running.into_iter().next().ok_or_else(|| {
-                    fail(
+                if running.is_empty() {
+                    return Err(fail(
                         format!(
                             "no running pod in kube-system with labels {selector} (profile {}; {} pod(s) matched but none is Running)",
                             profile.name(),
                             list.items.len()
                         ),
                         "use the admin cluster's kubeconfig; for a GKE user cluster use --profile gke-user --namespace USER_CLUSTER",
-                    )
-                })?;
-                Ok(EtcdPod {
-                    namespace: "kube-system".into(),
-                    name,
-                    container: None,
-                    args: container_args(pod, None),
-                })
+                    ));
+                }
+                Ok(running
+                    .into_iter()
+                    .map(|(name, pod)| EtcdPod {
+                        namespace: "kube-system".into(),
+                        name,
+                        container: None,
+                        args: container_args(pod, None),
+                    })
+                    .collect())
             }
             Profile::GkeUser => {
                 let ns = self.target.namespace.clone().ok_or_else(|| {
@@ -243,12 +259,12 @@ impl Cluster {
                 })?;
                 let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
                 match pods.get_opt("kube-etcd-0").await {
-                    Ok(Some(pod)) => Ok(EtcdPod {
+                    Ok(Some(pod)) => Ok(vec![EtcdPod {
                         namespace: ns,
                         name: "kube-etcd-0".into(),
                         container: Some("kube-etcd".into()),
                         args: container_args(&pod, Some("kube-etcd")),
-                    }),
+                    }]),
                     Ok(None) => Err(fail(
                         format!("no pod kube-etcd-0 in namespace {ns} (profile gke-user)"),
                         "--namespace must be the user cluster's name and --kubeconfig the admin cluster's kubeconfig",

@@ -88,9 +88,12 @@ pub(super) fn exec(
         let argv: Vec<String> = command
             .iter()
             .map(|a| {
-                st.maps
+                let a = st
+                    .pod_maps
                     .iter()
-                    .fold(a.clone(), |a, (from, to)| a.replace(from, to))
+                    .filter(|(n, p, _, _)| n == ns && p == pod)
+                    .fold(a.clone(), |a, (_, _, from, to)| a.replace(from, to));
+                st.maps.iter().fold(a, |a, (from, to)| a.replace(from, to))
             })
             .collect();
         // A distroless image holds only its own binaries.

@@ -74,6 +74,8 @@ struct State {
     pods: Vec<Value>,
     secrets: Vec<Value>,
     maps: Vec<(String, String)>,
+    /// As `maps`, for execs into one pod (namespace, pod, from, to); applied first.
+    pod_maps: Vec<(String, String, String, String)>,
     /// Pods (namespace, name) whose image has no shell (see `make_distroless`).
     distroless: Vec<(String, String)>,
     execs: Vec<ExecRecord>,
@@ -226,6 +228,14 @@ impl KubeApi {
     /// Replaces `from` with `to` in every argv element of later execs, in insertion order.
     pub fn map_exec(&self, from: &str, to: &str) {
         self.lock().maps.push((from.into(), to.into()));
+    }
+
+    /// As [`KubeApi::map_exec`], only for execs into one pod (applied before the others): e.g.
+    /// each etcd pod of an HA control plane reaching its own member at "127.0.0.1:2379".
+    pub fn map_exec_in(&self, namespace: &str, pod: &str, from: &str, to: &str) {
+        self.lock()
+            .pod_maps
+            .push((namespace.into(), pod.into(), from.into(), to.into()));
     }
 
     /// From now on the pod's image is distroless, as etcd's own images are since 3.5.7: only

@@ -142,7 +142,7 @@ pub enum PreflightError {
     },
     /// The node's etcd.yaml (or the backup) names members that are not being restored:
     /// restoring only these nodes would split the cluster.
-    #[error("preflight on {node}: {named_by} names {} etcd members ({}), but only {member} is being restored; it would start a new cluster while {} still hold the old one (a split); nothing was changed — restore every member's node together (one --ssh each, with its node flags), or restore the data dirs with `restore REF --to-dir DIR --members NAME=PEER_URL,…` and put each in place by hand, or stop the other members and pass --shrink-to-one-member to make one node a cluster of one (its etcd.yaml is rewritten; the other members must be reset and re-joined)", all.len(), all.join(", "), missing.join(" and "))]
+    #[error("preflight on {node}: {named_by} names {} etcd members ({}), but the restore covers only {member}; it would start a new cluster while {} still hold the old one (a split); nothing was changed — restore every member's node together (one --ssh each, with its node flags), or restore the data dirs with `restore REF --to-dir DIR --members NAME=PEER_URL,…` and put each in place by hand, or stop the other members and pass --shrink-to-one-member to make one node a cluster of one (its etcd.yaml is rewritten; the other members must be reset and re-joined)", all.len(), all.join(", "), missing.join(" and "))]
     Split {
         /// The node.
         node: String,

@@ -20,7 +20,8 @@ mod journal;
 // and the etcd version guard onto the node and into a local dir.
 mod ha;
 // HA onto every member: three sandbox nodes of a real 3-member etcd restored in one plan,
-// rolled back together on a failure on one node, two of three refused.
+// rolled back together on a failure on one node, killed and undone node by node with
+// `--rollback`, two of three refused.
 mod multi;
 // Expired certificates in the backup: refused in preflight, restored with --force-expired.
 mod certs;

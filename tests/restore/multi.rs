@@ -3,11 +3,14 @@
 //! given once per `--ssh`). Restored onto all three in one plan, they form one healthy cluster
 //! with one leader, the three original members, and exactly the keys of backup time; a
 //! failure on one node at a middle step rolls every node back to its before-tree and the old
-//! cluster serves its keys again; two nodes of three are refused in preflight, naming the
-//! third, and a dry run shows the plan per node — neither changes anything.
+//! cluster serves its keys again; a restore killed mid-way leaves each node a journal of its
+//! own steps, which `--rollback` undoes node by node; two nodes of three are refused in
+//! preflight, naming the third, and a dry run shows the plan per node — neither changes
+//! anything.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Output;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use crate::support::node::SandboxNode;
@@ -66,6 +69,20 @@ impl Scene {
 
     /// `restore` onto the nodes `on` (indexes), each with its own node flags, in that order.
     fn run_on(&self, on: &[usize], extra: &[&str], env: &[(&str, &str)]) -> Output {
+        self.run_args(self.args_on(on), extra, env)
+    }
+
+    fn run_args(&self, mut a: Vec<String>, extra: &[&str], env: &[(&str, &str)]) -> Output {
+        a.extend(extra.iter().map(|s| s.to_string()));
+        cpvault_cmd(self.w.dir.path())
+            .envs(env.iter().copied())
+            .args(&a)
+            .output()
+            .unwrap()
+    }
+
+    /// `restore REF` onto the nodes `on`, each with its own node flags, in that order.
+    fn args_on(&self, on: &[usize]) -> Vec<String> {
         let mut a: Vec<String> = [
             "restore",
             &self.reference,
@@ -132,12 +149,7 @@ impl Scene {
                 a.push(v);
             }
         }
-        a.extend(extra.iter().map(|s| s.to_string()));
-        cpvault_cmd(self.w.dir.path())
-            .envs(env.iter().copied())
-            .args(&a)
-            .output()
-            .unwrap()
+        a
     }
 
     fn run(&self, extra: &[&str], env: &[(&str, &str)]) -> Output {
@@ -342,4 +354,81 @@ fn a_failure_on_one_node_rolls_every_node_back_and_the_old_cluster_serves_again(
     }
     let leaders = s.leaders();
     assert!(leaders.iter().all(|l| *l == leaders[0]), "{leaders:?}");
+}
+
+#[test]
+#[ignore = "needs openssh-server, etcd-server, etcd-client (apt-get install); CI runs it"]
+fn a_killed_restore_over_three_nodes_is_undone_node_by_node_from_their_own_journals() {
+    let s = scene();
+    let keys_before = s.keys_when_healthy();
+    let before = s.trees();
+    // Killed after the second node's snapshot restore: every control plane stopped, two data
+    // dirs restored, the third only moved aside.
+    let mut args = s.args_on(&[0, 1, 2]);
+    args.push("--yes".into());
+    let mut child = cpvault_cmd(s.w.dir.path())
+        .env("CPVAULT_RESTORE_PAUSE_AT", "restore-snapshot@2")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut id = None;
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(rest) = line.strip_prefix("restore id ") {
+            id = rest.split_whitespace().next().map(String::from);
+        }
+        if line.starts_with("paused after restore-snapshot") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL: no rollback of its own
+    child.wait().unwrap();
+    let id = id.unwrap_or_else(|| panic!("no restore id:\n{seen}"));
+    assert!(seen.contains(&format!("--rollback {id} --ssh ")), "{seen}");
+    // Each node's journal lists its own steps only.
+    let steps = |i: usize| -> Vec<String> {
+        let j = s.staging(i).join(format!("{id}.journal"));
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&j).unwrap_or_else(|e| panic!("{j:?}: {e}")))
+                .unwrap();
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                assert_eq!(e["node"], i, "{v:#}");
+                e["name"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let restored = [
+        "stage",
+        "stop-control-plane",
+        "move-aside",
+        "restore-snapshot",
+    ];
+    assert_eq!(steps(0), restored);
+    assert_eq!(steps(1), restored);
+    assert_eq!(steps(2), restored[..3]);
+
+    // `--rollback` on one node at a time, each with its own flags, undoes that node's steps.
+    for i in 0..3 {
+        let mut a = s.args_on(&[i]);
+        a.remove(1);
+        a.extend(["--rollback", &id, "--yes"].map(String::from));
+        let out = s.run_args(a, &[], &[]);
+        assert!(out.status.success(), "node {i}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("rolled back restore {id} on ")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(s.keys_when_healthy(), keys_before);
+    assert_eq!(s.trees(), before, "a node's tree changed");
 }

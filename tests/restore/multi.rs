@@ -285,6 +285,30 @@ fn restored_onto_all_three_nodes_the_members_form_one_cluster_serving_the_backup
             "wait-quorum"
         ]
     );
+    let json = s.run(&["--dry-run", "--output", "json"], &[]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    let members: Vec<&str> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["member"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, ["cp-1", "cp-2", "cp-3"], "{v:#}");
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(
+        steps.len(),
+        // The text plan's numbered lines (` 1. preflight …`).
+        plan.lines()
+            .filter(|l| {
+                l.trim_start()
+                    .split_once(". ")
+                    .is_some_and(|(n, _)| n.parse::<usize>().is_ok())
+            })
+            .count(),
+        "{v:#}"
+    );
+    assert!(steps.iter().all(|st| st["node"].is_string()), "{v:#}");
     assert_eq!(s.trees(), before, "a dry run changed a node");
 
     // Restored onto all three.

@@ -1,9 +1,10 @@
-//! Restore (design.md §6): onto control-plane nodes over SSH, or into a local dir
-//! ([`local`]). A restore onto nodes goes preflight ([`preflight`], read-only) → plan
-//! ([`plan`], pure, what `--dry-run` prints) → a deep verify of the archive and the CA check →
-//! the step runner ([`execute`]), which undoes every completed step in reverse on a failure and
-//! keeps a [`journal`] of them on the node, from which [`roll_back_journal`] undoes a restore
-//! whose cpvault died. Plaintext reaches a node only inside its 0700 staging dir ([`stage`]); nothing decrypted is
+//! Restore (design.md §6): onto control-plane nodes over SSH — one, or every member of an HA
+//! control plane as one plan — or into a local dir ([`local`]). A restore onto nodes goes
+//! preflight ([`preflight`], read-only, on every node) → plan ([`plan`], pure, what
+//! `--dry-run` prints) → a deep verify of the archive and the CA check → the step runner
+//! ([`execute`]), which undoes every completed step of every node in reverse on a failure and
+//! keeps on each node a [`journal`] of that node's steps, from which [`roll_back_journal`]
+//! undoes a restore whose cpvault died. Plaintext reaches a node only inside its 0700 staging dir ([`stage`]); nothing decrypted is
 //! written on this machine except the kubeconfig the user asked for (0600). The connections are
 //! made by the command and handed in; nothing here asks the user or renders output beyond
 //! progress on stderr.

@@ -102,8 +102,10 @@ pub struct RestoreArgs {
     /// SSH to the node(s).
     #[command(flatten)]
     pub ssh: SshFlags,
-    /// Find the node (and its key in kube-system/sshkeys) through this cluster's API, as
-    /// backup does, when --ssh is not given; its [clusters.NAME] section supplies settings.
+    /// Find the nodes (and their key in kube-system/sshkeys) through this cluster's API when
+    /// --ssh is not given: every control-plane node, by name (the node layout flags given
+    /// once per node pair with them in that order); its [clusters.NAME] section supplies
+    /// settings.
     #[arg(
         long,
         env = "CPVAULT_CLUSTER",
@@ -111,7 +113,8 @@ pub struct RestoreArgs {
         help_heading = "Finding the node"
     )]
     pub cluster: Option<String>,
-    /// kubeconfig of the admin cluster, to find the node while its API server still answers.
+    /// kubeconfig of the admin cluster, to find the control-plane nodes while its API server
+    /// still answers.
     #[arg(long, value_name = "FILE", help_heading = "Finding the node")]
     pub kubeconfig: Option<PathBuf>,
     /// kubeconfig context.

@@ -85,7 +85,7 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
     }
     if let Some(named) = m.kit.as_ref().and_then(|k| k.encryption_config.as_ref()) {
         if args.to_dir.is_none()
-            && crate::restore::kit::kit_files(&m, &layouts(&args, args.nodes.len())?[0])
+            && crate::restore::kit::kit_files(&m, &layouts(&args, nodes::count(&args))?[0])
                 .encryption
                 .is_none()
         {
@@ -264,8 +264,21 @@ async fn onto_node(
     identities: Arc<crate::crypto::Identities>,
 ) -> anyhow::Result<()> {
     let dests = destinations(args, settings);
-    let layouts = layouts(args, dests.len())?;
+    // Flags that do not pair with the nodes given are refused before any connection.
+    if !dests.is_empty() {
+        layouts(args, dests.len())?;
+    }
     let nodes = connect_all(ctx, settings, &dests).await?;
+    // Found through the cluster, the nodes are counted only now.
+    let layouts = match layouts(args, nodes.len()) {
+        Ok(l) => l,
+        Err(e) => {
+            for node in nodes {
+                node.close().await;
+            }
+            return Err(e.into());
+        }
+    };
     let job = NodeRestore {
         store,
         backup: m,

@@ -5,8 +5,8 @@
 //! failure on one node at a middle step rolls every node back to its before-tree and the old
 //! cluster serves its keys again; a restore killed mid-way leaves each node a journal of its
 //! own steps, which `--rollback` undoes node by node; two nodes of three are refused in
-//! preflight, naming the third, and a dry run shows the plan per node — neither changes
-//! anything.
+//! preflight, naming the third, and a dry run shows the plan per node, also over the
+//! control-plane nodes found through the admin cluster's API — neither changes anything.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -309,6 +309,48 @@ fn restored_onto_all_three_nodes_the_members_form_one_cluster_serving_the_backup
         "{v:#}"
     );
     assert!(steps.iter().all(|st| st["node"].is_string()), "{v:#}");
+
+    // Without --ssh, every control-plane node the admin cluster's API lists (by name; the
+    // node flags pair with them in that order), with the node key from its secret.
+    let api = crate::support::kubeapi::KubeApi::start();
+    for i in [3, 1, 2] {
+        api.add_node(
+            &format!("admin-cp-{i}"),
+            &[("node-role.kubernetes.io/control-plane", "")],
+            &[("InternalIP", "127.0.0.1")],
+        );
+    }
+    let key = std::fs::read(s.sshd.client_key()).unwrap();
+    api.add_secret("kube-system", "sshkeys", &[("vsphere_tmp", &key)]);
+    let kubeconfig = s.w.path("admin.kubeconfig");
+    api.write_kubeconfig(&kubeconfig, "admin");
+    let mut args = s.args_on(&[0, 1, 2]);
+    while let Some(i) = args.iter().position(|a| a == "--ssh" || a == "--ssh-key") {
+        args.drain(i..i + 2);
+    }
+    args.extend(
+        [
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--ssh-user",
+            &s.sshd.user(),
+        ]
+        .map(String::from),
+    );
+    let out = s.run_args(args, &["--dry-run"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for i in 1..=3 {
+        assert!(
+            stderr(&out).contains(&format!("control-plane node admin-cp-{i} at 127.0.0.1")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        stdout(&out).contains("onto 3 nodes (") && stdout(&out).contains(": member cp-3"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(s.trees(), before, "a dry run changed a node");
 
     // Restored onto all three.

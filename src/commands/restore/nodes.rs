@@ -1,15 +1,15 @@
 //! The nodes `restore` works on: their destinations (every `--ssh`, with an optional
-//! `:PORT` each, or the one node found through the cluster's API), the layout of each (the
+//! `:PORT` each, or every control-plane node found through the cluster's API), the layout of each (the
 //! node layout flags, given once for all nodes or once per node, paired by position), and
 //! their connections. Gathering only; what is done on them is the core's.
 
 use crate::cli::RestoreArgs;
 use crate::error::Usage;
 use crate::restore::plan::NodeLayout;
-use crate::sources::gather::{self, NodeAt};
+use crate::sources::gather;
 use crate::sources::kube::{Cluster, KubeTarget, Profile};
 use crate::sources::settings::Sources;
-use crate::sources::ssh::Node;
+use crate::sources::ssh::{Node, SshTarget};
 
 use super::Ctx;
 
@@ -39,6 +39,28 @@ pub(super) fn split_port(dest: &str) -> (String, Option<u16>) {
         Some((h, port)) => (format!("{user}{h}"), Some(port)),
         None => (dest.to_string(), None),
     }
+}
+
+/// How many nodes the flags speak of: one per `--ssh`, or without any (nodes found through
+/// the cluster, not counted yet) as many as the layout flag given most often.
+pub(super) fn count(args: &RestoreArgs) -> usize {
+    if !args.nodes.is_empty() {
+        return args.nodes.len();
+    }
+    [
+        &args.manifests_dir,
+        &args.etcd_data_dir,
+        &args.pki_dir,
+        &args.admin_conf,
+        &args.staging_dir,
+        &args.stopped_check,
+        &args.ready_check,
+    ]
+    .iter()
+    .map(|v| v.len())
+    .max()
+    .unwrap_or(1)
+    .max(1)
 }
 
 /// Node `i`'s value of a layout flag given once (every node) or once per node.
@@ -95,64 +117,67 @@ pub(super) fn layouts(args: &RestoreArgs, n: usize) -> Result<Vec<NodeLayout>, U
 }
 
 /// Connects to every node `dests` names (closing those already open if one fails), or with
-/// none, to the control-plane node found through the cluster's API (its key from the
+/// none, to every control-plane node found through the cluster's API (its key from the
 /// cluster's secret, offered from memory through a private ssh-agent for the login only).
 pub(super) async fn connect_all(
     ctx: &Ctx,
     settings: &Sources,
     dests: &[String],
 ) -> anyhow::Result<Vec<Node>> {
-    if dests.is_empty() {
-        return Ok(vec![connect(ctx, settings).await?]);
-    }
+    let targets = if dests.is_empty() {
+        discover(ctx, settings).await?
+    } else {
+        dests
+            .iter()
+            .map(|dest| {
+                let (dest, port) = split_port(dest);
+                let mut t = gather::ssh_target(settings, &dest);
+                t.port = port.or(settings.ssh_port);
+                t
+            })
+            .collect()
+    };
     let mut nodes = vec![];
-    for dest in dests {
-        let (dest, port) = split_port(dest);
-        let s = Sources {
-            ssh: Some(dest),
-            ssh_port: port.or(settings.ssh_port),
-            ..settings.clone()
-        };
-        match connect(ctx, &s).await {
+    for t in &targets {
+        match Node::connect(t).await {
             Ok(n) => nodes.push(n),
             Err(e) => {
                 for n in nodes {
                     n.close().await;
                 }
-                return Err(e);
+                return Err(e.into());
             }
         }
     }
     Ok(nodes)
 }
 
-async fn connect(ctx: &Ctx, settings: &Sources) -> anyhow::Result<Node> {
-    let cluster = match (&settings.ssh, &settings.kubeconfig) {
-        (None, Some(kubeconfig)) => Some(
-            Cluster::connect(&KubeTarget {
-                kubeconfig: kubeconfig.clone(),
-                context: settings.context.clone(),
-                profile: settings.profile.unwrap_or(Profile::GkeAdmin),
-                namespace: None,
-            })
-            .await?,
-        ),
-        _ => None,
+/// The control-plane nodes, by name, found through the cluster's API.
+async fn discover(ctx: &Ctx, settings: &Sources) -> anyhow::Result<Vec<SshTarget>> {
+    let Some(kubeconfig) = &settings.kubeconfig else {
+        return Err(Usage(
+            "no node to reach: pass --ssh USER@HOST (one per etcd member), or --kubeconfig to find the control-plane nodes through the cluster's API".into(),
+        )
+        .into());
     };
-    let target = match gather::locate_node(settings, cluster.as_ref()).await? {
-        NodeAt::Given(t) => t,
-        NodeAt::Discovered(found) => {
-            if !ctx.quiet {
-                crate::say!(
-                    "control-plane node {} at {} (found through the cluster's API)",
-                    found.name,
-                    found.address
-                );
-            }
-            found.target
+    let cluster = Cluster::connect(&KubeTarget {
+        kubeconfig: kubeconfig.clone(),
+        context: settings.context.clone(),
+        profile: settings.profile.unwrap_or(Profile::GkeAdmin),
+        namespace: None,
+    })
+    .await?;
+    let found = gather::discover_nodes(&cluster, settings).await?;
+    if !ctx.quiet {
+        for f in &found {
+            crate::say!(
+                "control-plane node {} at {} (found through the cluster's API)",
+                f.name,
+                f.address
+            );
         }
-    };
-    Ok(Node::connect(&target).await?)
+    }
+    Ok(found.into_iter().map(|f| f.target).collect())
 }
 
 #[cfg(test)]

@@ -28,8 +28,19 @@ pub(super) async fn rollback(
         .into());
     }
     crate::restore::journal::check_id(id)?;
-    let layouts = layouts(args, dests.len())?;
+    if !dests.is_empty() {
+        layouts(args, dests.len())?;
+    }
     let nodes = connect_all(ctx, settings, &dests).await?;
+    let layouts = match layouts(args, nodes.len()) {
+        Ok(l) => l,
+        Err(e) => {
+            for node in nodes {
+                node.close().await;
+            }
+            return Err(e.into());
+        }
+    };
     let mut result = Ok(());
     for (node, l) in nodes.iter().zip(&layouts) {
         match rollback_on(ctx, args, node, &l.staging_parent, id).await {

@@ -388,9 +388,11 @@ fn a_failure_on_one_node_rolls_every_node_back_and_the_old_cluster_serves_again(
     assert_eq!(keys_before[0].len(), KEYS + 1);
     let before = s.trees();
     // After snapshot restore on the second node (the first has restored, the third not yet),
-    // and after every member started, at the wait for quorum.
+    // after the second node started (two restored members running, the third stopped), and
+    // after every member started, at the wait for quorum.
     for (at, step) in [
         ("restore-snapshot@2", "restore-snapshot"),
+        ("start-control-plane@2", "start-control-plane"),
         ("wait-quorum", "wait-quorum"),
     ] {
         let out = s.run(&["--yes"], &[("CPVAULT_RESTORE_FAIL_AT", at)]);

@@ -129,6 +129,43 @@ fn a_node_naming_members_not_restored_is_a_split_unless_shrinking() {
 }
 
 #[test]
+fn several_nodes_must_cover_every_member_each_once() {
+    let l = NodeLayout::kubeadm();
+    let node = |name: &str| NodeFacts {
+        member: Member {
+            name: name.into(),
+            initial_cluster: "a=https://a:2380,b=https://b:2380,c=https://c:2380".into(),
+            initial_advertise_peer_urls: format!("https://{name}:2380"),
+            data_dir: None,
+            initial_cluster_token: None,
+        },
+        ca_sha256: None,
+        etcd_version: None,
+    };
+    let layouts = vec![l.clone(), l.clone(), l];
+    let dests: Vec<String> = ["root@a", "root@b", "root@c"].map(String::from).to_vec();
+    let all = [node("a"), node("b"), node("c")];
+    assert!(membership(&all, &dests, &layouts, &[], false).is_ok());
+    // Two of three: the third is named.
+    let e = membership(&all[..2], &dests[..2], &layouts[..2], &[], false).unwrap_err();
+    assert!(
+        matches!(&e, PreflightError::Split { missing, .. } if missing == &["c"]),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("the restore covers only a and b;"),
+        "{e}"
+    );
+    // One member given twice.
+    let twice = [node("a"), node("b"), node("a")];
+    let e = membership(&twice, &dests, &layouts, &[], false).unwrap_err();
+    assert!(
+        matches!(&e, PreflightError::SameMember { first, second, member } if first == "root@a" && second == "root@c" && member == "a"),
+        "{e}"
+    );
+}
+
+#[test]
 fn the_version_guard_names_the_node() {
     let mut f = NodeFacts {
         member: Member {

@@ -14,7 +14,8 @@ use crate::sources::settings::{NodeEtcdctlFlags, SshFlags};
 #[command(
     after_help = "Steps: preflight, verify, stage, stop-control-plane, [shrink-to-one-member,] \
 move-aside, restore-snapshot, pki, [encryption-config, manifests, admin-conf: when the backup \
-holds the node's recovery kit], start-control-plane, wait-ready, kubeconfig, cleanup. \
+holds the node's recovery kit], start-control-plane, wait-ready, [wait-quorum: several nodes,] \
+kubeconfig, cleanup. \
 Several nodes (HA: one --ssh per etcd member) run as one plan: preflight on each, one \
 verify, then each step on every node before the next (stop all, move aside on all, restore on \
 each with its own member name and peer URL, the shared --initial-cluster and one new \

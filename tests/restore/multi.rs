@@ -484,6 +484,21 @@ fn a_killed_restore_over_three_nodes_is_undone_node_by_node_from_their_own_journ
     assert_eq!(steps(1), restored);
     assert_eq!(steps(2), restored[..3]);
 
+    // Over all three, the dry run shows what each node's journal would undo.
+    let mut a = s.args_on(&[0, 1, 2]);
+    a.remove(1);
+    a.extend(["--rollback", &id, "--dry-run", "--output", "json"].map(String::from));
+    let out = s.run_args(a, &[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let undo: Vec<usize> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["undo"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(undo, [4, 4, 3], "{v:#}");
+
     // `--rollback` on one node at a time, each with its own flags, undoes that node's steps.
     for i in 0..3 {
         let mut a = s.args_on(&[i]);

@@ -42,6 +42,8 @@ pub(super) async fn rollback(
         }
     };
     let mut result = Ok(());
+    // `--dry-run --output json`: one object per node, printed together.
+    let mut plans = vec![];
     for (node, l) in nodes.iter().zip(&layouts) {
         match rollback_on(ctx, args, node, &l.staging_parent, id).await {
             // Over several nodes, one that never got to a change has no journal.
@@ -60,13 +62,18 @@ pub(super) async fn rollback(
                 result = Err(e);
                 break;
             }
-            Ok(()) => {}
+            Ok(plan) => plans.extend(plan),
         }
     }
     for node in nodes {
         node.close().await;
     }
-    result
+    result?;
+    match plans.len() {
+        0 => Ok(()),
+        1 => super::super::print_json(&plans[0]),
+        _ => super::super::print_json(&serde_json::Value::Array(plans)),
+    }
 }
 
 async fn rollback_on(
@@ -75,7 +82,7 @@ async fn rollback_on(
     node: &Node,
     staging_parent: &str,
     id: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<serde_json::Value>> {
     let journal = crate::restore::journal::read(node, staging_parent, id).await?;
     let path = crate::restore::journal::path(staging_parent, id);
     let dest = node.destination();
@@ -86,10 +93,10 @@ async fn rollback_on(
         .filter(|e| !e.undo.is_empty())
         .collect();
     if args.dry_run && ctx.json() {
-        return super::super::print_json(&serde_json::json!({
+        return Ok(Some(serde_json::json!({
             "restore_id": id, "node": dest, "journal": path, "backup": journal.backup,
             "undo": undo,
-        }));
+        })));
     }
     let mut text = format!(
         "roll back restore {id} of {} on {dest} (journal {path}), in this order:\n",
@@ -108,7 +115,7 @@ async fn rollback_on(
         text.push_str("    nothing: no step that changes the node had started\n");
     }
     if args.dry_run {
-        return super::super::print_text(text.trim_end());
+        return super::super::print_text(text.trim_end()).map(|()| None);
     }
     if !args.yes {
         ask(
@@ -125,7 +132,7 @@ async fn rollback_on(
                     "rolled back restore {id} on {dest}: the node is as it was before the restore"
                 );
             }
-            Ok(())
+            Ok(None)
         }
         stopped => anyhow::bail!("rollback of restore {id} on {dest}: {stopped}"),
     }

@@ -19,6 +19,10 @@ mod journal;
 // HA: a node of a 3-member cluster refused alone, `--shrink-to-one-member` and its rollback,
 // and the etcd version guard onto the node and into a local dir.
 mod ha;
+// HA onto every member: three sandbox nodes of a real 3-member etcd restored in one plan,
+// rolled back together on a failure on one node, killed and undone node by node with
+// `--rollback`, two of three refused.
+mod multi;
 // Expired certificates in the backup: refused in preflight, restored with --force-expired.
 mod certs;
 // The recovery kit (encryption config, static-pod manifests, admin.conf): backed up, refused

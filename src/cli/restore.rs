@@ -14,17 +14,26 @@ use crate::sources::settings::{NodeEtcdctlFlags, SshFlags};
 #[command(
     after_help = "Steps: preflight, verify, stage, stop-control-plane, [shrink-to-one-member,] \
 move-aside, restore-snapshot, pki, [encryption-config, manifests, admin-conf: when the backup \
-holds the node's recovery kit], start-control-plane, wait-ready, kubeconfig, cleanup. \
-Preflight refuses a node whose etcd.yaml names etcd members that are not restored (a split): \
-restoring a multi-member cluster onto its nodes is not supported yet; use --to-dir DIR \
---members NAME=PEER_URL,… or --shrink-to-one-member. Any failure after \
-the first change undoes the completed steps in reverse order. The old data dir and PKI are \
+holds the node's recovery kit], start-control-plane, wait-ready, [wait-quorum: several nodes,] \
+kubeconfig, cleanup. \
+Several nodes (HA: one --ssh per etcd member) run as one plan: preflight on each, one \
+verify, then each step on every node before the next (stop all, move aside on all, restore on \
+each with its own member name and peer URL, the shared --initial-cluster and one new \
+--initial-cluster-token, start all), wait-ready on each, and wait-quorum (every member \
+healthy, one leader) before the kubeconfig is fetched from the first node. The node layout \
+flags (--manifests-dir, --etcd-data-dir, --node-pki-dir, --admin-conf, --staging-dir, \
+--stopped-check, --ready-check) apply to every node when given once, or are given once per \
+--ssh, paired by position; a node on another SSH port is --ssh USER@HOST:PORT. \
+Preflight refuses a node whose etcd.yaml (or the backup's member list) names etcd members \
+that are not restored (a split): give every member's node, or use --to-dir DIR --members \
+NAME=PEER_URL,… or --shrink-to-one-member. Any failure after \
+the first change, on any node, undoes the completed steps of every node in reverse order. The old data dir and PKI are \
 kept (<data dir>/member.before-<restore id>, <pki dir>.before-<restore id>) and never deleted, \
 and so are the files the kit replaces (<manifests dir's parent>/<restore id>.kit-before/). --dry-run prints the \
 plan with every command it would run. The node keeps a journal of the completed steps \
-(<staging dir>/<restore id>.journal, 0600) until the restore or its rollback ends; if cpvault \
-is killed or loses the node, `restore --rollback <restore id>` with the same SSH and node flags \
-undoes what it lists."
+(<staging dir>/<restore id>.journal, 0600; each node its own steps) until the restore or \
+its rollback ends; if cpvault is killed or loses the node, `restore --rollback <restore id>` \
+with the same SSH and node flags (every --ssh) undoes what each node's journal lists."
 )]
 pub struct RestoreArgs {
     /// Store selection.
@@ -51,7 +60,7 @@ pub struct RestoreArgs {
     #[arg(
         long,
         value_name = "DIR",
-        conflicts_with = "ssh",
+        conflicts_with = "nodes",
         help_heading = "Local restore"
     )]
     pub to_dir: Option<PathBuf>,
@@ -81,11 +90,23 @@ pub struct RestoreArgs {
         help_heading = "Local restore"
     )]
     pub members: Option<String>,
-    /// SSH to the node.
+    /// The control-plane node restored onto, USER@HOST or USER@HOST:PORT; repeatable: give
+    /// every etcd member's node of an HA control plane, and they are restored as one cluster
+    /// in one plan.
+    #[arg(
+        long = "ssh",
+        env = "CPVAULT_SSH",
+        value_name = "USER@HOST[:PORT]",
+        help_heading = "SSH"
+    )]
+    pub nodes: Vec<String>,
+    /// SSH to the node(s).
     #[command(flatten)]
     pub ssh: SshFlags,
-    /// Find the node (and its key in kube-system/sshkeys) through this cluster's API, as
-    /// backup does, when --ssh is not given; its [clusters.NAME] section supplies settings.
+    /// Find the nodes (and their key in kube-system/sshkeys) through this cluster's API when
+    /// --ssh is not given: every control-plane node, by name (the node layout flags given
+    /// once per node pair with them in that order); its [clusters.NAME] section supplies
+    /// settings.
     #[arg(
         long,
         env = "CPVAULT_CLUSTER",
@@ -93,7 +114,8 @@ pub struct RestoreArgs {
         help_heading = "Finding the node"
     )]
     pub cluster: Option<String>,
-    /// kubeconfig of the admin cluster, to find the node while its API server still answers.
+    /// kubeconfig of the admin cluster, to find the control-plane nodes while its API server
+    /// still answers.
     #[arg(long, value_name = "FILE", help_heading = "Finding the node")]
     pub kubeconfig: Option<PathBuf>,
     /// kubeconfig context.
@@ -102,54 +124,56 @@ pub struct RestoreArgs {
     /// etcdctl on the node.
     #[command(flatten)]
     pub node: NodeEtcdctlFlags,
-    /// Static-pod manifests dir on the node.
+    /// Static-pod manifests dir on the node (once for all nodes, or once per --ssh).
     #[arg(
         long,
         value_name = "DIR",
         default_value = "/etc/kubernetes/manifests",
         help_heading = "Node layout"
     )]
-    pub manifests_dir: String,
-    /// etcd data dir on the node.
+    pub manifests_dir: Vec<String>,
+    /// etcd data dir on the node (once, or once per --ssh).
     #[arg(
         long,
         value_name = "DIR",
         default_value = "/var/lib/etcd",
         help_heading = "Node layout"
     )]
-    pub etcd_data_dir: String,
-    /// PKI dir on the node.
+    pub etcd_data_dir: Vec<String>,
+    /// PKI dir on the node (once, or once per --ssh).
     #[arg(
         long = "node-pki-dir",
         value_name = "DIR",
         default_value = "/etc/kubernetes/pki",
         help_heading = "Node layout"
     )]
-    pub pki_dir: String,
-    /// Admin kubeconfig on the node, fetched at the end.
+    pub pki_dir: Vec<String>,
+    /// Admin kubeconfig on the node, fetched at the end from the first node (once, or once
+    /// per --ssh).
     #[arg(
         long,
         value_name = "FILE",
         default_value = "/etc/kubernetes/admin.conf",
         help_heading = "Node layout"
     )]
-    pub admin_conf: String,
-    /// Where the 0700 staging dir is made on the node.
+    pub admin_conf: Vec<String>,
+    /// Where the 0700 staging dir is made on the node (once, or once per --ssh).
     #[arg(
         long,
         value_name = "DIR",
         default_value = "/var/tmp",
         help_heading = "Node layout"
     )]
-    pub staging_dir: String,
+    pub staging_dir: Vec<String>,
     /// Shell command on the node that exits 0 once etcd and kube-apiserver have stopped
-    /// [default: no etcd or kube-apiserver container in `crictl ps`].
+    /// [default: no etcd or kube-apiserver container in `crictl ps`] (once, or once per --ssh).
     #[arg(long, value_name = "CMD", help_heading = "Node layout")]
-    pub stopped_check: Option<String>,
+    pub stopped_check: Vec<String>,
     /// Shell command on the node that exits 0 once the control plane serves again
-    /// [default: etcdctl endpoint health, then kube-apiserver /readyz on 127.0.0.1:6443].
+    /// [default: etcdctl endpoint health, then kube-apiserver /readyz on 127.0.0.1:6443]
+    /// (once, or once per --ssh).
     #[arg(long, value_name = "CMD", help_heading = "Node layout")]
-    pub ready_check: Option<String>,
+    pub ready_check: Vec<String>,
     /// Seconds to wait for the control plane to stop, and to be ready again.
     #[arg(
         long,

@@ -4,7 +4,6 @@
 //! (preflight, plan, verify, the step runner and its rollback) lives in the core, never here;
 //! so does the journal that `--rollback RESTORE_ID` reads back from the node.
 
-use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,13 +15,20 @@ use crate::cli::RestoreArgs;
 use crate::error::{Usage, VerifyFailed};
 use crate::extract::{extract_verified, ExtractError};
 use crate::restore::local::{LocalMember, Members};
-use crate::restore::plan::{NodeLayout, Step};
 use crate::restore::NodeRestore;
-use crate::sources::gather::{self, NodeAt};
-use crate::sources::kube::{Cluster, KubeTarget, Profile};
 use crate::sources::settings::Sources;
-use crate::sources::ssh::Node;
 use crate::trust::Authorship;
+
+// The nodes: destinations (with a port each), per-node layouts, connections.
+mod nodes;
+// The plan shown (`--dry-run`, before the question) and the question.
+mod render;
+// `--rollback RESTORE_ID` on each node from its journal.
+mod rollback;
+
+use nodes::{connect_all, destinations, layouts};
+use render::{confirm, print_plan, Nodes};
+use rollback::rollback;
 
 /// Runs the command.
 ///
@@ -40,7 +46,7 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
     crate::catalog::parse_ref(&reference)?;
     if args.to_dir.is_none() && node_settings.ssh.is_none() && node_settings.kubeconfig.is_none() {
         return Err(Usage(
-            "restore needs a target: --ssh USER@HOST (the control-plane node), --kubeconfig FILE or --cluster NAME (to find it), or --to-dir DIR (a local etcd data dir)".into(),
+            "restore needs a target: --ssh USER@HOST (the control-plane node; one per etcd member for an HA control plane), --kubeconfig FILE or --cluster NAME (to find it), or --to-dir DIR (a local etcd data dir)".into(),
         )
         .into());
     }
@@ -79,7 +85,7 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
     }
     if let Some(named) = m.kit.as_ref().and_then(|k| k.encryption_config.as_ref()) {
         if args.to_dir.is_none()
-            && crate::restore::kit::kit_files(&m, &layout(&args))
+            && crate::restore::kit::kit_files(&m, &layouts(&args, nodes::count(&args))?[0])
                 .encryption
                 .is_none()
         {
@@ -149,6 +155,7 @@ fn node_settings(ctx: &Ctx, args: &RestoreArgs) -> Sources {
     Sources {
         kubeconfig: args.kubeconfig.clone(),
         context: args.context.clone(),
+        ssh: args.nodes.first().cloned(),
         ..Sources::from(&args.ssh)
     }
     .or(&ctx.config.sources_for(cluster))
@@ -247,63 +254,6 @@ fn start_members_text(m: &Manifest, dir: &Path, members: &Members) -> String {
     t
 }
 
-fn layout(args: &RestoreArgs) -> NodeLayout {
-    let mut l = NodeLayout::kubeadm();
-    let n = &args.node;
-    l.etcdctl = l.etcdctl.with_overrides(
-        n.node_etcdctl.as_ref(),
-        n.node_etcd_endpoint.as_ref(),
-        n.node_etcd_cacert.as_ref(),
-        n.node_etcd_cert.as_ref(),
-        n.node_etcd_key.as_ref(),
-    );
-    l.manifests_dir = args.manifests_dir.clone();
-    l.data_dir = args.etcd_data_dir.clone();
-    l.pki_dir = args.pki_dir.clone();
-    l.admin_conf = args.admin_conf.clone();
-    l.staging_parent = args.staging_dir.clone();
-    l.wait_seconds = args.wait_timeout;
-    l.skip_hash_check = args.skip_hash_check;
-    l.shrink_to_one_member = args.shrink_to_one_member;
-    if let Some(c) = &args.stopped_check {
-        l.stopped_check = c.clone();
-    }
-    l.ready_check = args.ready_check.clone();
-    l
-}
-
-/// Connects to the node: the one `--ssh` names, or the control-plane node found through the
-/// cluster's API (its key from the cluster's secret, offered from memory through a private
-/// ssh-agent for the login only).
-async fn connect(ctx: &Ctx, settings: &Sources) -> anyhow::Result<Node> {
-    let cluster = match (&settings.ssh, &settings.kubeconfig) {
-        (None, Some(kubeconfig)) => Some(
-            Cluster::connect(&KubeTarget {
-                kubeconfig: kubeconfig.clone(),
-                context: settings.context.clone(),
-                profile: settings.profile.unwrap_or(Profile::GkeAdmin),
-                namespace: None,
-            })
-            .await?,
-        ),
-        _ => None,
-    };
-    let target = match gather::locate_node(settings, cluster.as_ref()).await? {
-        NodeAt::Given(t) => t,
-        NodeAt::Discovered(found) => {
-            if !ctx.quiet {
-                crate::say!(
-                    "control-plane node {} at {} (found through the cluster's API)",
-                    found.name,
-                    found.address
-                );
-            }
-            found.target
-        }
-    };
-    Ok(Node::connect(&target).await?)
-}
-
 async fn onto_node(
     ctx: &Ctx,
     args: &RestoreArgs,
@@ -313,14 +263,28 @@ async fn onto_node(
     who: &Authorship,
     identities: Arc<crate::crypto::Identities>,
 ) -> anyhow::Result<()> {
-    let node = connect(ctx, settings).await?;
-    let nodes = [node];
+    let dests = destinations(args, settings);
+    // Flags that do not pair with the nodes given are refused before any connection.
+    if !dests.is_empty() {
+        layouts(args, dests.len())?;
+    }
+    let nodes = connect_all(ctx, settings, &dests).await?;
+    // Found through the cluster, the nodes are counted only now.
+    let layouts = match layouts(args, nodes.len()) {
+        Ok(l) => l,
+        Err(e) => {
+            for node in nodes {
+                node.close().await;
+            }
+            return Err(e.into());
+        }
+    };
     let job = NodeRestore {
         store,
         backup: m,
         authorship: who,
         identities,
-        layout: layout(args),
+        layouts,
         nodes: &nodes,
         kubeconfig_out: args
             .kubeconfig_out
@@ -344,39 +308,72 @@ async fn restore_onto(ctx: &Ctx, args: &RestoreArgs, job: &NodeRestore<'_>) -> a
     let m = job.backup;
     let prepared = job.prepare().await?;
     let dest = job.destination();
+    let dests: Vec<String> = job.nodes.iter().map(|n| n.destination()).collect();
+    let shown = Nodes {
+        dests: &dests,
+        prepared: &prepared,
+    };
     if args.dry_run {
-        return print_plan(ctx, m, &dest, &prepared.restore_id, &prepared.steps);
+        return print_plan(ctx, m, &shown);
     }
     check_kubeconfig_out(&job.kubeconfig_out)?;
+    let several = dests.len() > 1;
     // Always, even with -q: the one thing an operator needs if cpvault dies mid-way.
-    crate::say!(
-        "restore id {id} (journal on {dest}: {journal}); if cpvault is stopped before the restore ends, undo it with: cpvault restore --rollback {id} --ssh {ssh} and this restore's node flags",
-        id = prepared.restore_id,
-        journal = job.journal_path(&prepared),
-        ssh = job.nodes[0].destination(),
-    );
+    if several {
+        let journals: Vec<String> = (0..dests.len())
+            .map(|i| format!("{}: {}", dests[i], job.journal_path(&prepared, i)))
+            .collect();
+        crate::say!(
+            "restore id {id} (journals on each node: {}); if cpvault is stopped before the restore ends, undo it with: cpvault restore --rollback {id} --ssh {} and this restore's node flags",
+            journals.join(", "),
+            dests.join(" --ssh "),
+            id = prepared.restore_id,
+        );
+    } else {
+        crate::say!(
+            "restore id {id} (journal on {dest}: {journal}); if cpvault is stopped before the restore ends, undo it with: cpvault restore --rollback {id} --ssh {ssh} and this restore's node flags",
+            id = prepared.restore_id,
+            journal = job.journal_path(&prepared, 0),
+            ssh = job.nodes[0].destination(),
+        );
+    }
     let inner = job.verify(&prepared).await?;
     if !args.yes {
-        confirm(m, &dest, &prepared.steps)?;
+        confirm(m, &shown)?;
     }
     let failed = job.execute(&prepared, &inner, &cancel_on_ctrl_c()).await?;
-    let p = job.paths(&prepared);
+    let p = job.paths(&prepared, 0);
+    let kept = if several {
+        let each: Vec<String> = (0..dests.len())
+            .map(|i| {
+                let p = job.paths(&prepared, i);
+                format!("on {}: {} and {}", dests[i], p.data_aside, p.pki_aside)
+            })
+            .collect();
+        format!(
+            "the previous data dirs and PKI are kept ({})",
+            each.join("; ")
+        )
+    } else {
+        format!(
+            "the previous data dir is kept at {} and the previous PKI at {}",
+            p.data_aside, p.pki_aside
+        )
+    };
     if let Some((step, cause)) = failed.first() {
         anyhow::bail!(
-            "restored {} onto {dest}, but step {step} failed ({cause}); the control plane serves the restored state and was NOT rolled back — copy {} from the node by hand (the previous data dir is kept at {} and the previous PKI at {})",
+            "restored {} onto {dest}, but step {step} failed ({cause}); the control plane serves the restored state and was NOT rolled back — copy {} from {} by hand ({kept})",
             m.reference(),
-            job.layout.admin_conf,
-            p.data_aside,
-            p.pki_aside
+            job.layout().admin_conf,
+            dests[0],
         );
     }
     if !ctx.quiet {
         crate::say!(
-            "restored {} onto {dest}; the previous data dir is kept at {} and the previous PKI at {}{}",
+            "restored {} onto {}; {kept}{}",
             m.reference(),
-            p.data_aside,
-            p.pki_aside,
-            if job.layout.shrink_to_one_member {
+            shown.describe(),
+            if job.layout().shrink_to_one_member {
                 format!(
                     ", the previous etcd.yaml at {}; the node now runs a cluster of one member: reset the other members and re-join them (etcdctl member add)",
                     p.etcd_manifest_before
@@ -387,84 +384,6 @@ async fn restore_onto(ctx: &Ctx, args: &RestoreArgs, job: &NodeRestore<'_>) -> a
         );
     }
     super::print_text(&job.kubeconfig_out.display().to_string())
-}
-
-/// `--rollback RESTORE_ID`: the journal read back from the node, printed, and (after the
-/// user's yes) undone in reverse.
-async fn rollback(
-    ctx: &Ctx,
-    args: &RestoreArgs,
-    settings: &Sources,
-    id: &str,
-) -> anyhow::Result<()> {
-    if settings.ssh.is_none() && settings.kubeconfig.is_none() {
-        return Err(Usage(
-            "restore --rollback needs the node: --ssh USER@HOST (with the restore's node flags), or --kubeconfig FILE / --cluster NAME to find it".into(),
-        )
-        .into());
-    }
-    crate::restore::journal::check_id(id)?;
-    let node = connect(ctx, settings).await?;
-    let result = rollback_on(ctx, args, &node, id).await;
-    node.close().await;
-    result
-}
-
-async fn rollback_on(ctx: &Ctx, args: &RestoreArgs, node: &Node, id: &str) -> anyhow::Result<()> {
-    let staging_parent = layout(args).staging_parent;
-    let journal = crate::restore::journal::read(node, &staging_parent, id).await?;
-    let path = crate::restore::journal::path(&staging_parent, id);
-    let dest = node.destination();
-    let undo: Vec<_> = journal
-        .steps
-        .iter()
-        .rev()
-        .filter(|e| !e.undo.is_empty())
-        .collect();
-    if args.dry_run && ctx.json() {
-        return super::print_json(&serde_json::json!({
-            "restore_id": id, "node": dest, "journal": path, "backup": journal.backup,
-            "undo": undo,
-        }));
-    }
-    let mut text = format!(
-        "roll back restore {id} of {} on {dest} (journal {path}), in this order:\n",
-        journal.backup
-    );
-    for (i, e) in undo.iter().enumerate() {
-        let state = if e.done { "" } else { " (was running)" };
-        text.push_str(&format!(
-            "{:>2}. undo {}{state}\n      run:  {}\n",
-            i + 1,
-            e.name,
-            e.undo
-        ));
-    }
-    if undo.is_empty() {
-        text.push_str("    nothing: no step that changes the node had started\n");
-    }
-    if args.dry_run {
-        return super::print_text(text.trim_end());
-    }
-    if !args.yes {
-        ask(
-            &text,
-            &format!("Type 'yes' to roll back restore {id} on {dest}: "),
-        )?;
-    } else if !ctx.quiet {
-        crate::say_raw!("{text}");
-    }
-    match crate::restore::roll_back_journal(node, &path, &journal).await {
-        crate::restore::execute::Rollback::Complete => {
-            if !ctx.quiet {
-                crate::say!(
-                    "rolled back restore {id} on {dest}: the node is as it was before the restore"
-                );
-            }
-            Ok(())
-        }
-        stopped => anyhow::bail!("rollback of restore {id} on {dest}: {stopped}"),
-    }
 }
 
 /// The kubeconfig goes into an existing dir and never over a file.
@@ -499,59 +418,4 @@ fn cancel_on_ctrl_c() -> CancellationToken {
         crate::say!("interrupted: finishing the current step, then rolling back");
     });
     cancel
-}
-
-fn print_plan(
-    ctx: &Ctx,
-    m: &Manifest,
-    dest: &str,
-    restore_id: &str,
-    steps: &[Step],
-) -> anyhow::Result<()> {
-    if ctx.json() {
-        return super::print_json(&serde_json::json!({
-            "backup": m.reference(), "node": dest, "restore_id": restore_id, "steps": steps,
-        }));
-    }
-    super::print_text(&render_plan(m, dest, steps))
-}
-
-fn render_plan(m: &Manifest, dest: &str, steps: &[Step]) -> String {
-    let mut t = format!("restore {} onto {dest}:\n", m.reference());
-    for (i, s) in steps.iter().enumerate() {
-        t.push_str(&format!("{:>2}. {:<20} {}\n", i + 1, s.kind.name(), s.does));
-        if !s.script.is_empty() {
-            t.push_str(&format!("      run:  {}\n", s.script));
-        }
-        if !s.undo.is_empty() {
-            t.push_str(&format!("      undo: {}\n", s.undo));
-        }
-    }
-    t
-}
-
-fn confirm(m: &Manifest, dest: &str, steps: &[Step]) -> anyhow::Result<()> {
-    ask(
-        &render_plan(m, dest, steps),
-        &format!("Type 'yes' to restore onto {dest}: "),
-    )
-}
-
-/// Shows `what` and asks `question` on the terminal.
-fn ask(what: &str, question: &str) -> anyhow::Result<()> {
-    if !io::stdin().is_terminal() {
-        return Err(Usage(
-            "restore changes the node and asks first; stdin is not a terminal, so pass --yes (review the plan with --dry-run)".into(),
-        )
-        .into());
-    }
-    crate::say_raw!("{what}");
-    crate::say_raw!("{question}");
-    io::stderr().flush()?;
-    let mut answer = String::new();
-    io::stdin().read_line(&mut answer)?;
-    if answer.trim() != "yes" {
-        anyhow::bail!("not confirmed; nothing was changed");
-    }
-    Ok(())
 }

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use super::plan::{NodeId, Step, StepKind};
 
 /// TEST-ONLY fault-injection hook: the environment variable naming a step that is made to
-/// fail right after it ran, so the tests can exercise the rollback of every step through the
+/// fail right after it ran (`NAME`, on every node; `NAME@N`, on the N-th node only, counted
+/// from 1 in `--ssh` order), so the tests can exercise the rollback of every step through the
 /// real binary. See [`fail_at_hook`], the one place it is read.
 pub const FAIL_AT_ENV: &str = "CPVAULT_RESTORE_FAIL_AT";
 
@@ -24,26 +25,63 @@ pub const PAUSE_AT_ENV: &str = "CPVAULT_RESTORE_PAUSE_AT";
 
 /// TEST-ONLY fault-injection hook: the step [`FAIL_AT_ENV`] names, if any. Only debug builds
 /// (which the integration tests run) read it; a release build never fails a step on purpose.
-pub fn fail_at_hook() -> Option<StepKind> {
+pub fn fail_at_hook() -> Option<StepAt> {
     step_hook(FAIL_AT_ENV)
 }
 
 /// TEST-ONLY hook: the step [`PAUSE_AT_ENV`] names, if any. Only debug builds read it; a
 /// release build never waits on purpose.
-pub fn pause_at_hook() -> Option<StepKind> {
+pub fn pause_at_hook() -> Option<StepAt> {
     step_hook(PAUSE_AT_ENV)
 }
 
-fn step_hook(_env: &str) -> Option<StepKind> {
+fn step_hook(_env: &str) -> Option<StepAt> {
     #[cfg(debug_assertions)]
     {
         std::env::var(_env)
             .ok()
-            .and_then(|name| StepKind::from_name(&name))
+            .and_then(|name| StepAt::parse(&name))
     }
     #[cfg(not(debug_assertions))]
     {
         None
+    }
+}
+
+/// A step a test hook names: its kind, on one node or (`node: None`) on any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepAt {
+    /// The step.
+    pub kind: StepKind,
+    /// Only on this node.
+    pub node: Option<NodeId>,
+}
+
+impl StepAt {
+    /// `NAME` or `NAME@N` (N counted from 1); `None` for anything else.
+    pub fn parse(s: &str) -> Option<StepAt> {
+        let (name, node) = match s.split_once('@') {
+            Some((name, n)) => {
+                let n: usize = n.parse().ok().filter(|n| *n >= 1)?;
+                (name, Some(NodeId(n - 1)))
+            }
+            None => (s, None),
+        };
+        Some(StepAt {
+            kind: StepKind::from_name(name)?,
+            node,
+        })
+    }
+
+    /// Whether `step` is the one named.
+    pub fn is(&self, step: &Step) -> bool {
+        self.kind == step.kind && self.node.is_none_or(|n| n == step.node)
+    }
+}
+
+impl From<StepKind> for StepAt {
+    fn from(kind: StepKind) -> StepAt {
+        StepAt { kind, node: None }
     }
 }
 
@@ -80,9 +118,9 @@ pub struct RunOptions {
     /// No progress lines.
     pub quiet: bool,
     /// Fail this step after it ran ([`fail_at_hook`]; tests only).
-    pub fail_at: Option<StepKind>,
+    pub fail_at: Option<StepAt>,
     /// Wait after this step until interrupted ([`pause_at_hook`]; tests only).
-    pub pause_at: Option<StepKind>,
+    pub pause_at: Option<StepAt>,
 }
 
 /// A run that went to the end without a rollback.
@@ -169,12 +207,18 @@ pub async fn run<'p, E: Executor>(
         .iter()
         .filter(|s| !s.kind.checked_before_changes())
         .collect();
+    let several = runnable.iter().any(|s| s.node != runnable[0].node);
     let mut journal: Vec<&Step> = vec![];
     let mut failed = vec![];
     for (i, step) in runnable.iter().copied().enumerate() {
         if !opts.quiet {
+            let on = if several {
+                format!(" on {}", exec.node_name(step.node))
+            } else {
+                String::new()
+            };
             crate::say!(
-                "[{}/{}] {}: {}",
+                "[{}/{}] {}{on}: {}",
                 i + 1,
                 runnable.len(),
                 step.kind,
@@ -205,7 +249,7 @@ pub async fn run<'p, E: Executor>(
             }
         }
         let mut r = exec.run(step).await;
-        if r.is_ok() && opts.fail_at == Some(step.kind) {
+        if r.is_ok() && opts.fail_at.is_some_and(|at| at.is(step)) {
             r = Err(format!("injected failure ({FAIL_AT_ENV})"));
         }
         if r.is_ok() && !step.kind.best_effort() && cancel.is_cancelled() {
@@ -221,7 +265,7 @@ pub async fn run<'p, E: Executor>(
         match r {
             Ok(()) => {
                 journal.push(step);
-                if opts.pause_at == Some(step.kind) {
+                if opts.pause_at.is_some_and(|at| at.is(step)) {
                     pause(step.kind, cancel).await;
                 }
             }
@@ -273,15 +317,32 @@ pub async fn roll_back<U: Undoer>(exec: &U, journal: &[&Step]) -> Rollback {
         .rev()
         .filter(|(_, s)| !s.undo.is_empty())
         .collect();
+    let several = pending.iter().any(|(_, s)| s.node != pending[0].1.node);
     for (i, (at, step)) in pending.iter().enumerate() {
-        crate::say!("rolling back {}", step.kind);
+        if several {
+            crate::say!(
+                "rolling back {} on {}",
+                step.kind,
+                exec.node_name(step.node)
+            );
+        } else {
+            crate::say!("rolling back {}", step.kind);
+        }
         if let Err(failure) = exec.undo(step).await {
             return Rollback::Stopped {
                 at: step.kind,
                 failure,
                 left: pending[i..]
                     .iter()
-                    .map(|(_, s)| (s.kind, s.undo.clone()))
+                    .map(|(_, s)| {
+                        // Over several nodes, each undo says where it is to run.
+                        let undo = if several {
+                            format!("on {}: {}", exec.node_name(s.node), s.undo)
+                        } else {
+                            s.undo.clone()
+                        };
+                        (s.kind, undo)
+                    })
                     .collect(),
             };
         }

@@ -1,9 +1,10 @@
-//! Restore (design.md §6): onto control-plane nodes over SSH, or into a local dir
-//! ([`local`]). A restore onto nodes goes preflight ([`preflight`], read-only) → plan
-//! ([`plan`], pure, what `--dry-run` prints) → a deep verify of the archive and the CA check →
-//! the step runner ([`execute`]), which undoes every completed step in reverse on a failure and
-//! keeps a [`journal`] of them on the node, from which [`roll_back_journal`] undoes a restore
-//! whose cpvault died. Plaintext reaches a node only inside its 0700 staging dir ([`stage`]); nothing decrypted is
+//! Restore (design.md §6): onto control-plane nodes over SSH — one, or every member of an HA
+//! control plane as one plan — or into a local dir ([`local`]). A restore onto nodes goes
+//! preflight ([`preflight`], read-only, on every node) → plan ([`plan`], pure, what
+//! `--dry-run` prints) → a deep verify of the archive and the CA check → the step runner
+//! ([`execute`]), which undoes every completed step of every node in reverse on a failure and
+//! keeps on each node a [`journal`] of that node's steps, from which [`roll_back_journal`]
+//! undoes a restore whose cpvault died. Plaintext reaches a node only inside its 0700 staging dir ([`stage`]); nothing decrypted is
 //! written on this machine except the kubeconfig the user asked for (0600). The connections are
 //! made by the command and handed in; nothing here asks the user or renders output beyond
 //! progress on stderr.
@@ -52,7 +53,8 @@ fn node_err(what: &str, out: &std::process::Output) -> String {
 }
 
 /// One restore onto nodes: what is restored, where, and how. The nodes are connected by the
-/// caller; [`NodeId`] `i` in the plan is `nodes[i]`.
+/// caller; [`NodeId`] `i` in the plan is `nodes[i]`, laid out as `layouts[i]`. Several nodes
+/// are the members of one etcd cluster, restored together.
 pub struct NodeRestore<'a> {
     /// The store holding the backup.
     pub store: &'a cpvault_backends::Store,
@@ -62,9 +64,9 @@ pub struct NodeRestore<'a> {
     pub authorship: &'a crate::trust::Authorship,
     /// Keys that open it.
     pub identities: Arc<Identities>,
-    /// Where things are on the nodes.
-    pub layout: NodeLayout,
-    /// The nodes (one today).
+    /// Where things are on each node (one per node).
+    pub layouts: Vec<NodeLayout>,
+    /// The nodes.
     pub nodes: &'a [Node],
     /// Where the restored cluster's admin kubeconfig goes (0600, never overwritten).
     pub kubeconfig_out: PathBuf,
@@ -96,9 +98,14 @@ impl NodeRestore<'_> {
         names.join(", ")
     }
 
-    /// The paths of this restore on the nodes.
-    pub fn paths(&self, p: &Prepared) -> Paths {
-        plan::paths(&self.layout, &p.restore_id)
+    /// The first node's layout (the one the kubeconfig comes from).
+    pub fn layout(&self) -> &NodeLayout {
+        &self.layouts[0]
+    }
+
+    /// The paths of this restore on node `i`.
+    pub fn paths(&self, p: &Prepared, i: usize) -> Paths {
+        plan::paths(&self.layouts[i], &p.restore_id)
     }
 
     /// Probes the nodes (read-only) and plans the restore.
@@ -108,8 +115,8 @@ impl NodeRestore<'_> {
     pub async fn prepare(&self) -> Result<Prepared, PreflightError> {
         preflight::certificates_valid(self.backup, Utc::now(), self.force_expired)?;
         let mut facts = vec![];
-        for node in self.nodes {
-            facts.push(preflight::probe(node, &self.layout, self.backup).await?);
+        for (node, l) in self.nodes.iter().zip(&self.layouts) {
+            facts.push(preflight::probe(node, l, self.backup).await?);
         }
         let dests: Vec<String> = self.nodes.iter().map(Node::destination).collect();
         let recorded: Vec<String> = self
@@ -124,9 +131,9 @@ impl NodeRestore<'_> {
         preflight::membership(
             &facts,
             &dests,
-            &self.layout,
+            &self.layouts,
             &recorded,
-            self.layout.shrink_to_one_member,
+            self.layout().shrink_to_one_member,
         )?;
         let snapshot_version = self.backup.etcd.as_ref().and_then(|e| e.version.as_deref());
         preflight::versions(&facts, &dests, snapshot_version, self.force_version)?;
@@ -143,22 +150,19 @@ impl NodeRestore<'_> {
             rand::random::<u16>()
         );
         let kubeconfig_out = self.kubeconfig_out.display().to_string();
-        let kit = kit::kit_files(self.backup, &self.layout);
-        // One node: its own plan. Several (HA) will order their steps here.
-        let steps = facts
+        let kits: Vec<kit::KitFiles> = self
+            .layouts
             .iter()
-            .enumerate()
-            .flat_map(|(i, f)| {
-                plan::plan(
-                    &self.layout,
-                    &f.member,
-                    &restore_id,
-                    &kubeconfig_out,
-                    &kit,
-                    NodeId(i),
-                )
-            })
+            .map(|l| kit::kit_files(self.backup, l))
             .collect();
+        let nodes: Vec<_> = self
+            .layouts
+            .iter()
+            .zip(&facts)
+            .zip(&kits)
+            .map(|((l, f), k)| (l, &f.member, k))
+            .collect();
+        let steps = plan::plan_all(&nodes, &restore_id, &kubeconfig_out);
         Ok(Prepared {
             restore_id,
             facts,
@@ -200,11 +204,11 @@ impl NodeRestore<'_> {
         let inner = report
             .inner
             .expect("a passing deep verify read the inner manifest");
-        for (node, facts) in self.nodes.iter().zip(&p.facts) {
+        for ((node, facts), l) in self.nodes.iter().zip(&p.facts).zip(&self.layouts) {
             preflight::same_cluster(
                 &inner,
                 facts,
-                &self.layout.pki_dir,
+                &l.pki_dir,
                 &node.destination(),
                 self.force_different_cluster,
             )?;
@@ -212,9 +216,9 @@ impl NodeRestore<'_> {
         Ok(inner)
     }
 
-    /// The journal's path on the nodes.
-    pub fn journal_path(&self, p: &Prepared) -> String {
-        journal::path(&self.layout.staging_parent, &p.restore_id)
+    /// The journal's path on node `i`.
+    pub fn journal_path(&self, p: &Prepared, i: usize) -> String {
+        journal::path(&self.layouts[i].staging_parent, &p.restore_id)
     }
 
     /// Runs the plan (the verified `inner` manifest checks the staged files); a Ctrl-C that
@@ -230,17 +234,23 @@ impl NodeRestore<'_> {
         inner: &Manifest,
         cancel: &CancellationToken,
     ) -> Result<Vec<(StepKind, String)>, StepFailed> {
+        let n = self.nodes.len();
         let exec = OnNodes {
             job: self,
             inner,
-            paths: self.paths(p),
-            journal: Journal::new(
-                &p.restore_id,
-                &self.backup.reference(),
-                &self.destination(),
-                &self.layout,
-            ),
-            journal_path: self.journal_path(p),
+            paths: (0..n).map(|i| self.paths(p, i)).collect(),
+            journals: (0..n)
+                .map(|i| {
+                    Journal::new(
+                        &p.restore_id,
+                        &self.backup.reference(),
+                        &self.nodes[i].destination(),
+                        &self.layouts[i],
+                    )
+                })
+                .collect(),
+            journal_paths: (0..n).map(|i| self.journal_path(p, i)).collect(),
+            written: std::cell::RefCell::new(vec![None; n]),
             wrote_kubeconfig: std::cell::Cell::new(false),
         };
         let opts = RunOptions {
@@ -252,8 +262,9 @@ impl NodeRestore<'_> {
     }
 }
 
-/// Undoes, in reverse, what the journal `j` (read from `node`, where it lives at `path`)
-/// lists, with the runner's own rollback: it stops at the first undo that fails, keeps the
+/// Undoes, in reverse, what the journal `j` (read from `node`, where it lives at `path`;
+/// after a restore over several nodes, that node's own steps) lists, with the runner's own
+/// rollback: it stops at the first undo that fails, keeps the
 /// journal of what is left, and removes it once everything is undone.
 pub async fn roll_back_journal(node: &Node, path: &str, j: &Journal) -> Rollback {
     let steps = j.steps();
@@ -305,10 +316,14 @@ async fn undo_on(node: &Node, step: &Step) -> Result<(), String> {
 struct OnNodes<'a> {
     job: &'a NodeRestore<'a>,
     inner: &'a Manifest,
-    paths: Paths,
-    /// The journal without steps, and where it goes on every node.
-    journal: Journal,
-    journal_path: String,
+    /// Per node: the restore's paths there.
+    paths: Vec<Paths>,
+    /// Per node: its journal without steps, and where it goes there.
+    journals: Vec<Journal>,
+    journal_paths: Vec<String>,
+    /// Per node: the journal last written there, so only a node whose steps changed is
+    /// written again.
+    written: std::cell::RefCell<Vec<Option<Journal>>>,
     /// Whether this restore wrote the kubeconfig (only then is it ours to remove).
     wrote_kubeconfig: std::cell::Cell<bool>,
 }
@@ -328,20 +343,40 @@ impl Undoer for OnNodes<'_> {
         undo_on(self.node(step.node), step).await
     }
 
-    // Every node gets the whole journal: any one of them is enough to undo the restore.
+    // Each node gets the journal of its own steps, so `--rollback` on that node alone undoes
+    // what changed there (the step in flight included).
     async fn record(&self, done: &[&Step], in_flight: Option<&Step>) -> Result<(), String> {
-        let j = self.journal.with_steps(done, in_flight);
-        for node in self.job.nodes {
-            journal::write(node, &self.journal_path, &j).await?;
+        for (i, node) in self.job.nodes.iter().enumerate() {
+            let mine: Vec<&Step> = done.iter().copied().filter(|s| s.node.0 == i).collect();
+            let j = self.journals[i].with_steps(&mine, in_flight.filter(|s| s.node.0 == i));
+            // A node none of whose steps started has nothing to undo: no journal yet.
+            let unchanged = match &self.written.borrow()[i] {
+                Some(w) => *w == j,
+                None => j.steps.is_empty(),
+            };
+            if unchanged {
+                continue;
+            }
+            journal::write(node, &self.journal_paths[i], &j).await?;
+            self.written.borrow_mut()[i] = Some(j);
         }
         Ok(())
     }
 
     async fn forget(&self) -> Result<(), String> {
-        for node in self.job.nodes {
-            journal::remove(node, &self.journal_path).await?;
+        let mut first_error = None;
+        for (i, node) in self.job.nodes.iter().enumerate() {
+            if self.written.borrow()[i].is_none() {
+                continue;
+            }
+            match journal::remove(node, &self.journal_paths[i]).await {
+                Ok(()) => self.written.borrow_mut()[i] = None,
+                Err(e) => {
+                    first_error.get_or_insert(format!("on {}: {e}", node.destination()));
+                }
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 
@@ -361,7 +396,7 @@ impl Executor for OnNodes<'_> {
                     j.backup,
                     j.identities.clone(),
                     self.inner,
-                    &self.paths.staging,
+                    &self.paths[step.node.0].staging,
                 )
                 .await
             }
@@ -384,7 +419,7 @@ impl Executor for OnNodes<'_> {
         if step.kind == StepKind::Kubeconfig {
             return format!(
                 "could not fetch {} from {} to {} ({error}); the control plane serves the restored state and is NOT rolled back — copy that file from the node by hand",
-                self.job.layout.admin_conf,
+                self.job.layouts[step.node.0].admin_conf,
                 self.node_name(step.node),
                 self.job.kubeconfig_out.display()
             );
@@ -392,7 +427,7 @@ impl Executor for OnNodes<'_> {
         format!(
             "could not remove the staging dir on {} ({error}); it holds the CA keys in plaintext — remove {} by hand",
             self.node_name(step.node),
-            self.paths.staging
+            self.paths[step.node.0].staging
         )
     }
 }

@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::etcdctl::{quote, RemoteEtcdctl};
 
+// The etcd member a node runs, read from its etcd.yaml.
+mod member;
+pub use member::{parse_member, Member};
+// Several nodes (HA): the nodes' plans in one order, the shared cluster, the quorum wait.
+mod cluster;
+pub use cluster::plan_all;
+
 /// Where things are on the node, and how to check on etcd there.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeLayout {
@@ -82,75 +89,9 @@ pub fn health_command(e: &RemoteEtcdctl) -> String {
     format!("{} endpoint health", e.invocation())
 }
 
-/// The member flags `snapshot restore` needs, as the node's etcd runs with them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Member {
-    /// `--name`.
-    pub name: String,
-    /// `--initial-cluster`.
-    pub initial_cluster: String,
-    /// `--initial-advertise-peer-urls`.
-    pub initial_advertise_peer_urls: String,
-    /// `--data-dir`, when the manifest sets it.
-    pub data_dir: Option<String>,
-}
-
-impl Member {
-    /// The member names `--initial-cluster` lists (`NAME=URL,…`; a name with several peer
-    /// URLs appears once), in its order.
-    pub fn initial_members(&self) -> Vec<String> {
-        let mut names: Vec<String> = vec![];
-        for item in self.initial_cluster.split(',') {
-            let name = item.split_once('=').map_or(item, |(n, _)| n).trim();
-            if !name.is_empty() && !names.iter().any(|n| n == name) {
-                names.push(name.to_string());
-            }
-        }
-        names
-    }
-
-    /// The members `--initial-cluster` lists besides this one.
-    pub fn other_members(&self) -> Vec<String> {
-        let mut others = self.initial_members();
-        others.retain(|n| *n != self.name);
-        others
-    }
-
-    /// This member alone as a cluster: `--initial-cluster` naming only itself, at each of its
-    /// peer URLs.
-    pub fn alone(&self) -> Member {
-        let initial_cluster = self
-            .initial_advertise_peer_urls
-            .split(',')
-            .map(|u| format!("{}={}", self.name, u.trim()))
-            .collect::<Vec<_>>()
-            .join(",");
-        Member {
-            initial_cluster,
-            ..self.clone()
-        }
-    }
-}
-
-/// Reads the member flags from a static-pod manifest's command list (`- --name=node1`).
-///
-/// # Errors
-/// Names the flag that is missing.
-pub fn parse_member(etcd_yaml: &str) -> Result<Member, String> {
-    let flag = |name: &str| -> Result<String, String> {
-        crate::etcdctl::static_pod_flag(etcd_yaml, name)
-            .ok_or_else(|| format!("etcd.yaml has no --{name}=… in its command"))
-    };
-    Ok(Member {
-        name: flag("name")?,
-        initial_cluster: flag("initial-cluster")?,
-        initial_advertise_peer_urls: flag("initial-advertise-peer-urls")?,
-        data_dir: flag("data-dir").ok(),
-    })
-}
-
-/// Which node a step runs on: an index into the nodes the restore spans. One node today; a
-/// plan over every member of an HA control plane is the same steps with other indexes.
+/// Which node a step runs on: an index into the nodes the restore spans (the order of
+/// `--ssh`). A plan over every member of an HA control plane is the same steps with other
+/// indexes ([`plan_all`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NodeId(pub usize);
 
@@ -186,6 +127,8 @@ pub enum StepKind {
     StartControlPlane,
     /// Wait for etcd and kube-apiserver.
     WaitReady,
+    /// Several members: wait until every one is healthy and they agree on one leader.
+    WaitQuorum,
     /// Fetch the admin kubeconfig.
     Kubeconfig,
     /// Remove the staging dir.
@@ -194,8 +137,9 @@ pub enum StepKind {
 
 impl StepKind {
     /// Every kind, in plan order (`shrink-to-one-member` only in a plan that asks for it,
-    /// the kit's steps only when the backup holds them).
-    pub const ALL: [StepKind; 15] = [
+    /// the kit's steps only when the backup holds them, `wait-quorum` only over several
+    /// nodes). A plan over several nodes runs each kind on every node before the next.
+    pub const ALL: [StepKind; 16] = [
         StepKind::Preflight,
         StepKind::Verify,
         StepKind::Stage,
@@ -209,6 +153,7 @@ impl StepKind {
         StepKind::AdminConf,
         StepKind::StartControlPlane,
         StepKind::WaitReady,
+        StepKind::WaitQuorum,
         StepKind::Kubeconfig,
         StepKind::Cleanup,
     ];
@@ -229,6 +174,7 @@ impl StepKind {
             StepKind::AdminConf => "admin-conf",
             StepKind::StartControlPlane => "start-control-plane",
             StepKind::WaitReady => "wait-ready",
+            StepKind::WaitQuorum => "wait-quorum",
             StepKind::Kubeconfig => "kubeconfig",
             StepKind::Cleanup => "cleanup",
         }
@@ -374,7 +320,7 @@ fn shrink_step(l: &NodeLayout, p: &Paths, alone: &Member, node: NodeId) -> Step 
     }
 }
 
-fn wait_for(check: &str, what: &str, seconds: u64) -> String {
+pub(crate) fn wait_for(check: &str, what: &str, seconds: u64) -> String {
     format!(
         "end=$(( $(date +%s) + {seconds} )); until ( {check} ) >/dev/null 2>&1; do if [ $(date +%s) -ge $end ]; then echo 'timed out after {seconds}s waiting until {what} (check: {})' >&2; exit 1; fi; sleep 0.5; done",
         check.replace('\'', "")
@@ -386,10 +332,14 @@ fn wait_for(check: &str, what: &str, seconds: u64) -> String {
 /// where the node has it; a configured etcdctl command is used as given.
 fn restore_command(l: &NodeLayout, m: &Member, snapshot: &str, data: &str) -> String {
     let args = format!(
-        "snapshot restore {snapshot} --data-dir={data} --name={} --initial-cluster={} --initial-advertise-peer-urls={}{}",
+        "snapshot restore {snapshot} --data-dir={data} --name={} --initial-cluster={} --initial-advertise-peer-urls={}{}{}",
         quote(&m.name),
         quote(&m.initial_cluster),
         quote(&m.initial_advertise_peer_urls),
+        match &m.initial_cluster_token {
+            Some(t) => format!(" --initial-cluster-token={}", quote(t)),
+            None => String::new(),
+        },
         if l.skip_hash_check {
             " --skip-hash-check"
         } else {

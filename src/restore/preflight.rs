@@ -140,20 +140,30 @@ pub enum PreflightError {
         /// Paths relative to the PKI dir.
         missing: Vec<String>,
     },
-    /// The node's etcd.yaml names members that are not being restored: restoring this node
-    /// alone would split the cluster.
-    #[error("preflight on {node}: {named_by} names {} etcd members ({}), but only {member} is being restored; it would start a new cluster while {} still hold the old one (a split); nothing was changed — restoring a multi-member cluster onto its nodes is not supported yet: restore the data dirs with `restore REF --to-dir DIR --members NAME=PEER_URL,…` and put each in place by hand, or stop the other members and pass --shrink-to-one-member to make {member} a cluster of one (its etcd.yaml is rewritten; the other members must be reset and re-joined)", all.len(), all.join(", "), missing.join(" and "))]
+    /// The node's etcd.yaml (or the backup) names members that are not being restored:
+    /// restoring only these nodes would split the cluster.
+    #[error("preflight on {node}: {named_by} names {} etcd members ({}), but the restore covers only {member}; it would start a new cluster while {} still hold the old one (a split); nothing was changed — restore every member's node together (one --ssh each, with its node flags), or restore the data dirs with `restore REF --to-dir DIR --members NAME=PEER_URL,…` and put each in place by hand, or stop the other members and pass --shrink-to-one-member to make one node a cluster of one (its etcd.yaml is rewritten; the other members must be reset and re-joined)", all.len(), all.join(", "), missing.join(" and "))]
     Split {
         /// The node.
         node: String,
         /// What names the members: the node's etcd.yaml or the backup's member list.
         named_by: String,
-        /// The member restored there.
+        /// The members restored (`a and b`).
         member: String,
         /// Every member --initial-cluster names.
         all: Vec<String>,
         /// The members not being restored.
         missing: Vec<String>,
+    },
+    /// Two nodes given run the same etcd member.
+    #[error("preflight: {first} and {second} both run etcd member {member} (the --name in their etcd.yaml); nothing was changed — give each member's node once")]
+    SameMember {
+        /// The first node.
+        first: String,
+        /// The other.
+        second: String,
+        /// The member's name.
+        member: String,
     },
     /// The snapshot needs a newer etcd than the node runs.
     #[error("preflight on {node}: {cause}")]

@@ -260,6 +260,28 @@ pub struct DiscoveredNode {
 /// The API calls' errors ([`super::SourceError::Kube`]).
 pub async fn discover_node(c: &Cluster, s: &Sources) -> anyhow::Result<DiscoveredNode> {
     let (name, address) = c.control_plane_address().await?;
+    discovered(c, s, name, address).await
+}
+
+/// Every control-plane node (by name), as [`discover_node`] finds the first: restore onto an
+/// HA control plane goes to all of them.
+///
+/// # Errors
+/// As [`discover_node`].
+pub async fn discover_nodes(c: &Cluster, s: &Sources) -> anyhow::Result<Vec<DiscoveredNode>> {
+    let mut nodes = vec![];
+    for (name, address) in c.control_plane_addresses().await? {
+        nodes.push(discovered(c, s, name, address).await?);
+    }
+    Ok(nodes)
+}
+
+async fn discovered(
+    c: &Cluster,
+    s: &Sources,
+    name: String,
+    address: String,
+) -> anyhow::Result<DiscoveredNode> {
     let mut target = ssh_target(s, &address);
     target.user = Some(s.ssh_user.clone().unwrap_or_else(|| "ubuntu".into()));
     if target.key.is_none() {

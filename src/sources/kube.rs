@@ -417,12 +417,21 @@ impl Cluster {
         }
     }
 
-    /// The address of the control-plane node: the first (by name) node labelled
-    /// control-plane or master, its ExternalIP, else its InternalIP.
+    /// The address of the control-plane node: the first (by name) of
+    /// [`Cluster::control_plane_addresses`].
     ///
     /// # Errors
-    /// [`SourceError::Kube`] when no node has the role or an address.
+    /// As [`Cluster::control_plane_addresses`].
     pub async fn control_plane_address(&self) -> Result<(String, String), SourceError> {
+        Ok(self.control_plane_addresses().await?.remove(0))
+    }
+
+    /// Every control-plane node, by name: `(name, address)` of each node labelled
+    /// control-plane or master, its ExternalIP, else its InternalIP. Never empty.
+    ///
+    /// # Errors
+    /// [`SourceError::Kube`] when no node has the role, or one has no address.
+    pub async fn control_plane_addresses(&self) -> Result<Vec<(String, String)>, SourceError> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let mut found = vec![];
         for role in [
@@ -436,33 +445,42 @@ impl Cluster {
             found.extend(list.items);
         }
         found.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        let node = found.first().ok_or_else(|| {
-            fail(
+        // A node with both labels is listed twice.
+        found.dedup_by(|a, b| a.metadata.name == b.metadata.name);
+        if found.is_empty() {
+            return Err(fail(
                 "no node has the control-plane or master role".into(),
                 "use the admin cluster's kubeconfig, or give the node with --ssh USER@HOST",
-            )
-        })?;
-        let name = node.metadata.name.clone().unwrap_or_default();
-        let addrs = node
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.clone())
-            .unwrap_or_default();
-        let pick = |t: &str| {
-            addrs
-                .iter()
-                .find(|a| a.type_ == t)
-                .map(|a| a.address.clone())
-        };
-        let addr = pick("ExternalIP")
-            .or_else(|| pick("InternalIP"))
-            .ok_or_else(|| {
-                fail(
-                    format!("control-plane node {name} has no ExternalIP or InternalIP address"),
-                    "give the node with --ssh USER@HOST",
-                )
-            })?;
-        Ok((name, addr))
+            ));
+        }
+        found
+            .iter()
+            .map(|node| {
+                let name = node.metadata.name.clone().unwrap_or_default();
+                let addrs = node
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.addresses.clone())
+                    .unwrap_or_default();
+                let pick = |t: &str| {
+                    addrs
+                        .iter()
+                        .find(|a| a.type_ == t)
+                        .map(|a| a.address.clone())
+                };
+                let addr = pick("ExternalIP")
+                    .or_else(|| pick("InternalIP"))
+                    .ok_or_else(|| {
+                        fail(
+                            format!(
+                                "control-plane node {name} has no ExternalIP or InternalIP address"
+                            ),
+                            "give the node with --ssh USER@HOST",
+                        )
+                    })?;
+                Ok((name, addr))
+            })
+            .collect()
     }
 
     /// The node SSH private key from secret `kube-system/sshkeys`, field `vsphere_tmp`.

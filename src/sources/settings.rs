@@ -120,10 +120,10 @@ layered_settings! {
             #[arg(long, value_name = "NAME", help_heading = "Kubernetes")]
             etcd_server_name: Option<String>,
         },
-        /// How to reach the control-plane node over SSH (backup and restore).
-        ssh: SshFlags {
-            /// The control-plane node, USER@HOST: for backup its PKI is read with `tar`
-            /// over SSH; for restore it is the node restored onto.
+        /// The control-plane node backup reads over SSH (restore takes several: its own
+        /// repeatable `--ssh`).
+        ssh_node: SshNodeFlags {
+            /// The control-plane node, USER@HOST: its PKI is read with `tar` over SSH.
             #[arg(
                 long,
                 env = "CPVAULT_SSH",
@@ -131,6 +131,9 @@ layered_settings! {
                 help_heading = "SSH"
             )]
             ssh: Option<String>,
+        },
+        /// How to reach the control-plane node(s) over SSH (backup and restore).
+        ssh: SshFlags {
             /// SSH user for a node found through --kubeconfig [default: ubuntu].
             #[arg(
                 long,

@@ -46,7 +46,7 @@ fn one_node_of_three_is_refused_in_preflight_and_shrinking_it_is_explicit_and_un
             line.contains("names 3 etcd members")
                 && line.contains("while cp-2 and cp-3 still hold the old one")
                 && line.contains("nothing was changed")
-                && line.contains("not supported yet")
+                && line.contains("restore every member's node together")
                 && line.contains("--to-dir DIR --members")
                 && line.contains("--shrink-to-one-member"),
             "{line}"

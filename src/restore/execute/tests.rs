@@ -200,15 +200,15 @@ async fn a_failed_undo_stops_the_rollback_and_lists_what_is_left_in_order() {
             at: StepKind::RestoreSnapshot,
             failure: "stuck".into(),
             left: vec![
-                (StepKind::RestoreSnapshot, "unrestore0".into()),
-                (StepKind::StopControlPlane, "start1".into()),
-                (StepKind::StopControlPlane, "start0".into()),
+                (StepKind::RestoreSnapshot, "on node0: unrestore0".into()),
+                (StepKind::StopControlPlane, "on node1: start1".into()),
+                (StepKind::StopControlPlane, "on node0: start0".into()),
             ],
         }
     );
     assert!(!log(&f).contains(&"undo stop-control-plane@1".to_string()));
     assert!(e.to_string().contains(
-        "ROLLBACK STOPPED at restore-snapshot (stuck); nothing after it was undone — run these on the node by hand, in order: [restore-snapshot] unrestore0 ; [stop-control-plane] start1 ; [stop-control-plane] start0"
+        "ROLLBACK STOPPED at restore-snapshot (stuck); nothing after it was undone — run these on the node by hand, in order: [restore-snapshot] on node0: unrestore0 ; [stop-control-plane] on node1: start1 ; [stop-control-plane] on node0: start0"
     ), "{e}");
 }
 
@@ -219,7 +219,7 @@ async fn injected_failures_and_ctrl_c_fail_after_the_step_ran() {
         &f,
         RunOptions {
             quiet: true,
-            fail_at: Some(StepKind::StopControlPlane),
+            fail_at: Some(StepKind::StopControlPlane.into()),
             pause_at: None,
         },
     )

@@ -7,39 +7,53 @@ use super::{etcd_manifest, NodeFacts, PreflightError};
 
 /// Refuses a restore that would split the cluster: every member a node's `--initial-cluster`
 /// names, and every member the backup recorded (`recorded`, etcd's member list when it was
-/// taken), must be among the members being restored (one per node), unless the node is to
-/// become a cluster of one (`shrink`). Both are asked because `--initial-cluster` is a
+/// taken), must be among the members being restored (one per node, each once), unless the
+/// node is to become a cluster of one (`shrink`). `layouts[i]` is node `i`'s. Both are asked because `--initial-cluster` is a
 /// bootstrap flag: on kubeadm's first control-plane node it names that node alone however
 /// many members joined later.
 ///
 /// # Errors
+/// [`PreflightError::SameMember`] for two nodes running one member;
 /// [`PreflightError::Split`] for the first node whose etcd.yaml, or the backup, names a
 /// member not restored.
 pub fn membership(
     facts: &[NodeFacts],
     dests: &[String],
-    l: &NodeLayout,
+    layouts: &[NodeLayout],
     recorded: &[String],
     shrink: bool,
 ) -> Result<(), PreflightError> {
+    for (i, f) in facts.iter().enumerate() {
+        if let Some(j) = facts[..i]
+            .iter()
+            .position(|g| g.member.name == f.member.name)
+        {
+            return Err(PreflightError::SameMember {
+                first: dests[j].clone(),
+                second: dests[i].clone(),
+                member: f.member.name.clone(),
+            });
+        }
+    }
     if shrink {
         return Ok(());
     }
     let restored: Vec<&str> = facts.iter().map(|f| f.member.name.as_str()).collect();
+    let restored_text = restored.join(" and ");
     let not_restored = |all: &[String]| -> Vec<String> {
         all.iter()
             .filter(|n| !restored.contains(&n.as_str()))
             .cloned()
             .collect()
     };
-    for (f, dest) in facts.iter().zip(dests) {
+    for ((f, dest), l) in facts.iter().zip(dests).zip(layouts) {
         let all = f.member.initial_members();
         let missing = not_restored(&all);
         if !missing.is_empty() {
             return Err(PreflightError::Split {
                 node: dest.clone(),
                 named_by: format!("its {} (--initial-cluster)", etcd_manifest(l)),
-                member: f.member.name.clone(),
+                member: restored_text,
                 all,
                 missing,
             });
@@ -49,11 +63,11 @@ pub fn membership(
     // several says the cluster had others.
     if recorded.len() > 1 {
         let missing = not_restored(recorded);
-        if let (false, Some((f, dest))) = (missing.is_empty(), facts.iter().zip(dests).next()) {
+        if let (false, Some(dest)) = (missing.is_empty(), dests.first()) {
             return Err(PreflightError::Split {
                 node: dest.clone(),
                 named_by: "the backup's member list (etcd's, when it was taken)".into(),
-                member: f.member.name.clone(),
+                member: restored_text,
                 all: recorded.to_vec(),
                 missing,
             });

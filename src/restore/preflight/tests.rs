@@ -62,6 +62,7 @@ fn the_data_dir_must_be_the_one_etcd_runs_on() {
         initial_cluster: "n=https://a:2380".into(),
         initial_advertise_peer_urls: "https://a:2380".into(),
         data_dir: Some("/var/lib/etcd/".into()),
+        initial_cluster_token: None,
     };
     assert!(check_data_dir(&m, &l, "n").is_ok());
     m.data_dir = Some("/data/etcd".into());
@@ -83,13 +84,14 @@ fn a_node_naming_members_not_restored_is_a_split_unless_shrinking() {
             initial_cluster: cluster.into(),
             initial_advertise_peer_urls: "https://b:2380".into(),
             data_dir: None,
+            initial_cluster_token: None,
         },
         ca_sha256: None,
         etcd_version: None,
     };
     let dests = ["root@b".to_string()];
     let three = [facts("a=https://a:2380,b=https://b:2380,c=https://c:2380")];
-    let e = membership(&three, &dests, &l, &[], false).unwrap_err();
+    let e = membership(&three, &dests, std::slice::from_ref(&l), &[], false).unwrap_err();
     assert!(
         matches!(&e, PreflightError::Split { missing, .. } if missing == &["a", "c"]),
         "{e}"
@@ -103,20 +105,64 @@ fn a_node_naming_members_not_restored_is_a_split_unless_shrinking() {
             && text.contains("--shrink-to-one-member"),
         "{text}"
     );
-    assert!(membership(&three, &dests, &l, &[], true).is_ok());
+    assert!(membership(&three, &dests, std::slice::from_ref(&l), &[], true).is_ok());
     let alone = [facts("b=https://b:2380")];
-    assert!(membership(&alone, &dests, &l, &[], false).is_ok());
+    assert!(membership(&alone, &dests, std::slice::from_ref(&l), &[], false).is_ok());
     // kubeadm's first node names itself alone; the backup's member list still knows a and c.
     let recorded: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-    let e = membership(&alone, &dests, &l, &recorded, false).unwrap_err();
+    let e = membership(&alone, &dests, std::slice::from_ref(&l), &recorded, false).unwrap_err();
     assert!(
         matches!(&e, PreflightError::Split { missing, .. } if missing == &["a", "c"]),
         "{e}"
     );
     assert!(e.to_string().contains("the backup's member list"), "{e}");
-    assert!(membership(&alone, &dests, &l, &recorded, true).is_ok());
+    assert!(membership(&alone, &dests, std::slice::from_ref(&l), &recorded, true).is_ok());
     // A one-member backup under another name is no split.
-    assert!(membership(&alone, &dests, &l, &["default".into()], false).is_ok());
+    assert!(membership(
+        &alone,
+        &dests,
+        std::slice::from_ref(&l),
+        &["default".into()],
+        false
+    )
+    .is_ok());
+}
+
+#[test]
+fn several_nodes_must_cover_every_member_each_once() {
+    let l = NodeLayout::kubeadm();
+    let node = |name: &str| NodeFacts {
+        member: Member {
+            name: name.into(),
+            initial_cluster: "a=https://a:2380,b=https://b:2380,c=https://c:2380".into(),
+            initial_advertise_peer_urls: format!("https://{name}:2380"),
+            data_dir: None,
+            initial_cluster_token: None,
+        },
+        ca_sha256: None,
+        etcd_version: None,
+    };
+    let layouts = vec![l.clone(), l.clone(), l];
+    let dests: Vec<String> = ["root@a", "root@b", "root@c"].map(String::from).to_vec();
+    let all = [node("a"), node("b"), node("c")];
+    assert!(membership(&all, &dests, &layouts, &[], false).is_ok());
+    // Two of three: the third is named.
+    let e = membership(&all[..2], &dests[..2], &layouts[..2], &[], false).unwrap_err();
+    assert!(
+        matches!(&e, PreflightError::Split { missing, .. } if missing == &["c"]),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("the restore covers only a and b;"),
+        "{e}"
+    );
+    // One member given twice.
+    let twice = [node("a"), node("b"), node("a")];
+    let e = membership(&twice, &dests, &layouts, &[], false).unwrap_err();
+    assert!(
+        matches!(&e, PreflightError::SameMember { first, second, member } if first == "root@a" && second == "root@c" && member == "a"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -127,6 +173,7 @@ fn the_version_guard_names_the_node() {
             initial_cluster: "n=https://a:2380".into(),
             initial_advertise_peer_urls: "https://a:2380".into(),
             data_dir: None,
+            initial_cluster_token: None,
         },
         ca_sha256: None,
         etcd_version: Some(Installed {
@@ -213,6 +260,7 @@ fn the_ca_decides_whether_the_backup_is_of_this_cluster_unless_forced() {
         initial_cluster: "n=https://a:2380".into(),
         initial_advertise_peer_urls: "https://a:2380".into(),
         data_dir: None,
+        initial_cluster_token: None,
     };
     let facts = |ca: Option<&str>| NodeFacts {
         member: member.clone(),

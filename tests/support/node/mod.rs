@@ -4,8 +4,11 @@
 //! runs each manifest's container command as a local process, stops it when the manifest
 //! leaves the directory, restarts it when the manifest changes, and restarts it with back-off
 //! when it exits by itself. With a real sshd on loopback as the "node", `cpvault restore` runs
-//! its real steps against a real etcd. Test support only: on drop the kubelet stops and every
-//! process it started is killed. Logs live next to `root()`, never under it.
+//! its real steps against a real etcd. Several nodes ([`SandboxNode::start_cluster`]) stand
+//! for the control-plane nodes of an HA cluster: each etcd.yaml names its own member and
+//! ports and the one shared `--initial-cluster`, so their kubelets start a real multi-member
+//! etcd on loopback. Test support only: on drop the kubelet stops and every process it
+//! started is killed. Logs live next to `root()`, never under it.
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -36,6 +39,10 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct SandboxNode {
     dir: tempfile::TempDir,
     root: PathBuf,
+    /// etcd's `--name`.
+    member: String,
+    /// etcd.yaml's `--initial-cluster` (`None`: this member alone).
+    cluster: Option<String>,
     client_port: u16,
     peer_port: u16,
     running: Arc<Mutex<Vec<String>>>,
@@ -46,16 +53,57 @@ pub struct SandboxNode {
 impl SandboxNode {
     /// Builds the node tree, starts the kubelet and returns once etcd is healthy.
     pub fn start() -> SandboxNode {
+        let mut node = SandboxNode::lay_out(MEMBER, free_port(), None);
+        node.run_kubelet();
+        assert!(
+            node.wait_healthy(Duration::from_secs(30)),
+            "sandbox etcd did not become healthy\n{}",
+            node.log()
+        );
+        node
+    }
+
+    /// `count` nodes whose etcds (members `cp-1`, `cp-2`, …) form one cluster; returns once
+    /// every member is healthy.
+    pub fn start_cluster(count: usize) -> Vec<SandboxNode> {
+        let peers: Vec<(String, u16)> = (1..=count)
+            .map(|i| (format!("cp-{i}"), free_port()))
+            .collect();
+        let cluster = peers
+            .iter()
+            .map(|(n, p)| format!("{n}=http://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes: Vec<SandboxNode> = peers
+            .iter()
+            .map(|(n, p)| SandboxNode::lay_out(n, *p, Some(cluster.clone())))
+            .collect();
+        for n in &mut nodes {
+            n.run_kubelet();
+        }
+        for n in &nodes {
+            assert!(
+                n.wait_healthy(Duration::from_secs(60)),
+                "sandbox etcd member {} did not become healthy\n{}",
+                n.member,
+                n.log()
+            );
+        }
+        nodes
+    }
+
+    /// The node's tree and manifests, no kubelet yet.
+    fn lay_out(member: &str, peer_port: u16, cluster: Option<String>) -> SandboxNode {
         require("etcd", "etcd-server");
         require("etcdctl", "etcd-client");
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         tree::lay_out(&root);
-
-        let (client_port, peer_port) = (free_port(), free_port());
-        let mut node = SandboxNode {
+        let node = SandboxNode {
             root,
-            client_port,
+            member: member.to_string(),
+            cluster,
+            client_port: free_port(),
             peer_port,
             running: Arc::default(),
             stop: Arc::default(),
@@ -68,21 +116,24 @@ impl SandboxNode {
             tree::APISERVER_YAML,
         )
         .unwrap();
-        let logs = node.dir.path().join("logs");
-        fs::create_dir_all(&logs).unwrap();
-        node.kubelet = Some(kubelet::spawn(
-            node.manifests_dir(),
-            node.dir.path().to_path_buf(),
-            logs,
-            node.running.clone(),
-            node.stop.clone(),
-        ));
-        assert!(
-            node.wait_healthy(Duration::from_secs(30)),
-            "sandbox etcd did not become healthy\n{}",
-            node.log()
-        );
         node
+    }
+
+    fn run_kubelet(&mut self) {
+        let logs = self.dir.path().join("logs");
+        fs::create_dir_all(&logs).unwrap();
+        self.kubelet = Some(kubelet::spawn(
+            self.manifests_dir(),
+            self.dir.path().to_path_buf(),
+            logs,
+            self.running.clone(),
+            self.stop.clone(),
+        ));
+    }
+
+    /// etcd's `--name` on this node.
+    pub fn member(&self) -> &str {
+        &self.member
     }
 
     /// The node's filesystem root; every node path is below it.
@@ -116,9 +167,12 @@ impl SandboxNode {
         format!("http://127.0.0.1:{}", self.peer_port)
     }
 
-    /// `node1=http://127.0.0.1:PORT`, the `--initial-cluster` of etcd.yaml.
+    /// `node1=http://127.0.0.1:PORT`, the `--initial-cluster` of etcd.yaml (every member's,
+    /// on a node of [`SandboxNode::start_cluster`]).
     pub fn initial_cluster(&self) -> String {
-        format!("{MEMBER}={}", self.peer_url())
+        self.cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={}", self.member, self.peer_url()))
     }
 
     /// Rewrites etcd.yaml so that its `--initial-cluster` also names `others` (`NAME=URL`

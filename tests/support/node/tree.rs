@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::super::make_pki;
-use super::{SandboxNode, ETCD_UID, MEMBER};
+use super::{SandboxNode, ETCD_UID};
 
 /// Creates the node's tree below `root` (the manifests dir empty).
 pub(super) fn lay_out(root: &Path) {
@@ -34,10 +34,11 @@ impl SandboxNode {
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n  namespace: kube-system\n  \
              labels:\n    component: etcd\n    tier: control-plane\nspec:\n  containers:\n  \
              - name: etcd\n    image: registry.k8s.io/etcd:3.4.23-0\n    command:\n    - etcd\n    \
-             - --name={MEMBER}\n    - --data-dir={}\n    - --listen-client-urls={client}\n    \
+             - --name={}\n    - --data-dir={}\n    - --listen-client-urls={client}\n    \
              - --advertise-client-urls={client}\n    - --listen-peer-urls={peer}\n    \
              - --initial-advertise-peer-urls={peer}\n    - --initial-cluster={}\n    \
              - --initial-cluster-state=new\n  hostNetwork: true\n",
+            self.member,
             data.display(),
             self.initial_cluster(),
         )

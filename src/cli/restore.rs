@@ -99,6 +99,49 @@ pub struct RestoreArgs {
     /// kubeconfig context.
     #[arg(long, value_name = "NAME", help_heading = "Finding the node")]
     pub context: Option<String>,
+    /// `gke-user`: restore a GKE on VMware user cluster's etcd (the StatefulSet in
+    /// --namespace of the admin cluster --kubeconfig leads to) through the API, instead of a
+    /// node over SSH.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "PROFILE",
+        help_heading = "User cluster"
+    )]
+    pub profile: Option<crate::sources::kube::Profile>,
+    /// The user cluster's namespace in the admin cluster (its name).
+    #[arg(long, value_name = "NS", help_heading = "User cluster")]
+    pub namespace: Option<String>,
+    /// The user cluster's etcd StatefulSet.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "kube-etcd",
+        help_heading = "User cluster"
+    )]
+    pub statefulset: String,
+    /// Its etcd container (whose command gives --data-dir and the member flags).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "kube-etcd",
+        help_heading = "User cluster"
+    )]
+    pub etcd_container: String,
+    /// The user cluster's kube-apiserver pod in the same namespace, waited for until Ready
+    /// at the end ('' to not wait for it).
+    #[arg(
+        long,
+        value_name = "POD",
+        default_value = "kube-apiserver-0",
+        help_heading = "User cluster"
+    )]
+    pub apiserver_pod: String,
+    /// Image of the restore pod [default: the etcd container's]. It needs sh, cat, mv,
+    /// chown, stat, sha256sum and etcdutl or etcdctl: give one when the etcd image is
+    /// distroless.
+    #[arg(long, value_name = "IMAGE", help_heading = "User cluster")]
+    pub restore_pod_image: Option<String>,
     /// etcdctl on the node.
     #[command(flatten)]
     pub node: NodeEtcdctlFlags,

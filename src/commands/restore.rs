@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+// `--profile gke-user`: a user cluster's etcd through the admin cluster's API.
+mod user;
+
 use super::Ctx;
 use crate::archive::manifest::Manifest;
 use crate::cli::RestoreArgs;
@@ -32,6 +35,12 @@ use crate::trust::Authorship;
 pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
     let node_settings = node_settings(ctx, &args);
     if let Some(id) = &args.rollback {
+        if node_settings.profile == Some(Profile::GkeUser) {
+            return Err(Usage(format!(
+                "restore --rollback {id}: a user-cluster restore keeps no journal in the cluster; run the undo commands its --dry-run printed for the steps it had started, in reverse order"
+            ))
+            .into());
+        }
         return rollback(ctx, &args, &node_settings, id).await;
     }
     let reference = args.reference.clone().ok_or_else(|| {
@@ -97,6 +106,9 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
         );
         return to_dir(ctx, &args, &store, &m, &who, identities, dir).await;
     }
+    if node_settings.profile == Some(Profile::GkeUser) {
+        return user::run(ctx, &args, &node_settings, &store, &m, &who, identities).await;
+    }
     if args.force_expired {
         warn_expired(&m, "restoring anyway (--force-expired); renew them on the node (kubeadm certs renew) before the control plane can start");
     }
@@ -149,6 +161,8 @@ fn node_settings(ctx: &Ctx, args: &RestoreArgs) -> Sources {
     Sources {
         kubeconfig: args.kubeconfig.clone(),
         context: args.context.clone(),
+        profile: args.profile,
+        namespace: args.namespace.clone(),
         ..Sources::from(&args.ssh)
     }
     .or(&ctx.config.sources_for(cluster))

@@ -11,6 +11,7 @@
 pub mod execute;
 pub mod journal;
 pub mod kit;
+pub mod kube;
 pub mod local;
 pub mod plan;
 pub mod preflight;
@@ -137,11 +138,7 @@ impl NodeRestore<'_> {
                 }
             }
         }
-        let restore_id = format!(
-            "cpvault-restore-{}-{:04x}",
-            Utc::now().format("%Y%m%dT%H%M%SZ"),
-            rand::random::<u16>()
-        );
+        let restore_id = new_restore_id();
         let kubeconfig_out = self.kubeconfig_out.display().to_string();
         let kit = kit::kit_files(self.backup, &self.layout);
         // One node: its own plan. Several (HA) will order their steps here.
@@ -172,34 +169,15 @@ impl NodeRestore<'_> {
     /// # Errors
     /// [`VerifyFailed`] (exit 3) or a [`PreflightError`] about the CA; nothing was changed.
     pub async fn verify(&self, p: &Prepared) -> anyhow::Result<Manifest> {
-        let m = self.backup;
-        let dest = self.destination();
-        let bar = crate::progress::bytes(self.quiet, 0, &format!("verify {}", m.reference()));
-        let report = crate::verify::verify(
+        let inner = verify_deeply(
             self.store,
-            m,
+            self.backup,
             self.authorship,
-            Some(self.identities.clone()),
-            Box::new(crate::archive::reader::NullSink),
-            bar.clone(),
+            self.identities.clone(),
+            &self.destination(),
+            self.quiet,
         )
-        .await;
-        bar.finish_and_clear();
-        if !report.ok {
-            let failed: Vec<String> = report
-                .failures()
-                .map(|c| format!("{}: {}", c.name, c.detail))
-                .collect();
-            return Err(VerifyFailed(format!(
-                "{} failed verification ({}); nothing on {dest} was changed",
-                m.reference(),
-                failed.join("; ")
-            ))
-            .into());
-        }
-        let inner = report
-            .inner
-            .expect("a passing deep verify read the inner manifest");
+        .await?;
         for (node, facts) in self.nodes.iter().zip(&p.facts) {
             preflight::same_cluster(
                 &inner,
@@ -250,6 +228,56 @@ impl NodeRestore<'_> {
         };
         Ok(execute::run(&exec, &p.steps, &opts, cancel).await?.failed)
     }
+}
+
+/// A new restore id: names the staging dir and everything kept aside.
+pub fn new_restore_id() -> String {
+    format!(
+        "cpvault-restore-{}-{:04x}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    )
+}
+
+/// Verifies the whole archive `m` (every layer) before anything on `dest` changes; returns
+/// the verified inner manifest.
+///
+/// # Errors
+/// [`VerifyFailed`] (exit 3); nothing was changed.
+pub async fn verify_deeply(
+    store: &cpvault_backends::Store,
+    m: &Manifest,
+    authorship: &crate::trust::Authorship,
+    identities: Arc<Identities>,
+    dest: &str,
+    quiet: bool,
+) -> anyhow::Result<Manifest> {
+    let bar = crate::progress::bytes(quiet, 0, &format!("verify {}", m.reference()));
+    let report = crate::verify::verify(
+        store,
+        m,
+        authorship,
+        Some(identities),
+        Box::new(crate::archive::reader::NullSink),
+        bar.clone(),
+    )
+    .await;
+    bar.finish_and_clear();
+    if !report.ok {
+        let failed: Vec<String> = report
+            .failures()
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        return Err(VerifyFailed(format!(
+            "{} failed verification ({}); nothing on {dest} was changed",
+            m.reference(),
+            failed.join("; ")
+        ))
+        .into());
+    }
+    Ok(report
+        .inner
+        .expect("a passing deep verify read the inner manifest"))
 }
 
 /// Undoes, in reverse, what the journal `j` (read from `node`, where it lives at `path`)

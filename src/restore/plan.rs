@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::etcdctl::{quote, RemoteEtcdctl};
 
+// The steps' kinds and names, for node and user-cluster plans.
+mod kind;
+pub use kind::StepKind;
+
 /// Where things are on the node, and how to check on etcd there.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeLayout {
@@ -154,116 +158,6 @@ pub fn parse_member(etcd_yaml: &str) -> Result<Member, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NodeId(pub usize);
 
-/// What a step does. Its kebab-case name (`stop-control-plane`) is what the plan prints, what
-/// `--dry-run --output json` carries as `name`, and what the test hook
-/// [`super::execute::fail_at_hook`] names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StepKind {
-    /// Read-only checks on the node.
-    Preflight,
-    /// The archive's deep verify.
-    Verify,
-    /// Stream the payload into the staging dir.
-    Stage,
-    /// Move the static-pod manifests out and wait until the control plane stopped.
-    StopControlPlane,
-    /// Rewrite the (moved out) etcd.yaml for a cluster of this member alone.
-    ShrinkToOneMember,
-    /// Move the current data and PKI aside.
-    MoveAside,
-    /// `snapshot restore` into the data dir.
-    RestoreSnapshot,
-    /// Put the archive's PKI in place.
-    Pki,
-    /// Put the backup's encryption config in place (recovery kit).
-    EncryptionConfig,
-    /// Put the backup's static-pod manifests in place (recovery kit).
-    Manifests,
-    /// Put the backup's admin.conf in place (recovery kit).
-    AdminConf,
-    /// Move the manifests back.
-    StartControlPlane,
-    /// Wait for etcd and kube-apiserver.
-    WaitReady,
-    /// Fetch the admin kubeconfig.
-    Kubeconfig,
-    /// Remove the staging dir.
-    Cleanup,
-}
-
-impl StepKind {
-    /// Every kind, in plan order (`shrink-to-one-member` only in a plan that asks for it,
-    /// the kit's steps only when the backup holds them).
-    pub const ALL: [StepKind; 15] = [
-        StepKind::Preflight,
-        StepKind::Verify,
-        StepKind::Stage,
-        StepKind::StopControlPlane,
-        StepKind::ShrinkToOneMember,
-        StepKind::MoveAside,
-        StepKind::RestoreSnapshot,
-        StepKind::Pki,
-        StepKind::EncryptionConfig,
-        StepKind::Manifests,
-        StepKind::AdminConf,
-        StepKind::StartControlPlane,
-        StepKind::WaitReady,
-        StepKind::Kubeconfig,
-        StepKind::Cleanup,
-    ];
-
-    /// The printed name.
-    pub fn name(self) -> &'static str {
-        match self {
-            StepKind::Preflight => "preflight",
-            StepKind::Verify => "verify",
-            StepKind::Stage => "stage",
-            StepKind::StopControlPlane => "stop-control-plane",
-            StepKind::ShrinkToOneMember => "shrink-to-one-member",
-            StepKind::MoveAside => "move-aside",
-            StepKind::RestoreSnapshot => "restore-snapshot",
-            StepKind::Pki => "pki",
-            StepKind::EncryptionConfig => "encryption-config",
-            StepKind::Manifests => "manifests",
-            StepKind::AdminConf => "admin-conf",
-            StepKind::StartControlPlane => "start-control-plane",
-            StepKind::WaitReady => "wait-ready",
-            StepKind::Kubeconfig => "kubeconfig",
-            StepKind::Cleanup => "cleanup",
-        }
-    }
-
-    /// The kind printed as `name`.
-    pub fn from_name(name: &str) -> Option<StepKind> {
-        StepKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// Checks done before the runner starts (and before the user is asked): listed in the plan
-    /// so it reads as the whole procedure, but never run by the step runner.
-    pub fn checked_before_changes(self) -> bool {
-        matches!(self, StepKind::Preflight | StepKind::Verify)
-    }
-
-    /// A failure of this step only warns: it runs after the restore succeeded, so there is
-    /// nothing to roll back for (and a rollback would undo a good restore).
-    pub fn best_effort(self) -> bool {
-        matches!(self, StepKind::Kubeconfig | StepKind::Cleanup)
-    }
-
-    /// A best-effort step whose failure still fails the run (a non-zero exit, no rollback):
-    /// the user asked for what it produces.
-    pub fn fails_the_run(self) -> bool {
-        self == StepKind::Kubeconfig
-    }
-}
-
-impl std::fmt::Display for StepKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.name())
-    }
-}
-
 /// One step of the plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
@@ -385,22 +279,34 @@ fn wait_for(check: &str, what: &str, seconds: u64) -> String {
 /// of `etcdutl`, and 3.6 removed it, so with the default etcdctl the script prefers etcdutl
 /// where the node has it; a configured etcdctl command is used as given.
 fn restore_command(l: &NodeLayout, m: &Member, snapshot: &str, data: &str) -> String {
+    snapshot_restore_command(&l.etcdctl.command, l.skip_hash_check, m, snapshot, data)
+}
+
+/// `snapshot restore` of `snapshot` (already quoted) into `data` (already quoted) as member
+/// `m`, with etcdutl where there is one when `etcdctl` is the plain default.
+pub(crate) fn snapshot_restore_command(
+    etcdctl: &str,
+    skip_hash_check: bool,
+    m: &Member,
+    snapshot: &str,
+    data: &str,
+) -> String {
     let args = format!(
         "snapshot restore {snapshot} --data-dir={data} --name={} --initial-cluster={} --initial-advertise-peer-urls={}{}",
         quote(&m.name),
         quote(&m.initial_cluster),
         quote(&m.initial_advertise_peer_urls),
-        if l.skip_hash_check {
+        if skip_hash_check {
             " --skip-hash-check"
         } else {
             ""
         },
     );
-    let etcdctl = format!("ETCDCTL_API=3 {} {args}", l.etcdctl.command);
-    if l.etcdctl.command == "etcdctl" {
-        format!("if command -v etcdutl >/dev/null 2>&1; then etcdutl {args}; else {etcdctl}; fi")
+    let full = format!("ETCDCTL_API=3 {etcdctl} {args}");
+    if etcdctl == "etcdctl" {
+        format!("if command -v etcdutl >/dev/null 2>&1; then etcdutl {args}; else {full}; fi")
     } else {
-        etcdctl
+        full
     }
 }
 

@@ -192,6 +192,11 @@ impl Cluster {
         })
     }
 
+    /// The API client, for callers that talk to other objects (the user-cluster restore).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     /// Finds the running etcd pod of the profile.
     ///
     /// # Errors

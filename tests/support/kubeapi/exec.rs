@@ -85,14 +85,11 @@ pub(super) fn exec(
                 .filter_map(|c| c["name"].as_str().map(String::from))
                 .collect()
         });
-        let argv: Vec<String> = command
-            .iter()
-            .map(|a| {
-                st.maps
-                    .iter()
-                    .fold(a.clone(), |a, (from, to)| a.replace(from, to))
-            })
-            .collect();
+        // The pod's volumes (sandbox dirs), then the test's substitutions.
+        let argv: Vec<String> = match found {
+            Some(p) => super::pods::substitute(&st, p, requested.as_deref(), &command),
+            None => command.clone(),
+        };
         // A distroless image holds only its own binaries.
         let absent = st.distroless.iter().any(|(n, p)| n == ns && p == pod)
             && !command.first().is_some_and(|c| {

@@ -57,6 +57,8 @@ fn served(endpoint: &str) -> Vec<String> {
     }
 }
 
+const IMAGE: &str = "gcr.io/gke-on-prem-release/etcd:v3.4.23-0-gke.0";
+
 fn statefulset() -> serde_json::Value {
     json!({
         "metadata": {"name": "kube-etcd"},
@@ -64,7 +66,7 @@ fn statefulset() -> serde_json::Value {
             "replicas": 1, "serviceName": "kube-etcd",
             "selector": {"matchLabels": {"app": "kube-etcd"}},
             "template": {"metadata": {"labels": {"app": "kube-etcd"}}, "spec": {"containers": [{
-                "name": "kube-etcd", "image": "gcr.io/gke-on-prem-release/etcd:v3.4.23-0-gke.0",
+                "name": "kube-etcd", "image": IMAGE,
                 "command": ["etcd", "--name=kube-etcd-0", "--data-dir=/var/lib/etcd",
                     "--listen-client-urls=http://127.0.0.1:2379",
                     "--advertise-client-urls=http://127.0.0.1:2379",
@@ -410,4 +412,56 @@ fn a_kubeconfig_without_the_verbs_is_refused_before_any_change() {
         s.changing_requests()
     );
     assert_eq!(served(&s.endpoint), s.changed);
+}
+
+#[test]
+#[ignore = "needs etcd-server, etcd-client (apt-get install); CI runs it"]
+fn a_distroless_etcd_image_names_what_the_restore_pod_needs_and_an_older_etcd_is_refused() {
+    let s = scene();
+    s.api.make_image_distroless(IMAGE);
+    let out = s.restore(&["--yes"], &[]);
+    assert_no_panic(&out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error"))
+        .unwrap_or_else(|| panic!("{err}"));
+    for want in [
+        "restore step restore-pod failed",
+        "exec: \"sh\"",
+        "--restore-pod-image",
+        "rolled back",
+    ] {
+        assert!(line.contains(want), "{want}: {line}");
+    }
+    assert_eq!(s.api.replicas(NS, "kube-etcd"), 1);
+    assert!(s.restore_pods().is_empty(), "{:?}", s.restore_pods());
+    assert_eq!(s.volume_extras(), Vec::<String>::new());
+    assert_eq!(served(&s.endpoint), s.changed);
+
+    // An image with a shell, given for the restore pod, goes through.
+    let tools = "registry.local/etcd-tools:v3.4.23";
+    let out = s.restore(&["--yes", "--restore-pod-image", tools], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(served(&s.endpoint), s.at_backup);
+
+    // A StatefulSet running an older etcd minor than the snapshot's is refused in preflight.
+    let mut older = statefulset();
+    older["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("gcr.io/gke-on-prem-release/etcd:v3.3.27-0-gke.0");
+    s.api.add_statefulset(NS, older);
+    let before = s.changing_requests().len();
+    let out = s.restore(&["--yes"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for want in ["etcd 3.4 or newer", "3.3.27", "--force-version"] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert_eq!(
+        s.changing_requests().len(),
+        before,
+        "{:?}",
+        s.changing_requests()
+    );
 }

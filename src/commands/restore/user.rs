@@ -52,6 +52,7 @@ pub(super) async fn run(
         layout: layout(args, namespace),
         api: UserApi::new(cluster.client(), namespace),
         force_expired: args.force_expired,
+        force_version: args.force_version,
         quiet: ctx.quiet,
     };
     let prepared = job.prepare().await?;

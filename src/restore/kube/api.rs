@@ -178,9 +178,14 @@ impl UserApi {
             match self.pods().get_opt(pod).await {
                 Ok(Some(p)) => {
                     let status = p.status.unwrap_or_default();
-                    let phase = status.phase.unwrap_or_default();
-                    if matches!(phase.as_str(), "Failed" | "Succeeded") {
-                        return Err(format!("pod {}/{pod} ended ({phase})", self.namespace));
+                    let problem = container_problem(&status);
+                    let phase = status.phase.clone().unwrap_or_default();
+                    if matches!(phase.as_str(), "Failed" | "Succeeded") || problem.is_some() {
+                        return Err(format!(
+                            "pod {}/{pod} does not run ({phase}{})",
+                            self.namespace,
+                            problem.map(|p| format!("; {p}")).unwrap_or_default()
+                        ));
                     }
                     let ready = (status.conditions.iter().flatten())
                         .any(|c| c.type_ == "Ready" && c.status == "True");
@@ -284,6 +289,40 @@ impl UserApi {
         }
         Ok(finish(p).await)
     }
+}
+
+/// Why a container of the pod cannot run, as the kubelet says it: a start that failed, an
+/// image that cannot be pulled, a container that ended.
+fn container_problem(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<String> {
+    const FATAL: [&str; 8] = [
+        "RunContainerError",
+        "CreateContainerError",
+        "CreateContainerConfigError",
+        "StartError",
+        "CrashLoopBackOff",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+    ];
+    (status.container_statuses.iter().flatten()).find_map(|c| {
+        let state = c.state.as_ref()?;
+        let (reason, message) = if let Some(t) = &state.terminated {
+            (t.reason.clone(), t.message.clone())
+        } else {
+            let w = state.waiting.as_ref()?;
+            let reason = w.reason.clone()?;
+            if !FATAL.contains(&reason.as_str()) {
+                return None;
+            }
+            (Some(reason), w.message.clone())
+        };
+        Some(format!(
+            "container {}: {}: {}",
+            c.name,
+            reason.unwrap_or_else(|| "ended".into()),
+            crate::text::escape_for_line(&message.unwrap_or_default(), 500)
+        ))
+    })
 }
 
 /// Reads the process's stdout and stderr to their end and its exit status.

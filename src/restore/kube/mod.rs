@@ -54,6 +54,14 @@ pub enum UserPreflightError {
         /// What to do.
         fix: String,
     },
+    /// The snapshot needs a newer etcd than the StatefulSet's image.
+    #[error("preflight on {target}: {too_new}")]
+    TooNew {
+        /// The StatefulSet.
+        target: String,
+        /// The versions.
+        too_new: super::version::TooNew,
+    },
     /// The backup's own checks (expired certificates).
     #[error(transparent)]
     Backup(#[from] PreflightError),
@@ -75,6 +83,8 @@ pub struct UserRestore<'a> {
     pub api: UserApi,
     /// Restore even when certificates in the backup have expired.
     pub force_expired: bool,
+    /// Restore a snapshot from a newer etcd minor than the StatefulSet's image.
+    pub force_version: bool,
     /// No progress.
     pub quiet: bool,
 }
@@ -170,6 +180,23 @@ impl UserRestore<'_> {
                 "restore a single-member user cluster, or restore its data dirs with --to-dir --members",
             ));
         }
+        let installed = super::version::from_image(&format!("image: {}", set.image)).map(|v| {
+            super::version::Installed {
+                version: v,
+                from: format!(
+                    "the image of container {} in {}",
+                    l.container,
+                    self.destination()
+                ),
+            }
+        });
+        let snapshot_version = self.backup.etcd.as_ref().and_then(|e| e.version.as_deref());
+        super::version::check(snapshot_version, installed.as_ref(), self.force_version).map_err(
+            |too_new| UserPreflightError::TooNew {
+                target: self.destination(),
+                too_new,
+            },
+        )?;
         let restore_id = super::new_restore_id();
         Ok(UserPrepared {
             paths: plan::volume_paths(&set, &restore_id),
@@ -248,7 +275,8 @@ impl InCluster<'_> {
                     Err(e) if e.contains("(409 ") => {}
                     other => other?,
                 }
-                api.wait_ready(&p.paths.restore_pod, t).await
+                (api.wait_ready(&p.paths.restore_pod, t).await)
+                    .map_err(|e| format!("{e}{}", no_shell_hint(&e)))
             }
             Action::DeletePod => {
                 api.delete_pod(&p.paths.restore_pod).await?;

@@ -91,11 +91,9 @@ pub(super) fn exec(
             None => command.clone(),
         };
         // A distroless image holds only its own binaries.
-        let absent = st.distroless.iter().any(|(n, p)| n == ns && p == pod)
-            && !command.first().is_some_and(|c| {
-                let base = c.rsplit('/').next().unwrap_or(c);
-                ["etcd", "etcdctl", "etcdutl"].contains(&base)
-            });
+        let distroless = st.distroless.iter().any(|(n, p)| n == ns && p == pod)
+            || found.is_some_and(|p| super::pods::distroless(&st, p, requested.as_deref()));
+        let absent = distroless && !command.first().is_some_and(|c| super::pods::own_binary(c));
         (st.execs.len() - 1, containers, argv, absent)
     };
     let Some(containers) = containers else {

@@ -82,6 +82,8 @@ struct State {
     maps: Vec<(String, String)>,
     /// Pods (namespace, name) whose image has no shell (see `make_distroless`).
     distroless: Vec<(String, String)>,
+    /// Images with no shell: pods made later with them run only etcd's binaries.
+    distroless_images: Vec<String>,
     execs: Vec<ExecRecord>,
     forwards: Vec<ForwardRecord>,
     requests: Vec<String>,
@@ -281,6 +283,13 @@ impl KubeApi {
     /// start with the container runtime's "executable file not found".
     pub fn make_distroless(&self, namespace: &str, pod: &str) {
         self.lock().distroless.push((namespace.into(), pod.into()));
+    }
+
+    /// From now on `image` is distroless: a pod created with it whose command is not one of
+    /// etcd's binaries fails to start (phase Failed, the runtime's StartError), and execs of
+    /// anything else in it fail as in [`KubeApi::make_distroless`].
+    pub fn make_image_distroless(&self, image: &str) {
+        self.lock().distroless_images.push(image.into());
     }
 
     pub fn execs(&self) -> Vec<ExecRecord> {

@@ -59,6 +59,19 @@ fn mounts(st: &State, pod: &Value, name: Option<&str>) -> Vec<(String, String)> 
     out
 }
 
+/// Whether `argv0` is one of the binaries a distroless etcd image holds.
+pub(super) fn own_binary(argv0: &str) -> bool {
+    let base = argv0.rsplit('/').next().unwrap_or(argv0);
+    ["etcd", "etcdctl", "etcdutl"].contains(&base)
+}
+
+/// Whether the image of `container` of `pod` was made distroless.
+pub(super) fn distroless(st: &State, pod: &Value, name: Option<&str>) -> bool {
+    container(pod, name)
+        .and_then(|c| c["image"].as_str())
+        .is_some_and(|i| st.distroless_images.iter().any(|d| d == i))
+}
+
 /// `argv` as it runs in `container` of `pod`: its volumes' mount paths replaced by their
 /// sandbox dirs, then the test's `map_exec` substitutions.
 pub(super) fn substitute(
@@ -93,6 +106,19 @@ pub(super) fn start(st: &mut State, pod: &Value) {
     argv = substitute(st, pod, None, &argv);
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    if distroless(st, pod, None) && !own_binary(&argv[0]) {
+        // What containerd tells the kubelet; the pod fails (restartPolicy Never assumed).
+        let message = format!("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: \"{}\": executable file not found in $PATH: unknown", argv[0]);
+        let uid = pod["metadata"]["uid"].clone();
+        if let Some(p) = st.pods.iter_mut().find(|p| p["metadata"]["uid"] == uid) {
+            p["status"]["phase"] = json!("Failed");
+            p["status"]["conditions"][0]["status"] = json!("False");
+            p["status"]["containerStatuses"][0]["ready"] = json!(false);
+            p["status"]["containerStatuses"][0]["state"] = json!({"terminated": {"exitCode": 128,
+                "reason": "StartError", "message": message, "finishedAt": now()}});
+        }
+        return;
+    }
     let log = |dir: &std::path::Path| {
         std::fs::OpenOptions::new()
             .create(true)

@@ -36,10 +36,7 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
     let node_settings = node_settings(ctx, &args);
     if let Some(id) = &args.rollback {
         if node_settings.profile == Some(Profile::GkeUser) {
-            return Err(Usage(format!(
-                "restore --rollback {id}: a user-cluster restore keeps no journal in the cluster; run the undo commands its --dry-run printed for the steps it had started, in reverse order"
-            ))
-            .into());
+            return user::rollback(ctx, &args, &node_settings, id).await;
         }
         return rollback(ctx, &args, &node_settings, id).await;
     }

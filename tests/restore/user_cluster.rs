@@ -16,6 +16,9 @@ use serde_json::json;
 use crate::support::kubeapi::{rbac::Rbac, KubeApi};
 use crate::support::*;
 
+// A restore killed mid-way, undone by `--rollback ID` from its journal on the StatefulSet.
+mod journal;
+
 const NS: &str = "user1";
 const KEYS: usize = 20;
 /// Owner of the data dir: a restore must give the new member/ the old one's.
@@ -214,6 +217,13 @@ impl UserScene {
         pods
     }
 
+    /// The restore journal annotated on the StatefulSet, if any.
+    fn journal(&self) -> serde_json::Value {
+        self.api.statefulset(NS, "kube-etcd")["metadata"]["annotations"]
+            ["cpvault.io/restore-journal"]
+            .clone()
+    }
+
     fn changing_requests(&self) -> Vec<String> {
         (self.api.requests().into_iter())
             .filter(|r| !r.starts_with("GET ") && !r.contains("selfsubjectaccessreviews"))
@@ -302,6 +312,7 @@ fn a_user_cluster_is_restored_through_the_api_with_only_the_readme_role() {
         "not exactly the backed-up keys"
     );
     assert!(s.restore_pods().is_empty(), "{:?}", s.restore_pods());
+    assert!(s.journal().is_null(), "journal left: {}", s.journal());
     let extras = s.volume_extras();
     assert_eq!(extras.len(), 1, "{extras:?}");
     assert!(
@@ -371,6 +382,11 @@ fn a_failure_at_any_step_of_a_user_cluster_restore_rolls_back() {
             served(&s.endpoint),
             s.changed,
             "{step}: the data is not the one before"
+        );
+        assert!(
+            s.journal().is_null(),
+            "{step}: journal left: {}",
+            s.journal()
         );
     }
 }

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use super::{cancel_on_ctrl_c, confirm, print_plan, Ctx, RestoreArgs};
+use super::{ask, cancel_on_ctrl_c, confirm, print_plan, Ctx, RestoreArgs};
 use crate::archive::manifest::Manifest;
 use crate::error::Usage;
 use crate::restore::kube::api::UserApi;
 use crate::restore::kube::plan::UserLayout;
-use crate::restore::kube::UserRestore;
+use crate::restore::kube::{journal, UserRestore};
 use crate::sources::kube::{Cluster, KubeTarget, Profile};
 use crate::sources::settings::Sources;
 use crate::trust::Authorship;
@@ -25,32 +25,14 @@ pub(super) async fn run(
     who: &Authorship,
     identities: Arc<crate::crypto::Identities>,
 ) -> anyhow::Result<()> {
-    let (Some(kubeconfig), Some(namespace)) = (&settings.kubeconfig, &settings.namespace) else {
-        return Err(Usage(
-            "restore --profile gke-user needs --kubeconfig ADMIN_KUBECONFIG (the admin cluster's) and --namespace USER_CLUSTER (its namespace there)".into(),
-        )
-        .into());
-    };
-    if settings.ssh.is_some() {
-        return Err(Usage(
-            "restore --profile gke-user goes through the admin cluster's API; drop --ssh".into(),
-        )
-        .into());
-    }
-    let cluster = Cluster::connect(&KubeTarget {
-        kubeconfig: kubeconfig.clone(),
-        context: settings.context.clone(),
-        profile: Profile::GkeUser,
-        namespace: Some(namespace.clone()),
-    })
-    .await?;
+    let (api, namespace) = connect(settings).await?;
     let job = UserRestore {
         store,
         backup: m,
         authorship: who,
         identities,
-        layout: layout(args, namespace),
-        api: UserApi::new(cluster.client(), namespace),
+        layout: layout(args, &namespace),
+        api,
         force_expired: args.force_expired,
         force_version: args.force_version,
         quiet: ctx.quiet,
@@ -63,8 +45,9 @@ pub(super) async fn run(
     }
     // Always, even with -q: what an operator needs if cpvault dies mid-way.
     crate::say!(
-        "restore id {} on {dest}; the plan's undo commands (--dry-run prints them) are the way back if cpvault is stopped before the restore ends",
-        prepared.restore_id
+        "restore id {id} (journal: annotation {} on {dest}); if cpvault is stopped before the restore ends, undo it with: cpvault restore --rollback {id} --profile gke-user --kubeconfig … --namespace {namespace} and this restore's flags",
+        journal::ANNOTATION,
+        id = prepared.restore_id,
     );
     let inner = job.verify().await?;
     if !args.yes {
@@ -99,4 +82,84 @@ fn layout(args: &RestoreArgs, namespace: &str) -> UserLayout {
     l.wait_seconds = args.wait_timeout;
     l.skip_hash_check = args.skip_hash_check;
     l
+}
+
+/// The admin cluster's API in the user cluster's namespace.
+async fn connect(settings: &Sources) -> anyhow::Result<(UserApi, String)> {
+    let (Some(kubeconfig), Some(namespace)) = (&settings.kubeconfig, &settings.namespace) else {
+        return Err(Usage(
+            "restore --profile gke-user needs --kubeconfig ADMIN_KUBECONFIG (the admin cluster's) and --namespace USER_CLUSTER (its namespace there)".into(),
+        )
+        .into());
+    };
+    if settings.ssh.is_some() {
+        return Err(Usage(
+            "restore --profile gke-user goes through the admin cluster's API; drop --ssh".into(),
+        )
+        .into());
+    }
+    let cluster = Cluster::connect(&KubeTarget {
+        kubeconfig: kubeconfig.clone(),
+        context: settings.context.clone(),
+        profile: Profile::GkeUser,
+        namespace: Some(namespace.clone()),
+    })
+    .await?;
+    Ok((UserApi::new(cluster.client(), namespace), namespace.clone()))
+}
+
+/// `--rollback RESTORE_ID --profile gke-user`: the journal read back from the StatefulSet,
+/// printed, and (after the user's yes) undone in reverse.
+pub(super) async fn rollback(
+    ctx: &Ctx,
+    args: &RestoreArgs,
+    settings: &Sources,
+    id: &str,
+) -> anyhow::Result<()> {
+    crate::restore::journal::check_id(id)?;
+    let (api, namespace) = connect(settings).await?;
+    let l = layout(args, &namespace);
+    let dest = format!("statefulset {namespace}/{}", l.statefulset);
+    let (j, p) = crate::restore::kube::journaled(&api, &l, id)
+        .await
+        .map_err(|e| anyhow::anyhow!("restore --rollback {id}: {e}"))?;
+    let mut text = format!(
+        "roll back restore {id} of {} on {dest} (journal: annotation {}), in this order:\n",
+        j.backup,
+        journal::ANNOTATION
+    );
+    for (i, e) in j.steps.iter().rev().enumerate() {
+        let state = if e.done { "" } else { " (was running)" };
+        text.push_str(&format!(
+            "{:>2}. undo {}{state}\n      run:  {}\n",
+            i + 1,
+            e.name,
+            e.undo
+        ));
+    }
+    if j.steps.is_empty() {
+        text.push_str("    nothing: no step that changes the cluster had started\n");
+    }
+    if args.dry_run {
+        return super::super::print_text(text.trim_end());
+    }
+    if !args.yes {
+        ask(
+            &text,
+            &format!("Type 'yes' to roll back restore {id} on {dest}: "),
+        )?;
+    } else if !ctx.quiet {
+        crate::say_raw!("{text}");
+    }
+    match crate::restore::kube::roll_back_journal(&api, &l, &p, &j).await {
+        crate::restore::execute::Rollback::Complete => {
+            if !ctx.quiet {
+                crate::say!(
+                    "rolled back restore {id} on {dest}: it is as it was before the restore"
+                );
+            }
+            Ok(())
+        }
+        stopped => anyhow::bail!("rollback of restore {id} on {dest}: {stopped}"),
+    }
 }

@@ -141,6 +141,29 @@ impl UserApi {
             })
     }
 
+    /// Sets (or, with `None`, removes) an annotation on the StatefulSet.
+    ///
+    /// # Errors
+    /// The API's answer, on one line.
+    pub async fn annotate(
+        &self,
+        statefulset: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), String> {
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+        self.sets()
+            .patch(statefulset, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                api_err(
+                    &format!("annotating statefulset {}/{statefulset}", self.namespace),
+                    &e,
+                )
+            })
+    }
+
     /// Waits until `pod` is gone.
     ///
     /// # Errors

@@ -8,27 +8,24 @@
 //! nothing here asks the user or renders output beyond progress on stderr.
 
 pub mod api;
+pub mod execute;
+pub mod journal;
 pub mod plan;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use chrono::Utc;
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::execute::{self, Executor, RunOptions, StepFailed, Undoer};
-use super::plan::{NodeId, Step};
+use super::execute::{Rollback, RunOptions, StepFailed};
+use super::plan::Step;
 use super::preflight::PreflightError;
-use crate::archive::manifest::{EntryKind, Manifest};
-use crate::archive::reader::Sink;
+use crate::archive::manifest::Manifest;
 use crate::crypto::Identities;
 use api::{Check, UserApi};
-use plan::{Action, EtcdSet, UserLayout, UserPlan, VolumePaths};
-
-/// The container name of the restore pod.
-const RESTORE_CONTAINER: &str = "restore";
+use execute::{InCluster, OnCluster};
+use journal::UserJournal;
+use plan::{EtcdSet, UserLayout, UserPlan, VolumePaths};
 
 /// Why a user-cluster restore did not start; nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +103,8 @@ pub struct UserPrepared {
 pub fn needed(statefulset: &str) -> Vec<Check<'_>> {
     vec![
         ("get", "apps", "statefulsets", None, Some(statefulset)),
+        // The journal is an annotation on it.
+        ("patch", "apps", "statefulsets", None, Some(statefulset)),
         (
             "patch",
             "apps",
@@ -234,301 +233,76 @@ impl UserRestore<'_> {
         cancel: &CancellationToken,
     ) -> Result<(), StepFailed> {
         let exec = InCluster {
+            on: OnCluster {
+                api: &self.api,
+                layout: &self.layout,
+                p,
+                journal: UserJournal {
+                    restore_id: p.restore_id.clone(),
+                    backup: self.backup.reference(),
+                    replicas: p.set.replicas,
+                    steps: vec![],
+                },
+            },
             job: self,
-            p,
             inner,
         };
         let opts = RunOptions {
             quiet: self.quiet,
-            fail_at: execute::fail_at_hook(),
-            pause_at: execute::pause_at_hook(),
+            fail_at: super::execute::fail_at_hook(),
+            pause_at: super::execute::pause_at_hook(),
         };
-        execute::run(&exec, &p.plan.steps, &opts, cancel).await?;
+        super::execute::run(&exec, &p.plan.steps, &opts, cancel).await?;
         Ok(())
     }
 }
 
-/// The executor: each step's action through the API.
-struct InCluster<'a> {
-    job: &'a UserRestore<'a>,
-    p: &'a UserPrepared,
-    inner: &'a Manifest,
+/// The journal of `restore_id` on the StatefulSet, and the plan its steps came from (rebuilt
+/// from the StatefulSet and the journal's replicas: the same flags give the same plan).
+///
+/// # Errors
+/// One line: no such StatefulSet, no journal of that restore, or one the StatefulSet's etcd
+/// container cannot be read for.
+pub async fn journaled(
+    api: &UserApi,
+    l: &UserLayout,
+    restore_id: &str,
+) -> Result<(UserJournal, UserPrepared), String> {
+    let dest = format!("statefulset {}/{}", l.namespace, l.statefulset);
+    let sts = api
+        .statefulset(&l.statefulset)
+        .await?
+        .ok_or_else(|| format!("{dest} does not exist; check --namespace and --statefulset"))?;
+    let j = journal::read(sts.metadata.annotations.as_ref(), restore_id)
+        .map_err(|e| format!("{dest}: {e}"))?;
+    let mut set = plan::read_statefulset(&sts, &l.container).map_err(|e| format!("{dest}: {e}"))?;
+    set.replicas = j.replicas;
+    let p = UserPrepared {
+        restore_id: restore_id.into(),
+        paths: plan::volume_paths(&set, restore_id),
+        plan: plan::plan(l, &set, restore_id),
+        set,
+    };
+    Ok((j, p))
 }
 
-impl InCluster<'_> {
-    async fn act(&self, action: &Action) -> Result<(), String> {
-        let (api, l, p) = (&self.job.api, &self.job.layout, self.p);
-        let t = l.wait_seconds;
-        match action {
-            Action::Nothing => Ok(()),
-            Action::Scale(n) => {
-                api.scale(&l.statefulset, *n).await?;
-                if *n == 0 {
-                    api.wait_gone(&p.set.pod, t).await?;
-                }
-                Ok(())
-            }
-            Action::CreatePod => {
-                let pod = plan::restore_pod(l, &p.set, &p.paths, &p.restore_id);
-                match api.create_pod(&pod).await {
-                    // Still there (a delete that never happened): use it.
-                    Err(e) if e.contains("(409 ") => {}
-                    other => other?,
-                }
-                (api.wait_ready(&p.paths.restore_pod, t).await)
-                    .map_err(|e| format!("{e}{}", no_shell_hint(&e)))
-            }
-            Action::DeletePod => {
-                api.delete_pod(&p.paths.restore_pod).await?;
-                api.wait_gone(&p.paths.restore_pod, t).await
-            }
-            Action::Stage => self.stage().await,
-            Action::Shell(script) => {
-                let argv = ["sh".to_string(), "-c".into(), script.clone()];
-                let ran = api
-                    .run(&p.paths.restore_pod, Some(RESTORE_CONTAINER), &argv, None)
-                    .await?;
-                if ran.ok {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "in pod {}: {}{}",
-                        p.paths.restore_pod,
-                        ran.said,
-                        no_shell_hint(&ran.said)
-                    ))
-                }
-            }
-            Action::WaitReady => self.wait_ready().await,
-        }
-    }
-
-    /// Streams the verified snapshot into the staging dir and checks its sha256 there.
-    async fn stage(&self) -> Result<(), String> {
-        let (api, p, j) = (&self.job.api, self.p, self.job);
-        let snapshot = self
-            .inner
-            .entries
-            .iter()
-            .find(|e| e.kind == EntryKind::EtcdSnapshot)
-            .ok_or("the verified manifest lists no etcd snapshot")?;
-        let argv = ["sh".to_string(), "-c".into(), plan::stage_script(&p.paths)];
-        let mut child = api
-            .exec(&p.paths.restore_pod, Some(RESTORE_CONTAINER), &argv, true)
-            .await?;
-        let stdin = child.stdin().ok_or("exec gave no stdin")?;
-        let handle = tokio::runtime::Handle::current();
-        let bridge = Arc::new(Mutex::new(tokio_util::io::SyncIoBridge::new_with_handle(
-            stdin, handle,
-        )));
-        let sink = SnapshotSink {
-            out: bridge.clone(),
-            given: false,
-            path: snapshot.path.clone(),
-            size: snapshot.size,
-        };
-        let archive = j.backup.archive.as_ref().expect("committed backup");
-        let ciphertext = j
-            .store
-            .get_large(&archive.key)
-            .await
-            .map_err(|e| e.to_string());
-        let seen = crate::archive::reader::read_archive(
-            ciphertext,
-            Some(j.identities.clone()),
-            Box::new(sink),
-            indicatif::ProgressBar::hidden(),
-        )
-        .await;
-        // Dropping the exec's stdin does not end it: only a shutdown sends the end of stdin.
-        let mut stdin = Arc::try_unwrap(bridge)
-            .map_err(|_| "the snapshot stream is still shared".to_string())?
-            .into_inner()
-            .map_err(|_| "the snapshot stream writer panicked".to_string())?
-            .into_inner();
-        let closed = stdin.shutdown().await;
-        let ran = api::finish(child).await;
-        if let Some(f) = seen.failure {
-            return Err(format!(
-                "streaming the snapshot into pod {}: {}",
-                p.paths.restore_pod, f.message
-            ));
-        }
-        if seen.ciphertext_size != archive.size || seen.ciphertext_sha256 != archive.sha256 {
-            return Err(format!(
-                "the archive read for staging ({} bytes, sha256 {}) is not the one verified ({} bytes, sha256 {}); the store changed it in between",
-                seen.ciphertext_size, seen.ciphertext_sha256, archive.size, archive.sha256
-            ));
-        }
-        closed.map_err(|e| format!("ending the snapshot stream: {e}"))?;
-        if !ran.ok {
-            return Err(format!(
-                "writing the snapshot in pod {}: {}{}",
-                p.paths.restore_pod,
-                ran.said,
-                no_shell_hint(&ran.said)
-            ));
-        }
-        let sha = snapshot
-            .sha256
-            .as_deref()
-            .ok_or("the verified manifest has no sha256 for the snapshot")?;
-        let argv = ["sh".to_string(), "-c".into(), plan::check_script(&p.paths)];
-        let list = format!("{sha}  snapshot.db\n");
-        let ran = api
-            .run(
-                &p.paths.restore_pod,
-                Some(RESTORE_CONTAINER),
-                &argv,
-                Some(list.as_bytes()),
-            )
-            .await?;
-        if !ran.ok {
-            return Err(format!(
-                "the staged snapshot does not match the archive's sha256: {}",
-                ran.said
-            ));
-        }
-        Ok(())
-    }
-
-    async fn wait_ready(&self) -> Result<(), String> {
-        let (api, l, p) = (&self.job.api, &self.job.layout, self.p);
-        let t = l.wait_seconds;
-        let end = Instant::now() + Duration::from_secs(t);
-        api.wait_ready(&p.set.pod, t).await?;
-        let mut argv: Vec<String> = l
-            .etcdctl
-            .command
-            .split_whitespace()
-            .map(String::from)
-            .collect();
-        argv.push(format!("--endpoints={}", l.etcdctl.endpoint));
-        for (flag, v) in [
-            ("cacert", &l.etcdctl.cacert),
-            ("cert", &l.etcdctl.cert),
-            ("key", &l.etcdctl.key),
-        ] {
-            if let Some(v) = v {
-                argv.push(format!("--{flag}={v}"));
-            }
-        }
-        argv.extend(["endpoint".into(), "health".into()]);
-        loop {
-            let ran = api.run(&p.set.pod, Some(&l.container), &argv, None).await?;
-            if ran.ok {
-                break;
-            }
-            if Instant::now() >= end {
-                return Err(format!(
-                    "timed out after {t}s waiting for etcd health in pod {}: {}",
-                    p.set.pod, ran.said
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        if !l.apiserver_pod.is_empty() {
-            let left = end
-                .saturating_duration_since(Instant::now())
-                .as_secs()
-                .max(1);
-            api.wait_ready(&l.apiserver_pod, left).await?;
-        }
-        Ok(())
-    }
-}
-
-/// What to do when the restore pod's image has no shell.
-fn no_shell_hint(said: &str) -> &'static str {
-    if said.contains("exec: \"sh\"") {
-        " — the restore pod's image has no shell (a distroless etcd image); the restore needs sh, cat, mv, chown, stat, sha256sum and etcdutl or etcdctl in it: pass --restore-pod-image with such an image (e.g. an etcd image of the same version with a shell)"
-    } else {
-        ""
-    }
-}
-
-impl Undoer for InCluster<'_> {
-    fn node_name(&self, _: NodeId) -> String {
-        self.job.destination()
-    }
-
-    async fn undo(&self, step: &Step) -> Result<(), String> {
-        let (_, undo) = self.p.plan.actions(step.kind);
-        self.act(undo).await
-    }
-
-    // The journal lives in this process only: see the README on a killed restore.
-    async fn record(&self, _: &[&Step], _: Option<&Step>) -> Result<(), String> {
-        Ok(())
-    }
-
-    async fn forget(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-impl Executor for InCluster<'_> {
-    async fn run(&self, step: &Step) -> Result<(), String> {
-        let (action, _) = self.p.plan.actions(step.kind);
-        self.act(action).await
-    }
-
-    fn discard(&self, _: &Step) {}
-
-    fn warning(&self, step: &Step, error: &str) -> String {
-        format!(
-            "step {} failed ({error}); the restore goes on — run by hand: {}",
-            step.kind, step.script
-        )
-    }
-}
-
-type Stdin = tokio::io::WriteHalf<tokio::io::SimplexStream>;
-type Shared = Arc<Mutex<tokio_util::io::SyncIoBridge<Stdin>>>;
-
-/// Passes the snapshot entry's bytes (and nothing else) to the exec's stdin; the others are
-/// only hashed by the reader.
-struct SnapshotSink {
-    out: Shared,
-    /// Whether the snapshot's writer was handed out (once only).
-    given: bool,
-    path: String,
-    size: u64,
-}
-
-impl Sink for SnapshotSink {
-    fn open(
-        &mut self,
-        path: &str,
-        size: u64,
-        _mode: u32,
-    ) -> std::io::Result<Option<Box<dyn Write + Send>>> {
-        if path != self.path {
-            return Ok(None);
-        }
-        if self.given || size != self.size {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "{}: not the verified snapshot's size, or twice; nothing more is staged",
-                    crate::text::escape_for_line(path, 200)
-                ),
-            ));
-        }
-        self.given = true;
-        Ok(Some(Box::new(Through(self.out.clone()))))
-    }
-}
-
-struct Through(Shared);
-
-impl Write for Through {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let mut w = (self.0.lock()).map_err(|_| std::io::Error::other("stream writer poisoned"))?;
-        w.write(b)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        let mut w = (self.0.lock()).map_err(|_| std::io::Error::other("stream writer poisoned"))?;
-        w.flush()
-    }
+/// Undoes, in reverse, the steps journal `j` lists, with the runner's own rollback (it stops
+/// at the first undo that fails and keeps the journal of what is left).
+pub async fn roll_back_journal(
+    api: &UserApi,
+    l: &UserLayout,
+    p: &UserPrepared,
+    j: &UserJournal,
+) -> Rollback {
+    let steps: Vec<Step> = (j.steps.iter())
+        .filter_map(|e| p.plan.steps.iter().find(|s| s.kind == e.name).cloned())
+        .collect();
+    let refs: Vec<&Step> = steps.iter().collect();
+    let on = OnCluster {
+        api,
+        layout: l,
+        p,
+        journal: j.with_steps(&[], None),
+    };
+    super::execute::roll_back(&on, &refs).await
 }

@@ -256,13 +256,20 @@ impl KubeApi {
         self.lock().pod_logs = Some(dir.to_path_buf());
     }
 
-    /// The StatefulSet's `spec.replicas`.
-    pub fn replicas(&self, namespace: &str, name: &str) -> i64 {
+    /// The stored StatefulSet.
+    pub fn statefulset(&self, namespace: &str, name: &str) -> Value {
         let st = self.lock();
         let s = (st.statefulsets.iter())
-            .find(|o| o["metadata"]["name"] == name && o["metadata"]["namespace"] == namespace)
-            .unwrap_or_else(|| panic!("no statefulset {namespace}/{name}"));
-        s["spec"]["replicas"].as_i64().unwrap()
+            .find(|o| o["metadata"]["name"] == name && o["metadata"]["namespace"] == namespace);
+        s.unwrap_or_else(|| panic!("no statefulset {namespace}/{name}"))
+            .clone()
+    }
+
+    /// The StatefulSet's `spec.replicas`.
+    pub fn replicas(&self, namespace: &str, name: &str) -> i64 {
+        self.statefulset(namespace, name)["spec"]["replicas"]
+            .as_i64()
+            .unwrap()
     }
 
     /// The names of the pods in `namespace` (terminating ones included).
@@ -445,6 +452,9 @@ async fn handle(state: Shared, mut req: Request<Incoming>) -> Result<Response<Bo
     let response = match (method.as_str(), segments.as_slice()) {
         ("GET", ["apis", "apps", "v1", "namespaces", ns, "statefulsets", name]) => {
             workloads::get_statefulset(&state, ns, name)
+        }
+        ("PATCH", ["apis", "apps", "v1", "namespaces", ns, "statefulsets", name]) => {
+            workloads::patch_statefulset(&state, ns, name, &body)
         }
         (
             m @ ("GET" | "PATCH" | "PUT"),

@@ -28,6 +28,44 @@ pub(super) fn get_statefulset(state: &Shared, ns: &str, name: &str) -> Response 
     }
 }
 
+/// RFC 7386 JSON merge patch: objects merge, `null` removes, anything else replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    let Some(p) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().unwrap();
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+/// PATCH (merge) of `.../statefulsets/NAME`, e.g. its annotations.
+pub(super) fn patch_statefulset(state: &Shared, ns: &str, name: &str, body: &[u8]) -> Response {
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+        return bad_request("the body is not a JSON merge patch");
+    };
+    {
+        let mut st = lock(state);
+        st.resource_version += 1;
+        let rv = st.resource_version.to_string();
+        let Some(s) = find(&mut st.statefulsets, ns, name) else {
+            return not_found("statefulsets.apps", name);
+        };
+        merge(s, &patch);
+        s["metadata"]["resourceVersion"] = json!(rv);
+    }
+    reconcile(state, ns, name);
+    get_statefulset(state, ns, name)
+}
+
 fn scale_of(s: &Value) -> Value {
     let replicas = s["spec"]["replicas"].clone();
     let selector: Vec<String> = (s["spec"]["selector"]["matchLabels"].as_object().into_iter())

@@ -24,7 +24,7 @@ and so are the files the kit replaces (<manifests dir's parent>/<restore id>.kit
 plan with every command it would run. The node keeps a journal of the completed steps \
 (<staging dir>/<restore id>.journal, 0600) until the restore or its rollback ends; if cpvault \
 is killed or loses the node, `restore --rollback <restore id>` with the same SSH and node flags \
-undoes what it lists."
+undoes what it lists. With --profile gke-user (a GKE on VMware user cluster's etcd, through the admin cluster's API): preflight, verify, scale-down, restore-pod, stage, restore-snapshot, swap-data-dir, cleanup, remove-restore-pod, scale-up, wait-ready; the old member/ is kept on the volume as member.before-<restore id>, and the journal is an annotation on the StatefulSet."
 )]
 pub struct RestoreArgs {
     /// Store selection.

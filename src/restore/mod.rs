@@ -1,5 +1,5 @@
-//! Restore (design.md §6): onto control-plane nodes over SSH, or into a local dir
-//! ([`local`]). A restore onto nodes goes preflight ([`preflight`], read-only) → plan
+//! Restore (design.md §6): onto control-plane nodes over SSH, into a local dir ([`local`]),
+//! or a user cluster's etcd through the admin cluster's API ([`kube`], design.md §10). A restore onto nodes goes preflight ([`preflight`], read-only) → plan
 //! ([`plan`], pure, what `--dry-run` prints) → a deep verify of the archive and the CA check →
 //! the step runner ([`execute`]), which undoes every completed step in reverse on a failure and
 //! keeps a [`journal`] of them on the node, from which [`roll_back_journal`] undoes a restore

@@ -432,7 +432,8 @@ fn a_kubeconfig_without_the_verbs_is_refused_before_any_change() {
 
 #[test]
 #[ignore = "needs etcd-server, etcd-client (apt-get install); CI runs it"]
-fn a_distroless_etcd_image_names_what_the_restore_pod_needs_and_an_older_etcd_is_refused() {
+fn a_distroless_image_names_what_the_restore_pod_needs_and_an_older_etcd_or_no_replica_is_refused()
+{
     let s = scene();
     s.api.make_image_distroless(IMAGE);
     let out = s.restore(&["--yes"], &[]);
@@ -479,5 +480,17 @@ fn a_distroless_etcd_image_names_what_the_restore_pod_needs_and_an_older_etcd_is
         before,
         "{:?}",
         s.changing_requests()
+    );
+
+    // Scaled to 0 already: scale-up would never bring etcd back; refused, naming the fix.
+    let mut zero = statefulset();
+    zero["spec"]["replicas"] = json!(0);
+    s.api.add_statefulset(NS, zero);
+    let out = s.restore(&["--yes"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("scaled to 0 replicas") && err.contains("--replicas=1"),
+        "{err}"
     );
 }

@@ -2,7 +2,8 @@
 //! §10): preflight (what the kubeconfig may do, what the etcd StatefulSet says, read-only) →
 //! plan ([`plan`], pure, what `--dry-run` prints) → a deep verify of the archive → the same
 //! step runner as a node restore ([`super::execute`]), which undoes every completed step in
-//! reverse on a failure. The snapshot goes from the decrypting reader over exec stdin into a
+//! reverse on a failure and keeps a [`journal`] of them on the StatefulSet, from which
+//! [`roll_back_journal`] undoes a restore whose cpvault died. The snapshot goes from the decrypting reader over exec stdin into a
 //! 0700 dir on the etcd volume, and is checked there against the verified manifest; nothing
 //! decrypted touches this machine's disk. The API client is made by the caller and handed in;
 //! nothing here asks the user or renders output beyond progress on stderr.
@@ -173,6 +174,15 @@ impl UserRestore<'_> {
                 "point --statefulset and --etcd-container at the user cluster's etcd",
             )
         })?;
+        if set.replicas == 0 {
+            return Err(self.refuse(
+                "it is scaled to 0 replicas, so the restore would scale it back to 0 and never see etcd serve".into(),
+                &format!(
+                    "scale it to 1 first (kubectl -n {} scale statefulset {} --replicas=1; a crash-looping etcd is fine) and restore again",
+                    l.namespace, l.statefulset
+                ),
+            ));
+        }
         if set.replicas > 1 {
             return Err(self.refuse(
                 format!("it runs {} replicas; restoring a multi-member user-cluster etcd is not supported", set.replicas),

@@ -90,6 +90,9 @@ impl OnCluster<'_> {
             Action::WaitReady => self.wait_ready().await,
         }
     }
+
+    /// Waits for the etcd pod to be Ready, then for `etcdctl endpoint health` in it (exec'd
+    /// without a shell), then for the apiserver pod to be Ready, all within the wait.
     async fn wait_ready(&self) -> Result<(), String> {
         let (api, l, p) = (self.api, self.layout, self.p);
         let t = l.wait_seconds;
@@ -113,14 +116,16 @@ impl OnCluster<'_> {
         }
         argv.extend(["endpoint".into(), "health".into()]);
         loop {
-            let ran = api.run(&p.set.pod, Some(&l.container), &argv, None).await?;
-            if ran.ok {
-                break;
-            }
+            // An exec that cannot start yet (the container still starting) is waited out too.
+            let said = match api.run(&p.set.pod, Some(&l.container), &argv, None).await {
+                Ok(ran) if ran.ok => break,
+                Ok(ran) => ran.said,
+                Err(e) => e,
+            };
             if Instant::now() >= end {
                 return Err(format!(
-                    "timed out after {t}s waiting for etcd health in pod {}: {}",
-                    p.set.pod, ran.said
+                    "timed out after {t}s waiting for etcd health in pod {}: {said}",
+                    p.set.pod
                 ));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;

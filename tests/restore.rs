@@ -28,6 +28,9 @@ mod certs;
 // The recovery kit (encryption config, static-pod manifests, admin.conf): backed up, refused
 // when unreadable, put back before the control plane starts and rolled back.
 mod kit;
+// A GKE user cluster's etcd restored through the admin cluster's API (the test API server):
+// the keys, the kept data, the rollback of every step, RBAC refused in preflight.
+mod user_cluster;
 
 const KEYS: usize = 25;
 

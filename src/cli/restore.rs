@@ -33,7 +33,7 @@ and so are the files the kit replaces (<manifests dir's parent>/<restore id>.kit
 plan with every command it would run. The node keeps a journal of the completed steps \
 (<staging dir>/<restore id>.journal, 0600; each node its own steps) until the restore or \
 its rollback ends; if cpvault is killed or loses the node, `restore --rollback <restore id>` \
-with the same SSH and node flags (every --ssh) undoes what each node's journal lists."
+with the same SSH and node flags (every --ssh) undoes what each node's journal lists. With --profile gke-user (a GKE on VMware user cluster's etcd, through the admin cluster's API): preflight, verify, scale-down, restore-pod, stage, restore-snapshot, swap-data-dir, cleanup, remove-restore-pod, scale-up, wait-ready; the old member/ is kept on the volume as member.before-<restore id>, and the journal is an annotation on the StatefulSet."
 )]
 pub struct RestoreArgs {
     /// Store selection.
@@ -121,6 +121,49 @@ pub struct RestoreArgs {
     /// kubeconfig context.
     #[arg(long, value_name = "NAME", help_heading = "Finding the node")]
     pub context: Option<String>,
+    /// `gke-user`: restore a GKE on VMware user cluster's etcd (the StatefulSet in
+    /// --namespace of the admin cluster --kubeconfig leads to) through the API, instead of a
+    /// node over SSH.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "PROFILE",
+        help_heading = "User cluster"
+    )]
+    pub profile: Option<crate::sources::kube::Profile>,
+    /// The user cluster's namespace in the admin cluster (its name).
+    #[arg(long, value_name = "NS", help_heading = "User cluster")]
+    pub namespace: Option<String>,
+    /// The user cluster's etcd StatefulSet.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "kube-etcd",
+        help_heading = "User cluster"
+    )]
+    pub statefulset: String,
+    /// Its etcd container (whose command gives --data-dir and the member flags).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "kube-etcd",
+        help_heading = "User cluster"
+    )]
+    pub etcd_container: String,
+    /// The user cluster's kube-apiserver pod in the same namespace, waited for until Ready
+    /// at the end ('' to not wait for it).
+    #[arg(
+        long,
+        value_name = "POD",
+        default_value = "kube-apiserver-0",
+        help_heading = "User cluster"
+    )]
+    pub apiserver_pod: String,
+    /// Image of the restore pod [default: the etcd container's]. It needs sh, cat, mv,
+    /// chown, stat, sha256sum and etcdutl or etcdctl: give one when the etcd image is
+    /// distroless.
+    #[arg(long, value_name = "IMAGE", help_heading = "User cluster")]
+    pub restore_pod_image: Option<String>,
     /// etcdctl on the node.
     #[command(flatten)]
     pub node: NodeEtcdctlFlags,

@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+// `--profile gke-user`: a user cluster's etcd through the admin cluster's API.
+mod user;
+
 use super::Ctx;
 use crate::archive::manifest::Manifest;
 use crate::cli::RestoreArgs;
@@ -16,6 +19,7 @@ use crate::error::{Usage, VerifyFailed};
 use crate::extract::{extract_verified, ExtractError};
 use crate::restore::local::{LocalMember, Members};
 use crate::restore::NodeRestore;
+use crate::sources::kube::Profile;
 use crate::sources::settings::Sources;
 use crate::trust::Authorship;
 
@@ -38,6 +42,9 @@ use rollback::rollback;
 pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
     let node_settings = node_settings(ctx, &args);
     if let Some(id) = &args.rollback {
+        if node_settings.profile == Some(Profile::GkeUser) {
+            return user::rollback(ctx, &args, &node_settings, id).await;
+        }
         return rollback(ctx, &args, &node_settings, id).await;
     }
     let reference = args.reference.clone().ok_or_else(|| {
@@ -103,6 +110,9 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
         );
         return to_dir(ctx, &args, &store, &m, &who, identities, dir).await;
     }
+    if node_settings.profile == Some(Profile::GkeUser) {
+        return user::run(ctx, &args, &node_settings, &store, &m, &who, identities).await;
+    }
     if args.force_expired {
         warn_expired(&m, "restoring anyway (--force-expired); renew them on the node (kubeadm certs renew) before the control plane can start");
     }
@@ -156,6 +166,8 @@ fn node_settings(ctx: &Ctx, args: &RestoreArgs) -> Sources {
         kubeconfig: args.kubeconfig.clone(),
         context: args.context.clone(),
         ssh: args.nodes.first().cloned(),
+        profile: args.profile,
+        namespace: args.namespace.clone(),
         ..Sources::from(&args.ssh)
     }
     .or(&ctx.config.sources_for(cluster))

@@ -153,7 +153,7 @@ impl std::fmt::Display for Rollback {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Rollback::Complete => {
-                f.write_str("rolled back: every node the restore changed is as it was before")
+                f.write_str("rolled back: everything the restore changed is as it was before")
             }
             Rollback::Stopped { at, failure, left } => {
                 let left: Vec<String> = left

@@ -1,10 +1,11 @@
 //! Restore (design.md §6): onto control-plane nodes over SSH — one, or every member of an HA
-//! control plane as one plan — or into a local dir ([`local`]). A restore onto nodes goes
-//! preflight ([`preflight`], read-only, on every node) → plan ([`plan`], pure, what
-//! `--dry-run` prints) → a deep verify of the archive and the CA check → the step runner
-//! ([`execute`]), which undoes every completed step of every node in reverse on a failure and
-//! keeps on each node a [`journal`] of that node's steps, from which [`roll_back_journal`]
-//! undoes a restore whose cpvault died. Plaintext reaches a node only inside its 0700 staging dir ([`stage`]); nothing decrypted is
+//! control plane as one plan — into a local dir ([`local`]), or a user cluster's etcd through
+//! the admin cluster's API ([`kube`], design.md §10). A restore onto nodes goes preflight
+//! ([`preflight`], read-only, on every node) → plan ([`plan`], pure, what `--dry-run` prints)
+//! → a deep verify of the archive and the CA check → the step runner ([`execute`]), which
+//! undoes every completed step of every node in reverse on a failure and keeps on each node a
+//! [`journal`] of that node's steps, from which [`roll_back_journal`] undoes a restore whose
+//! cpvault died. Plaintext reaches a node only inside its 0700 staging dir ([`stage`]); nothing decrypted is
 //! written on this machine except the kubeconfig the user asked for (0600). The connections are
 //! made by the command and handed in; nothing here asks the user or renders output beyond
 //! progress on stderr.
@@ -12,6 +13,7 @@
 pub mod execute;
 pub mod journal;
 pub mod kit;
+pub mod kube;
 pub mod local;
 pub mod plan;
 pub mod preflight;
@@ -144,11 +146,7 @@ impl NodeRestore<'_> {
                 }
             }
         }
-        let restore_id = format!(
-            "cpvault-restore-{}-{:04x}",
-            Utc::now().format("%Y%m%dT%H%M%SZ"),
-            rand::random::<u16>()
-        );
+        let restore_id = new_restore_id();
         let kubeconfig_out = self.kubeconfig_out.display().to_string();
         let kits: Vec<kit::KitFiles> = self
             .layouts
@@ -176,34 +174,15 @@ impl NodeRestore<'_> {
     /// # Errors
     /// [`VerifyFailed`] (exit 3) or a [`PreflightError`] about the CA; nothing was changed.
     pub async fn verify(&self, p: &Prepared) -> anyhow::Result<Manifest> {
-        let m = self.backup;
-        let dest = self.destination();
-        let bar = crate::progress::bytes(self.quiet, 0, &format!("verify {}", m.reference()));
-        let report = crate::verify::verify(
+        let inner = verify_deeply(
             self.store,
-            m,
+            self.backup,
             self.authorship,
-            Some(self.identities.clone()),
-            Box::new(crate::archive::reader::NullSink),
-            bar.clone(),
+            self.identities.clone(),
+            &self.destination(),
+            self.quiet,
         )
-        .await;
-        bar.finish_and_clear();
-        if !report.ok {
-            let failed: Vec<String> = report
-                .failures()
-                .map(|c| format!("{}: {}", c.name, c.detail))
-                .collect();
-            return Err(VerifyFailed(format!(
-                "{} failed verification ({}); nothing on {dest} was changed",
-                m.reference(),
-                failed.join("; ")
-            ))
-            .into());
-        }
-        let inner = report
-            .inner
-            .expect("a passing deep verify read the inner manifest");
+        .await?;
         for ((node, facts), l) in self.nodes.iter().zip(&p.facts).zip(&self.layouts) {
             preflight::same_cluster(
                 &inner,
@@ -260,6 +239,56 @@ impl NodeRestore<'_> {
         };
         Ok(execute::run(&exec, &p.steps, &opts, cancel).await?.failed)
     }
+}
+
+/// A new restore id: names the staging dir and everything kept aside.
+pub fn new_restore_id() -> String {
+    format!(
+        "cpvault-restore-{}-{:04x}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    )
+}
+
+/// Verifies the whole archive `m` (every layer) before anything on `dest` changes; returns
+/// the verified inner manifest.
+///
+/// # Errors
+/// [`VerifyFailed`] (exit 3); nothing was changed.
+pub async fn verify_deeply(
+    store: &cpvault_backends::Store,
+    m: &Manifest,
+    authorship: &crate::trust::Authorship,
+    identities: Arc<Identities>,
+    dest: &str,
+    quiet: bool,
+) -> anyhow::Result<Manifest> {
+    let bar = crate::progress::bytes(quiet, 0, &format!("verify {}", m.reference()));
+    let report = crate::verify::verify(
+        store,
+        m,
+        authorship,
+        Some(identities),
+        Box::new(crate::archive::reader::NullSink),
+        bar.clone(),
+    )
+    .await;
+    bar.finish_and_clear();
+    if !report.ok {
+        let failed: Vec<String> = report
+            .failures()
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        return Err(VerifyFailed(format!(
+            "{} failed verification ({}); nothing on {dest} was changed",
+            m.reference(),
+            failed.join("; ")
+        ))
+        .into());
+    }
+    Ok(report
+        .inner
+        .expect("a passing deep verify read the inner manifest"))
 }
 
 /// Undoes, in reverse, what the journal `j` (read from `node`, where it lives at `path`;

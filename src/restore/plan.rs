@@ -16,6 +16,9 @@ pub use member::{parse_member, Member};
 // Several nodes (HA): the nodes' plans in one order, the shared cluster, the quorum wait.
 mod cluster;
 pub use cluster::plan_all;
+// The steps' kinds and names, for node and user-cluster plans.
+mod kind;
+pub use kind::StepKind;
 
 /// Where things are on the node, and how to check on etcd there.
 #[derive(Debug, Clone, Serialize)]
@@ -94,121 +97,6 @@ pub fn health_command(e: &RemoteEtcdctl) -> String {
 /// indexes ([`plan_all`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NodeId(pub usize);
-
-/// What a step does. Its kebab-case name (`stop-control-plane`) is what the plan prints, what
-/// `--dry-run --output json` carries as `name`, and what the test hook
-/// [`super::execute::fail_at_hook`] names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StepKind {
-    /// Read-only checks on the node.
-    Preflight,
-    /// The archive's deep verify.
-    Verify,
-    /// Stream the payload into the staging dir.
-    Stage,
-    /// Move the static-pod manifests out and wait until the control plane stopped.
-    StopControlPlane,
-    /// Rewrite the (moved out) etcd.yaml for a cluster of this member alone.
-    ShrinkToOneMember,
-    /// Move the current data and PKI aside.
-    MoveAside,
-    /// `snapshot restore` into the data dir.
-    RestoreSnapshot,
-    /// Put the archive's PKI in place.
-    Pki,
-    /// Put the backup's encryption config in place (recovery kit).
-    EncryptionConfig,
-    /// Put the backup's static-pod manifests in place (recovery kit).
-    Manifests,
-    /// Put the backup's admin.conf in place (recovery kit).
-    AdminConf,
-    /// Move the manifests back.
-    StartControlPlane,
-    /// Wait for etcd and kube-apiserver.
-    WaitReady,
-    /// Several members: wait until every one is healthy and they agree on one leader.
-    WaitQuorum,
-    /// Fetch the admin kubeconfig.
-    Kubeconfig,
-    /// Remove the staging dir.
-    Cleanup,
-}
-
-impl StepKind {
-    /// Every kind, in plan order (`shrink-to-one-member` only in a plan that asks for it,
-    /// the kit's steps only when the backup holds them, `wait-quorum` only over several
-    /// nodes). A plan over several nodes runs each kind on every node before the next.
-    pub const ALL: [StepKind; 16] = [
-        StepKind::Preflight,
-        StepKind::Verify,
-        StepKind::Stage,
-        StepKind::StopControlPlane,
-        StepKind::ShrinkToOneMember,
-        StepKind::MoveAside,
-        StepKind::RestoreSnapshot,
-        StepKind::Pki,
-        StepKind::EncryptionConfig,
-        StepKind::Manifests,
-        StepKind::AdminConf,
-        StepKind::StartControlPlane,
-        StepKind::WaitReady,
-        StepKind::WaitQuorum,
-        StepKind::Kubeconfig,
-        StepKind::Cleanup,
-    ];
-
-    /// The printed name.
-    pub fn name(self) -> &'static str {
-        match self {
-            StepKind::Preflight => "preflight",
-            StepKind::Verify => "verify",
-            StepKind::Stage => "stage",
-            StepKind::StopControlPlane => "stop-control-plane",
-            StepKind::ShrinkToOneMember => "shrink-to-one-member",
-            StepKind::MoveAside => "move-aside",
-            StepKind::RestoreSnapshot => "restore-snapshot",
-            StepKind::Pki => "pki",
-            StepKind::EncryptionConfig => "encryption-config",
-            StepKind::Manifests => "manifests",
-            StepKind::AdminConf => "admin-conf",
-            StepKind::StartControlPlane => "start-control-plane",
-            StepKind::WaitReady => "wait-ready",
-            StepKind::WaitQuorum => "wait-quorum",
-            StepKind::Kubeconfig => "kubeconfig",
-            StepKind::Cleanup => "cleanup",
-        }
-    }
-
-    /// The kind printed as `name`.
-    pub fn from_name(name: &str) -> Option<StepKind> {
-        StepKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// Checks done before the runner starts (and before the user is asked): listed in the plan
-    /// so it reads as the whole procedure, but never run by the step runner.
-    pub fn checked_before_changes(self) -> bool {
-        matches!(self, StepKind::Preflight | StepKind::Verify)
-    }
-
-    /// A failure of this step only warns: it runs after the restore succeeded, so there is
-    /// nothing to roll back for (and a rollback would undo a good restore).
-    pub fn best_effort(self) -> bool {
-        matches!(self, StepKind::Kubeconfig | StepKind::Cleanup)
-    }
-
-    /// A best-effort step whose failure still fails the run (a non-zero exit, no rollback):
-    /// the user asked for what it produces.
-    pub fn fails_the_run(self) -> bool {
-        self == StepKind::Kubeconfig
-    }
-}
-
-impl std::fmt::Display for StepKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.name())
-    }
-}
 
 /// One step of the plan.
 #[derive(Debug, Clone, Serialize)]
@@ -331,6 +219,18 @@ pub(crate) fn wait_for(check: &str, what: &str, seconds: u64) -> String {
 /// of `etcdutl`, and 3.6 removed it, so with the default etcdctl the script prefers etcdutl
 /// where the node has it; a configured etcdctl command is used as given.
 fn restore_command(l: &NodeLayout, m: &Member, snapshot: &str, data: &str) -> String {
+    snapshot_restore_command(&l.etcdctl.command, l.skip_hash_check, m, snapshot, data)
+}
+
+/// `snapshot restore` of `snapshot` (already quoted) into `data` (already quoted) as member
+/// `m`, with etcdutl where there is one when `etcdctl` is the plain default.
+pub(crate) fn snapshot_restore_command(
+    etcdctl: &str,
+    skip_hash_check: bool,
+    m: &Member,
+    snapshot: &str,
+    data: &str,
+) -> String {
     let args = format!(
         "snapshot restore {snapshot} --data-dir={data} --name={} --initial-cluster={} --initial-advertise-peer-urls={}{}{}",
         quote(&m.name),
@@ -340,17 +240,17 @@ fn restore_command(l: &NodeLayout, m: &Member, snapshot: &str, data: &str) -> St
             Some(t) => format!(" --initial-cluster-token={}", quote(t)),
             None => String::new(),
         },
-        if l.skip_hash_check {
+        if skip_hash_check {
             " --skip-hash-check"
         } else {
             ""
         },
     );
-    let etcdctl = format!("ETCDCTL_API=3 {} {args}", l.etcdctl.command);
-    if l.etcdctl.command == "etcdctl" {
-        format!("if command -v etcdutl >/dev/null 2>&1; then etcdutl {args}; else {etcdctl}; fi")
+    let full = format!("ETCDCTL_API=3 {etcdctl} {args}");
+    if etcdctl == "etcdctl" {
+        format!("if command -v etcdutl >/dev/null 2>&1; then etcdutl {args}; else {full}; fi")
     } else {
-        etcdctl
+        full
     }
 }
 

@@ -99,6 +99,39 @@ fn push_commands(t: &mut String, s: &Step) {
     }
 }
 
+/// The plan of a restore onto one destination that is not a node (a user cluster's etcd).
+pub(super) fn print_steps(
+    ctx: &Ctx,
+    m: &Manifest,
+    dest: &str,
+    restore_id: &str,
+    steps: &[Step],
+) -> anyhow::Result<()> {
+    if ctx.json() {
+        return super::super::print_json(&serde_json::json!({
+            "backup": m.reference(), "node": dest, "restore_id": restore_id, "steps": steps,
+        }));
+    }
+    super::super::print_text(&render_steps(m, dest, steps))
+}
+
+fn render_steps(m: &Manifest, dest: &str, steps: &[Step]) -> String {
+    let mut t = format!("restore {} onto {dest}:\n", m.reference());
+    for (i, s) in steps.iter().enumerate() {
+        t.push_str(&format!("{:>2}. {:<20} {}\n", i + 1, s.kind.name(), s.does));
+        push_commands(&mut t, s);
+    }
+    t
+}
+
+/// [`confirm`] for [`print_steps`]' plans.
+pub(super) fn confirm_steps(m: &Manifest, dest: &str, steps: &[Step]) -> anyhow::Result<()> {
+    ask(
+        &render_steps(m, dest, steps),
+        &format!("Type 'yes' to restore onto {dest}: "),
+    )
+}
+
 pub(super) fn confirm(m: &Manifest, nodes: &Nodes) -> anyhow::Result<()> {
     ask(
         &render_plan(m, nodes),

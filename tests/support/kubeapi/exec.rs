@@ -85,23 +85,15 @@ pub(super) fn exec(
                 .filter_map(|c| c["name"].as_str().map(String::from))
                 .collect()
         });
-        let argv: Vec<String> = command
-            .iter()
-            .map(|a| {
-                let a = st
-                    .pod_maps
-                    .iter()
-                    .filter(|(n, p, _, _)| n == ns && p == pod)
-                    .fold(a.clone(), |a, (_, _, from, to)| a.replace(from, to));
-                st.maps.iter().fold(a, |a, (from, to)| a.replace(from, to))
-            })
-            .collect();
+        // The pod's volumes (sandbox dirs), then the test's substitutions.
+        let argv: Vec<String> = match found {
+            Some(p) => super::pods::substitute(&st, p, requested.as_deref(), &command),
+            None => command.clone(),
+        };
         // A distroless image holds only its own binaries.
-        let absent = st.distroless.iter().any(|(n, p)| n == ns && p == pod)
-            && !command.first().is_some_and(|c| {
-                let base = c.rsplit('/').next().unwrap_or(c);
-                ["etcd", "etcdctl", "etcdutl"].contains(&base)
-            });
+        let distroless = st.distroless.iter().any(|(n, p)| n == ns && p == pod)
+            || found.is_some_and(|p| super::pods::distroless(&st, p, requested.as_deref()));
+        let absent = distroless && !command.first().is_some_and(|c| super::pods::own_binary(c));
         (st.execs.len() - 1, containers, argv, absent)
     };
     let Some(containers) = containers else {

@@ -7,7 +7,9 @@
 //! It also speaks the kubelet's port-forward websocket (`v4.channel.k8s.io`), connecting a
 //! pod's ports to loopback here (every test pod is host-network on this machine).
 //! Optionally it enforces RBAC for its token (`enforce_rbac`), answering 403 like the real
-//! API server for what the given Roles and ClusterRoles do not allow.
+//! API server for what the given Roles and ClusterRoles do not allow, and answers
+//! SelfSubjectAccessReviews from it. StatefulSets scale (their pods come and go), pods are
+//! created and deleted, and a pod's command runs for real on its volumes' sandbox dirs.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -30,8 +32,12 @@ use rest::{get, list, now, ok, parse_query, status, uid, upsert};
 mod exec;
 // The port-forward websocket protocol, connecting a pod's ports on loopback.
 mod portforward;
+// Pod processes: a pod's command run for real, stopped on delete; claims as sandbox dirs.
+mod pods;
 // RBAC: Roles, ClusterRoles and their bindings deciding what the token may do.
 pub mod rbac;
+// StatefulSets and their scale, pod create/delete, SelfSubjectAccessReviews.
+mod workloads;
 // The REST objects (get, list, label selectors) and `Status` responses.
 mod rest;
 #[cfg(test)]
@@ -78,6 +84,8 @@ struct State {
     pod_maps: Vec<(String, String, String, String)>,
     /// Pods (namespace, name) whose image has no shell (see `make_distroless`).
     distroless: Vec<(String, String)>,
+    /// Images with no shell: pods made later with them run only etcd's binaries.
+    distroless_images: Vec<String>,
     execs: Vec<ExecRecord>,
     forwards: Vec<ForwardRecord>,
     requests: Vec<String>,
@@ -86,6 +94,13 @@ struct State {
     /// The Forbidden messages of the requests RBAC refused.
     denied: Vec<String>,
     resource_version: u64,
+    statefulsets: Vec<Value>,
+    /// Claims standing for sandbox dirs: (namespace, claim, dir).
+    volumes: Vec<(String, String, std::path::PathBuf)>,
+    /// The running pods' processes.
+    procs: Vec<pods::PodProcess>,
+    /// Where pod processes log (`NS_POD.log`); none: nowhere.
+    pod_logs: Option<std::path::PathBuf>,
 }
 
 /// A running test API server; stops on drop.
@@ -225,6 +240,48 @@ impl KubeApi {
         upsert(&mut st.secrets, secret);
     }
 
+    /// Adds (or replaces) a StatefulSet (the object as JSON, namespace set here); its pods are
+    /// made at once and their commands started.
+    pub fn add_statefulset(&self, namespace: &str, sts: Value) {
+        workloads::add_statefulset(&self.state, namespace, sts);
+    }
+
+    /// The claim `claim` in `namespace` is the dir `dir`: its mount path reads as `dir` in
+    /// the command and the execs of every pod mounting it.
+    pub fn add_volume(&self, namespace: &str, claim: &str, dir: &Path) {
+        let v = (namespace.into(), claim.into(), dir.to_path_buf());
+        self.lock().volumes.push(v);
+    }
+
+    /// Pod processes log into `dir` from now on.
+    pub fn set_pod_logs(&self, dir: &Path) {
+        self.lock().pod_logs = Some(dir.to_path_buf());
+    }
+
+    /// The stored StatefulSet.
+    pub fn statefulset(&self, namespace: &str, name: &str) -> Value {
+        let st = self.lock();
+        let s = (st.statefulsets.iter())
+            .find(|o| o["metadata"]["name"] == name && o["metadata"]["namespace"] == namespace);
+        s.unwrap_or_else(|| panic!("no statefulset {namespace}/{name}"))
+            .clone()
+    }
+
+    /// The StatefulSet's `spec.replicas`.
+    pub fn replicas(&self, namespace: &str, name: &str) -> i64 {
+        self.statefulset(namespace, name)["spec"]["replicas"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// The names of the pods in `namespace` (terminating ones included).
+    pub fn pod_names(&self, namespace: &str) -> Vec<String> {
+        (self.lock().pods.iter())
+            .filter(|o| o["metadata"]["namespace"] == namespace)
+            .filter_map(|o| o["metadata"]["name"].as_str().map(String::from))
+            .collect()
+    }
+
     /// Replaces `from` with `to` in every argv element of later execs, in insertion order.
     pub fn map_exec(&self, from: &str, to: &str) {
         self.lock().maps.push((from.into(), to.into()));
@@ -243,6 +300,13 @@ impl KubeApi {
     /// start with the container runtime's "executable file not found".
     pub fn make_distroless(&self, namespace: &str, pod: &str) {
         self.lock().distroless.push((namespace.into(), pod.into()));
+    }
+
+    /// From now on `image` is distroless: a pod created with it whose command is not one of
+    /// etcd's binaries fails to start (phase Failed, the runtime's StartError), and execs of
+    /// anything else in it fail as in [`KubeApi::make_distroless`].
+    pub fn make_image_distroless(&self, image: &str) {
+        self.lock().distroless_images.push(image.into());
     }
 
     pub fn execs(&self) -> Vec<ExecRecord> {
@@ -293,6 +357,15 @@ impl KubeApi {
     }
 }
 
+impl Drop for KubeApi {
+    fn drop(&mut self) {
+        let procs = std::mem::take(&mut self.lock().procs);
+        for p in procs {
+            pods::stop(p, std::time::Duration::ZERO);
+        }
+    }
+}
+
 impl State {
     fn metadata(&mut self, namespace: Option<&str>, name: &str, labels: &[(&str, &str)]) -> Value {
         self.resource_version += 1;
@@ -322,6 +395,10 @@ fn authorize(
     query: &[(String, String)],
     websocket: bool,
 ) -> Option<Response<Body>> {
+    // Every authenticated user may ask what it may do (the default system:basic-user role).
+    if segments.last() == Some(&"selfsubjectaccessreviews") {
+        return None;
+    }
     let mut st = lock(state);
     let rbac = st.rbac.as_ref()?;
     let checks = rbac::attributes(method, segments, query, websocket)?;
@@ -373,7 +450,35 @@ async fn handle(state: Shared, mut req: Request<Incoming>) -> Result<Response<Bo
     if let Some(refused) = authorize(&state, &method, &segments, &query, websocket) {
         return Ok(refused);
     }
+    let mut body = vec![];
+    if matches!(method.as_str(), "POST" | "PUT" | "PATCH") && !websocket {
+        use http_body_util::BodyExt;
+        while let Some(Ok(frame)) = req.body_mut().frame().await {
+            if let Ok(data) = frame.into_data() {
+                body.extend_from_slice(&data);
+            }
+        }
+    }
     let response = match (method.as_str(), segments.as_slice()) {
+        ("GET", ["apis", "apps", "v1", "namespaces", ns, "statefulsets", name]) => {
+            workloads::get_statefulset(&state, ns, name)
+        }
+        ("PATCH", ["apis", "apps", "v1", "namespaces", ns, "statefulsets", name]) => {
+            workloads::patch_statefulset(&state, ns, name, &body)
+        }
+        (
+            m @ ("GET" | "PATCH" | "PUT"),
+            ["apis", "apps", "v1", "namespaces", ns, "statefulsets", name, "scale"],
+        ) => workloads::scale(&state, m, ns, name, &body),
+        ("POST", ["api", "v1", "namespaces", ns, "pods"]) => {
+            workloads::create_pod(&state, ns, &body)
+        }
+        ("DELETE", ["api", "v1", "namespaces", ns, "pods", name]) => {
+            workloads::delete_pod(&state, ns, name)
+        }
+        ("POST", ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"]) => {
+            workloads::access_review(&state, &body)
+        }
         ("GET" | "POST", ["api", "v1", "namespaces", ns, "pods", pod, "exec"]) => {
             exec::exec(&state, ns, pod, &query, &mut req)
         }

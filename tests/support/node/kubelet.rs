@@ -245,7 +245,7 @@ impl Env {
 
 /// Sends SIGsig to process group `pgid` with the `kill` command (no unsafe code here). A
 /// group that is already gone is fine, so kill's complaint about it is dropped.
-fn signal_group(pgid: u32, sig: &str) {
+pub(crate) fn signal_group(pgid: u32, sig: &str) {
     let _ = Command::new("kill")
         .args([format!("-{sig}"), "--".into(), format!("-{pgid}")])
         .stdout(Stdio::null())

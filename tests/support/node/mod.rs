@@ -21,6 +21,8 @@ use super::{free_port, require, stderr, stdout};
 
 // The test kubelet: runs the static-pod manifests as local processes, with back-off.
 mod kubelet;
+// Stopping a process group, shared with the test API server's pod processes.
+pub(crate) use kubelet::signal_group;
 // The one manifest shape the kubelet reads: a container's `command:` list.
 mod manifest;
 #[cfg(test)]

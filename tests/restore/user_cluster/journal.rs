@@ -1,0 +1,135 @@
+//! The user-cluster restore's journal on the StatefulSet: a restore killed (SIGKILL) after
+//! the swap is undone by `restore --rollback ID --profile gke-user` from the annotation alone —
+//! replicas back, restore pod gone, the old data in place, the journal removed.
+
+use std::io::{BufRead, BufReader};
+
+use super::{scene, served, ETCDCTL, NS};
+use crate::support::*;
+
+#[test]
+#[ignore = "needs etcd-server, etcd-client (apt-get install); CI runs it"]
+fn a_killed_user_cluster_restore_is_undone_from_its_journal_on_the_statefulset() {
+    let s = scene();
+    let mut args = vec![
+        "restore",
+        &s.reference,
+        "--allow-unsigned",
+        "-i",
+        s.w.key.to_str().unwrap(),
+        "--kubeconfig",
+        s.kubeconfig.to_str().unwrap(),
+        "--profile",
+        "gke-user",
+        "--namespace",
+        NS,
+        "--wait-timeout",
+        "60",
+        "--yes",
+    ];
+    args.extend(ETCDCTL);
+    let store = s.w.store.display().to_string();
+    args.extend(["--store", &store]);
+    let mut child = cpvault_cmd(s.w.dir.path())
+        .env("CPVAULT_RESTORE_PAUSE_AT", "swap-data-dir")
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut id, mut seen) = (None, String::new());
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(rest) = line.strip_prefix("restore id ") {
+            id = rest.split_whitespace().next().map(String::from);
+        }
+        if line.starts_with("paused after swap-data-dir") {
+            break;
+        }
+    }
+    let id = id.unwrap_or_else(|| panic!("no restore id:\n{seen}"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Killed with etcd scaled down, the restore pod up and the data swapped.
+    assert_eq!(s.api.replicas(NS, "kube-etcd"), 0);
+    assert_eq!(s.restore_pods().len(), 1);
+    let journal = s.api.statefulset(NS, "kube-etcd")["metadata"]["annotations"]
+        ["cpvault.io/restore-journal"]
+        .as_str()
+        .map(String::from)
+        .unwrap_or_else(|| panic!("no journal:\n{seen}"));
+    let journal: serde_json::Value = serde_json::from_str(&journal).unwrap();
+    assert_eq!(journal["replicas"], 1, "{journal}");
+    let names: Vec<&str> = journal["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "scale-down",
+            "restore-pod",
+            "stage",
+            "restore-snapshot",
+            "swap-data-dir"
+        ]
+    );
+
+    let mut rb = vec![
+        "restore",
+        "--rollback",
+        &id,
+        "-i",
+        s.w.key.to_str().unwrap(),
+        "--kubeconfig",
+        s.kubeconfig.to_str().unwrap(),
+        "--profile",
+        "gke-user",
+        "--namespace",
+        NS,
+        "--wait-timeout",
+        "60",
+    ];
+    rb.extend(ETCDCTL);
+    rb.extend(["--store", &store]);
+    let dry = cpvault_cmd(s.w.dir.path())
+        .args(&rb)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let plan = stdout(&dry);
+    assert!(
+        plan.find("undo swap-data-dir").unwrap() < plan.find("undo scale-down").unwrap(),
+        "{plan}"
+    );
+    let out = cpvault_cmd(s.w.dir.path())
+        .args(&rb)
+        .arg("--yes")
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.api.replicas(NS, "kube-etcd"), 1);
+    assert!(s.restore_pods().is_empty(), "{:?}", s.restore_pods());
+    assert_eq!(s.volume_extras(), Vec::<String>::new());
+    assert_eq!(served(&s.endpoint), s.changed);
+    assert!(s.journal().is_null(), "{}", s.journal());
+    // Gone with the journal: a second rollback names what it looked for.
+    let again = cpvault_cmd(s.w.dir.path())
+        .args(&rb)
+        .arg("--yes")
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("cpvault.io/restore-journal"),
+        "{}",
+        stderr(&again)
+    );
+}

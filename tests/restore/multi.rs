@@ -387,13 +387,19 @@ fn a_failure_on_one_node_rolls_every_node_back_and_the_old_cluster_serves_again(
     let keys_before = s.keys_when_healthy();
     assert_eq!(keys_before[0].len(), KEYS + 1);
     let before = s.trees();
-    // After snapshot restore on the second node (the first has restored, the third not yet),
-    // after the second node started (two restored members running, the third stopped), and
-    // after every member started, at the wait for quorum.
-    for (at, step) in [
-        ("restore-snapshot@2", "restore-snapshot"),
-        ("start-control-plane@2", "start-control-plane"),
-        ("wait-quorum", "wait-quorum"),
+    // At every changing step, on the second node (the first has done it, the third not yet;
+    // e.g. after the second node started, two restored members run and the third is
+    // stopped), and after every member started, at the wait for quorum. `moved` is on how
+    // many nodes move-aside had run when the failure came.
+    for (at, step, moved) in [
+        ("stage@2", "stage", 0),
+        ("stop-control-plane@2", "stop-control-plane", 0),
+        ("move-aside@2", "move-aside", 2),
+        ("restore-snapshot@2", "restore-snapshot", 3),
+        ("pki@2", "pki", 3),
+        ("start-control-plane@2", "start-control-plane", 3),
+        ("wait-ready@2", "wait-ready", 3),
+        ("wait-quorum", "wait-quorum", 3),
     ] {
         let out = s.run(&["--yes"], &[("CPVAULT_RESTORE_FAIL_AT", at)]);
         assert_no_panic(&out);
@@ -406,7 +412,7 @@ fn a_failure_on_one_node_rolls_every_node_back_and_the_old_cluster_serves_again(
         // Every node's steps are undone, each on its node.
         assert_eq!(
             err.matches("rolling back move-aside on ").count(),
-            3,
+            moved,
             "{at}: {err}"
         );
         assert_eq!(s.keys_when_healthy(), keys_before, "{at}: keys changed");

@@ -12,7 +12,7 @@ use crate::etcdctl::{quote, RemoteEtcdctl};
 
 // The etcd member a node runs, read from its etcd.yaml.
 mod member;
-pub use member::{parse_member, Member};
+pub use member::{parse_member, wal_dir_unsupported, Member};
 // Several nodes (HA): the nodes' plans in one order, the shared cluster, the quorum wait.
 mod cluster;
 pub use cluster::plan_all;

@@ -219,6 +219,11 @@ fn error_line(out: &Output) -> String {
 #[ignore = "needs openssh-server, etcd-server, etcd-client (apt-get install); CI runs it"]
 fn restored_onto_all_three_nodes_the_members_form_one_cluster_serving_the_backup() {
     let s = scene();
+    // A certificate issued for node 2 alone (it names its address): the backup holds node
+    // 1's, which node 2's etcd peers would refuse.
+    let own = s.nodes[1].pki_dir().join("apiserver.crt");
+    std::fs::write(&own, "node 2's own serving certificate").unwrap();
+    let backed_up_ca = std::fs::read(s.nodes[0].pki_dir().join("ca.crt")).unwrap();
     let members_before = s.members();
     let before = s.trees();
 
@@ -370,6 +375,17 @@ fn restored_onto_all_three_nodes_the_members_form_one_cluster_serving_the_backup
         "{leaders:?}"
     );
     assert_eq!(s.members(), members_before);
+    assert_eq!(
+        std::fs::read_to_string(&own).unwrap(),
+        "node 2's own serving certificate",
+        "node 2 keeps its own certificate"
+    );
+    for n in &s.nodes {
+        assert_eq!(
+            std::fs::read(n.pki_dir().join("ca.crt")).unwrap(),
+            backed_up_ca
+        );
+    }
     assert!(s.w.path("admin.conf").exists());
     for i in 0..3 {
         assert_eq!(

@@ -41,67 +41,111 @@ pub(super) async fn rollback(
             return Err(e.into());
         }
     };
-    let mut result = Ok(());
-    // `--dry-run --output json`: one object per node, printed together.
-    let mut plans = vec![];
-    for (node, l) in nodes.iter().zip(&layouts) {
-        match rollback_on(ctx, args, node, &l.staging_parent, id).await {
-            // Over several nodes, one that never got to a change has no journal.
-            Err(e)
-                if nodes.len() > 1
-                    && matches!(
-                        e.downcast_ref::<JournalError>(),
-                        Some(JournalError::NotFound { .. })
-                    ) =>
-            {
-                if !ctx.quiet {
-                    crate::say!("{}: nothing to undo there", node.destination());
-                }
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-            Ok(plan) => plans.extend(plan),
-        }
-    }
+    let result = roll_back_all(ctx, args, &nodes, &layouts, id).await;
     for node in nodes {
         node.close().await;
     }
-    result?;
-    match plans.len() {
-        0 => Ok(()),
-        1 => super::super::print_json(&plans[0]),
-        _ => super::super::print_json(&serde_json::Value::Array(plans)),
-    }
+    result
 }
 
-async fn rollback_on(
+/// Reads every node's journal first, shows them together and asks once, then undoes node by
+/// node: a "no" changes no node.
+async fn roll_back_all(
     ctx: &Ctx,
     args: &RestoreArgs,
-    node: &Node,
-    staging_parent: &str,
+    nodes: &[Node],
+    layouts: &[crate::restore::plan::NodeLayout],
     id: &str,
-) -> anyhow::Result<Option<serde_json::Value>> {
-    let journal = crate::restore::journal::read(node, staging_parent, id).await?;
-    let path = crate::restore::journal::path(staging_parent, id);
-    let dest = node.destination();
-    let undo: Vec<_> = journal
+) -> anyhow::Result<()> {
+    let mut found = vec![];
+    for (node, l) in nodes.iter().zip(layouts) {
+        match crate::restore::journal::read(node, &l.staging_parent, id).await {
+            // Over several nodes, one that never got to a change has no journal.
+            Err(e @ JournalError::NotFound { .. }) if nodes.len() > 1 => {
+                if !ctx.quiet {
+                    crate::say!("{}: nothing to undo there ({e})", node.destination());
+                }
+            }
+            Err(e) => return Err(e.into()),
+            Ok(j) => found.push((
+                node,
+                crate::restore::journal::path(&l.staging_parent, id),
+                j,
+            )),
+        }
+    }
+    if args.dry_run && ctx.json() {
+        let plans: Vec<serde_json::Value> = found
+            .iter()
+            .map(|(node, path, j)| {
+                let undo: Vec<_> = j
+                    .steps
+                    .iter()
+                    .rev()
+                    .filter(|e| !e.undo.is_empty())
+                    .collect();
+                serde_json::json!({
+                    "restore_id": id, "node": node.destination(), "journal": path,
+                    "backup": j.backup, "undo": undo,
+                })
+            })
+            .collect();
+        // One object for one node given, an array for several (whatever was found).
+        return match (nodes.len(), plans.as_slice()) {
+            (1, [one]) => super::super::print_json(one),
+            _ => super::super::print_json(&serde_json::Value::Array(plans)),
+        };
+    }
+    let mut text = String::new();
+    for (node, path, j) in &found {
+        text.push_str(&undo_text(id, &node.destination(), path, j));
+    }
+    if args.dry_run {
+        return super::super::print_text(text.trim_end());
+    }
+    let dests: Vec<String> = found.iter().map(|(n, _, _)| n.destination()).collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    if !args.yes {
+        ask(
+            &text,
+            &format!(
+                "Type 'yes' to roll back restore {id} on {}: ",
+                dests.join(", ")
+            ),
+        )?;
+    } else if !ctx.quiet {
+        crate::say_raw!("{text}");
+    }
+    for (node, path, j) in &found {
+        let dest = node.destination();
+        match crate::restore::roll_back_journal(node, path, j).await {
+            crate::restore::execute::Rollback::Complete => {
+                if !ctx.quiet {
+                    crate::say!(
+                        "rolled back restore {id} on {dest}: the node is as it was before the restore"
+                    );
+                }
+            }
+            stopped => anyhow::bail!("rollback of restore {id} on {dest}: {stopped}"),
+        }
+    }
+    Ok(())
+}
+
+/// What the rollback of one node's journal undoes, in order.
+fn undo_text(id: &str, dest: &str, path: &str, j: &crate::restore::journal::Journal) -> String {
+    let mut text = format!(
+        "roll back restore {id} of {} on {dest} (journal {path}), in this order:\n",
+        crate::text::escape_for_line(&j.backup, 200)
+    );
+    let undo: Vec<_> = j
         .steps
         .iter()
         .rev()
         .filter(|e| !e.undo.is_empty())
         .collect();
-    if args.dry_run && ctx.json() {
-        return Ok(Some(serde_json::json!({
-            "restore_id": id, "node": dest, "journal": path, "backup": journal.backup,
-            "undo": undo,
-        })));
-    }
-    let mut text = format!(
-        "roll back restore {id} of {} on {dest} (journal {path}), in this order:\n",
-        journal.backup
-    );
     for (i, e) in undo.iter().enumerate() {
         let state = if e.done { "" } else { " (was running)" };
         text.push_str(&format!(
@@ -114,26 +158,5 @@ async fn rollback_on(
     if undo.is_empty() {
         text.push_str("    nothing: no step that changes the node had started\n");
     }
-    if args.dry_run {
-        return super::super::print_text(text.trim_end()).map(|()| None);
-    }
-    if !args.yes {
-        ask(
-            &text,
-            &format!("Type 'yes' to roll back restore {id} on {dest}: "),
-        )?;
-    } else if !ctx.quiet {
-        crate::say_raw!("{text}");
-    }
-    match crate::restore::roll_back_journal(node, &path, &journal).await {
-        crate::restore::execute::Rollback::Complete => {
-            if !ctx.quiet {
-                crate::say!(
-                    "rolled back restore {id} on {dest}: the node is as it was before the restore"
-                );
-            }
-            Ok(None)
-        }
-        stopped => anyhow::bail!("rollback of restore {id} on {dest}: {stopped}"),
-    }
+    text
 }

@@ -26,7 +26,7 @@ pub(super) async fn run(
     who: &Authorship,
     identities: Arc<crate::crypto::Identities>,
 ) -> anyhow::Result<()> {
-    let (api, namespace) = connect(settings).await?;
+    let (api, namespace) = connect(settings, args).await?;
     let job = UserRestore {
         store,
         backup: m,
@@ -86,14 +86,15 @@ fn layout(args: &RestoreArgs, namespace: &str) -> UserLayout {
 }
 
 /// The admin cluster's API in the user cluster's namespace.
-async fn connect(settings: &Sources) -> anyhow::Result<(UserApi, String)> {
+/// `--ssh` on the command line is refused; an `ssh` in the config file is simply not used.
+async fn connect(settings: &Sources, args: &RestoreArgs) -> anyhow::Result<(UserApi, String)> {
     let (Some(kubeconfig), Some(namespace)) = (&settings.kubeconfig, &settings.namespace) else {
         return Err(Usage(
             "restore --profile gke-user needs --kubeconfig ADMIN_KUBECONFIG (the admin cluster's) and --namespace USER_CLUSTER (its namespace there)".into(),
         )
         .into());
     };
-    if settings.ssh.is_some() {
+    if !args.nodes.is_empty() {
         return Err(Usage(
             "restore --profile gke-user goes through the admin cluster's API; drop --ssh".into(),
         )
@@ -118,7 +119,7 @@ pub(super) async fn rollback(
     id: &str,
 ) -> anyhow::Result<()> {
     crate::restore::journal::check_id(id)?;
-    let (api, namespace) = connect(settings).await?;
+    let (api, namespace) = connect(settings, args).await?;
     let l = layout(args, &namespace);
     let dest = format!("statefulset {namespace}/{}", l.statefulset);
     let (j, p) = crate::restore::kube::journaled(&api, &l, id)
@@ -126,16 +127,20 @@ pub(super) async fn rollback(
         .map_err(|e| anyhow::anyhow!("restore --rollback {id}: {e}"))?;
     let mut text = format!(
         "roll back restore {id} of {} on {dest} (journal: annotation {}), in this order:\n",
-        j.backup,
+        crate::text::escape_for_line(&j.backup, 200),
         journal::ANNOTATION
     );
+    // What runs is the plan's own undo for each journaled step (rebuilt from the
+    // StatefulSet and these flags), never text from the annotation.
     for (i, e) in j.steps.iter().rev().enumerate() {
         let state = if e.done { "" } else { " (was running)" };
+        let undo = (p.plan.steps.iter())
+            .find(|s| s.kind == e.name)
+            .map_or("(not a step of this plan: skipped)", |s| s.undo.as_str());
         text.push_str(&format!(
-            "{:>2}. undo {}{state}\n      run:  {}\n",
+            "{:>2}. undo {}{state}\n      run:  {undo}\n",
             i + 1,
             e.name,
-            e.undo
         ));
     }
     if j.steps.is_empty() {

@@ -289,8 +289,39 @@ impl Undoer for InCluster<'_> {
     }
 }
 
+impl InCluster<'_> {
+    /// Refuses to touch the volume unless etcd is still scaled to 0 and its pod gone: a
+    /// controller (or a person) that scaled it back up meanwhile would have etcd running on
+    /// the data being replaced.
+    async fn still_scaled_down(&self) -> Result<(), String> {
+        let (api, l, p) = (self.on.api, self.on.layout, self.on.p);
+        let sts = api.statefulset(&l.statefulset).await?;
+        let replicas = sts
+            .as_ref()
+            .and_then(|s| s.spec.as_ref()?.replicas)
+            .unwrap_or(1);
+        if replicas != 0 || api.wait_gone(&p.set.pod, 0).await.is_err() {
+            return Err(format!(
+                "statefulset {}/{} was scaled up again ({replicas} replica(s), pod {} {}) while the restore had it at 0; something else manages it — stop that (e.g. the cluster's controller) and restore again",
+                l.namespace,
+                l.statefulset,
+                p.set.pod,
+                if api.wait_gone(&p.set.pod, 0).await.is_err() { "present" } else { "gone" }
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Executor for InCluster<'_> {
     async fn run(&self, step: &Step) -> Result<(), String> {
+        use crate::restore::plan::StepKind;
+        if matches!(
+            step.kind,
+            StepKind::Stage | StepKind::RestoreSnapshot | StepKind::SwapDataDir
+        ) {
+            self.still_scaled_down().await?;
+        }
         match self.on.p.plan.actions(step.kind) {
             (Action::Stage, _) => self.stage().await,
             (action, _) => self.on.act(action).await,

@@ -168,6 +168,22 @@ impl UserRestore<'_> {
                     "--namespace must be the user cluster's name (its namespace in the admin cluster), --kubeconfig the admin cluster's, and --statefulset the etcd StatefulSet",
                 )
             })?;
+        // A restore that died left its journal: another one now would overwrite it (or start
+        // etcd on that restore's half-done data), so its rollback comes first.
+        if let Some(text) =
+            (sts.metadata.annotations.as_ref()).and_then(|a| a.get(journal::ANNOTATION))
+        {
+            let id = serde_json::from_str::<journal::UserJournal>(text)
+                .map(|j| crate::text::escape_for_line(&j.restore_id, 80))
+                .unwrap_or_else(|_| "RESTORE_ID".into());
+            return Err(self.refuse(
+                format!("it carries the journal of restore {id} (annotation {}), which did not finish or was not rolled back", journal::ANNOTATION),
+                &format!(
+                    "undo it first: cpvault restore --rollback {id} --kubeconfig … --profile gke-user --namespace {}",
+                    l.namespace
+                ),
+            ));
+        }
         let set = plan::read_statefulset(&sts, &l.container).map_err(|e| {
             self.refuse(
                 e,

@@ -122,6 +122,12 @@ pub fn read_statefulset(sts: &StatefulSet, container: &str) -> Result<EtcdSet, S
             format!("the {container} container of statefulset {name} has no --{f} in its command")
         })
     };
+    if let Some(wal) = flag("wal-dir") {
+        return Err(crate::restore::plan::wal_dir_unsupported(
+            &format!("the {container} container of statefulset {name}"),
+            &wal,
+        ));
+    }
     let member = Member {
         name: need("name")?,
         initial_cluster: need("initial-cluster")?,

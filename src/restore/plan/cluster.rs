@@ -7,6 +7,7 @@
 
 use super::super::kit::KitFiles;
 use super::{health_command, plan, wait_for, Member, NodeId, NodeLayout, Step, StepKind};
+use crate::etcdctl::quote;
 
 /// The `--initial-cluster` of the members restored together: `NAME=URL` for each of each
 /// member's peer URLs, in node order.
@@ -48,11 +49,13 @@ pub fn plan_all(
                 initial_cluster_token: Some(restore_id.to_string()),
                 ..(*m).clone()
             };
+            let aside = super::paths(l, restore_id).pki_aside;
             plan(l, &m, restore_id, kubeconfig_out, kit, NodeId(i))
                 .into_iter()
                 .filter(move |s| {
                     i == 0 || !matches!(s.kind, StepKind::Verify | StepKind::Kubeconfig)
                 })
+                .map(move |s| keep_own_certificates(s, &l.pki_dir, &aside))
         })
         .collect();
     let rank = |k: StepKind| StepKind::ALL.iter().position(|a| *a == k);
@@ -66,6 +69,39 @@ pub fn plan_all(
     let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
     steps.insert(at, quorum_step(nodes[0].0, &names));
     steps
+}
+
+/// The certificates kubeadm issues for one node, naming its address and hostname: etcd's
+/// serving and peer certificates and kube-apiserver's serving certificate (with their keys).
+/// The backup holds the node's it was taken from; put on the other nodes, etcd's peer TLS
+/// would refuse them and quorum would never form.
+pub const NODE_OWN_CERTIFICATES: [&str; 6] = [
+    "etcd/server.crt",
+    "etcd/server.key",
+    "etcd/peer.crt",
+    "etcd/peer.key",
+    "apiserver.crt",
+    "apiserver.key",
+];
+
+/// Over several nodes, the `pki` step keeps each node's own [`NODE_OWN_CERTIFICATES`] from
+/// its PKI moved aside (the CAs, which sign them, are the backup's and were checked to be the
+/// node's). A node that had none gets the backup's.
+fn keep_own_certificates(mut s: Step, pki_dir: &str, aside: &str) -> Step {
+    if s.kind != StepKind::Pki {
+        return s;
+    }
+    let (pki, aside) = (quote(pki_dir), quote(aside));
+    s.script = format!(
+        "{} && for f in {}; do if [ -e {aside}/\"$f\" ]; then cp -a {aside}/\"$f\" {pki}/\"$f\"; fi; done",
+        s.script,
+        NODE_OWN_CERTIFICATES.join(" ")
+    );
+    s.does = format!(
+        "{}, keeping this node's own etcd server/peer and apiserver certificates",
+        s.does
+    );
+    s
 }
 
 /// Waits, on the first node, until etcd lists every restored member, all of them answer

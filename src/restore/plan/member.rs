@@ -68,6 +68,9 @@ pub fn parse_member(etcd_yaml: &str) -> Result<Member, String> {
         crate::etcdctl::static_pod_flag(etcd_yaml, name)
             .ok_or_else(|| format!("etcd.yaml has no --{name}=… in its command"))
     };
+    if let Ok(wal) = flag("wal-dir") {
+        return Err(wal_dir_unsupported("etcd.yaml", &wal));
+    }
     Ok(Member {
         name: flag("name")?,
         initial_cluster: flag("initial-cluster")?,
@@ -75,4 +78,13 @@ pub fn parse_member(etcd_yaml: &str) -> Result<Member, String> {
         data_dir: flag("data-dir").ok(),
         initial_cluster_token: None,
     })
+}
+
+/// etcd with `--wal-dir` keeps its write-ahead log outside the data dir: it would pair the old
+/// WAL there with the restored snapshot, so such a member is not restored.
+pub fn wal_dir_unsupported(what: &str, wal: &str) -> String {
+    format!(
+        "{what} sets --wal-dir={} (a WAL outside the data dir), which restore does not handle: etcd would replay the old WAL over the restored data; move the WAL back into the data dir (drop --wal-dir) or restore with --to-dir and place the data by hand",
+        crate::text::escape_for_line(wal, 200)
+    )
 }

@@ -21,6 +21,9 @@ fn member_flags_come_from_the_manifest() {
     assert_eq!(m.initial_advertise_peer_urls, "https://10.0.0.5:2380");
     let e = parse_member("command:\n- etcd\n").unwrap_err();
     assert!(e.contains("--name="), "{e}");
+    let wal = format!("{ETCD_YAML}    - --wal-dir=/var/lib/etcd-wal\n");
+    let e = parse_member(&wal).unwrap_err();
+    assert!(e.contains("--wal-dir=/var/lib/etcd-wal"), "{e}");
 }
 
 #[test]

@@ -30,9 +30,10 @@ fn status_script(e: &RemoteEtcdctl) -> String {
     format!("{} endpoint status -w json", e.invocation())
 }
 
-/// The member and leader ids from `endpoint status -w json`; `None` when the answer is not
-/// that (or names no leader: a member without quorum).
-pub(super) fn parse_role(stdout: &str) -> Option<Role> {
+/// The member and leader ids from `endpoint status -w json`; why not when the answer is not
+/// that, names no leader (a member without quorum), or comes from a learner (which refuses
+/// snapshots).
+pub(super) fn parse_role(stdout: &str) -> Result<Role, &'static str> {
     #[derive(Deserialize)]
     struct Header {
         member_id: u64,
@@ -41,15 +42,24 @@ pub(super) fn parse_role(stdout: &str) -> Option<Role> {
     struct Status {
         header: Header,
         leader: u64,
+        #[serde(default, rename = "isLearner")]
+        is_learner: bool,
     }
     #[derive(Deserialize)]
     struct Endpoint {
         #[serde(rename = "Status")]
         status: Status,
     }
-    let list: Vec<Endpoint> = serde_json::from_str(stdout.trim()).ok()?;
-    let s = &list.first()?.status;
-    (s.leader != 0).then_some(Role {
+    let unreadable = "etcdctl's endpoint status was not the JSON expected";
+    let list: Vec<Endpoint> = serde_json::from_str(stdout.trim()).map_err(|_| unreadable)?;
+    let s = &list.first().ok_or(unreadable)?.status;
+    if s.is_learner {
+        return Err("its member is a learner, which refuses snapshots");
+    }
+    if s.leader == 0 {
+        return Err("its member names no leader");
+    }
+    Ok(Role {
         member: s.header.member_id,
         leader: s.leader,
     })
@@ -81,8 +91,8 @@ impl Cluster {
         for (i, pod) in pods.iter().enumerate() {
             match self.run(pod, &script).await {
                 Ok(out) => match parse_role(&out) {
-                    Some(r) => answers.push((i, r)),
-                    None => warn(pod, "its member names no leader"),
+                    Ok(r) => answers.push((i, r)),
+                    Err(why) => warn(pod, why),
                 },
                 Err(m) => warn(pod, &m),
             }
@@ -138,6 +148,11 @@ mod tests {
     fn a_follower_is_preferred_and_the_leader_taken_only_when_no_follower_answered() {
         let out = r#"[{"Endpoint":"https://127.0.0.1:2379","Status":{"header":{"cluster_id":1,"member_id":22,"revision":5,"raft_term":2},"version":"3.5.21","dbSize":20480,"leader":11,"raftIndex":9,"raftTerm":2}}]"#;
         let follower = parse_role(out).unwrap();
+        let learner = out.replace(r#""raftTerm":2}"#, r#""raftTerm":2,"isLearner":true}"#);
+        assert_eq!(
+            parse_role(&learner),
+            Err("its member is a learner, which refuses snapshots")
+        );
         assert_eq!(
             follower,
             Role {
@@ -153,10 +168,10 @@ mod tests {
         assert_eq!(choose(&[(0, leader), (2, follower)]), Some((2, follower)));
         assert_eq!(choose(&[(1, leader)]), Some((1, leader)));
         assert_eq!(choose(&[]), None);
-        assert_eq!(parse_role("Error: context deadline exceeded"), None);
+        assert!(parse_role("Error: context deadline exceeded").is_err());
         assert_eq!(
             parse_role(r#"[{"Status":{"header":{"member_id":3},"leader":0}}]"#),
-            None,
+            Err("its member names no leader"),
             "no leader: no quorum"
         );
     }

@@ -80,6 +80,19 @@ fn a_killed_user_cluster_restore_is_undone_from_its_journal_on_the_statefulset()
         ]
     );
 
+    // A new restore now would overwrite that journal or start etcd on the half-done data:
+    // refused before any change, naming the rollback.
+    let next = cpvault_cmd(s.w.dir.path()).args(&args).output().unwrap();
+    assert_no_panic(&next);
+    assert_eq!(next.status.code(), Some(1), "{}", stderr(&next));
+    assert!(
+        stderr(&next).contains(&format!("cpvault restore --rollback {id} ")),
+        "{}",
+        stderr(&next)
+    );
+    assert_eq!(s.api.replicas(NS, "kube-etcd"), 0);
+    assert_eq!(s.restore_pods().len(), 1);
+
     let mut rb = vec![
         "restore",
         "--rollback",

@@ -393,6 +393,34 @@ fn a_failure_at_any_step_of_a_user_cluster_restore_rolls_back() {
 
 #[test]
 #[ignore = "needs etcd-server, etcd-client (apt-get install); CI runs it"]
+fn etcd_scaled_back_up_during_the_restore_stops_it_before_the_volume_is_touched() {
+    let s = scene();
+    // Something else manages the StatefulSet: it scales it back up as soon as the restore
+    // pod appears, and etcd starts again on the volume.
+    s.api.scale_up_on_next_pod(NS, "kube-etcd");
+    let out = s.restore(&["--yes"], &[]);
+    assert_no_panic(&out);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("restore step stage failed")
+            && err.contains("was scaled up again")
+            && err.contains("rolled back"),
+        "{err}"
+    );
+    assert_eq!(s.api.replicas(NS, "kube-etcd"), 1);
+    assert!(s.restore_pods().is_empty(), "{:?}", s.restore_pods());
+    assert_eq!(s.volume_extras(), Vec::<String>::new());
+    assert_eq!(
+        served(&s.endpoint),
+        s.changed,
+        "the data is not the one before"
+    );
+    assert!(s.journal().is_null(), "journal left: {}", s.journal());
+}
+
+#[test]
+#[ignore = "needs etcd-server, etcd-client (apt-get install); CI runs it"]
 fn a_kubeconfig_without_the_verbs_is_refused_before_any_change() {
     let s = scene();
     let mut objects = readme_role();

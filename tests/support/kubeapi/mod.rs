@@ -95,6 +95,9 @@ struct State {
     denied: Vec<String>,
     resource_version: u64,
     statefulsets: Vec<Value>,
+    /// A StatefulSet (namespace, name) a "controller" scales back to 1 when the next pod is
+    /// created (see `scale_up_on_next_pod`).
+    scale_up_on_pod: Option<(String, String)>,
     /// Claims standing for sandbox dirs: (namespace, claim, dir).
     volumes: Vec<(String, String, std::path::PathBuf)>,
     /// The running pods' processes.
@@ -265,6 +268,12 @@ impl KubeApi {
             .find(|o| o["metadata"]["name"] == name && o["metadata"]["namespace"] == namespace);
         s.unwrap_or_else(|| panic!("no statefulset {namespace}/{name}"))
             .clone()
+    }
+
+    /// Stands for a controller that manages the StatefulSet: when the next pod is created,
+    /// it scales the set back to 1 (and its pod starts).
+    pub fn scale_up_on_next_pod(&self, namespace: &str, statefulset: &str) {
+        self.lock().scale_up_on_pod = Some((namespace.into(), statefulset.into()));
     }
 
     /// The StatefulSet's `spec.replicas`.

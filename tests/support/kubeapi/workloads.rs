@@ -233,6 +233,14 @@ pub(super) fn create_pod(state: &Shared, ns: &str, body: &[u8]) -> Response {
     let pod = running(pod);
     st.pods.push(pod.clone());
     pods::start(&mut st, &pod);
+    let rescale = st.scale_up_on_pod.take();
+    drop(st);
+    if let Some((sns, sts)) = rescale {
+        if let Some(s) = find(&mut lock(state).statefulsets, &sns, &sts) {
+            s["spec"]["replicas"] = json!(1);
+        }
+        reconcile(state, &sns, &sts);
+    }
     let mut r = ok(&pod);
     *r.status_mut() = StatusCode::CREATED;
     r

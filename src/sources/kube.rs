@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{AttachParams, ListParams};
 use kube::{Api, Client};
-use tokio::io::AsyncReadExt;
 use zeroize::Zeroizing;
 
 use super::etcdctl::{self, Saved};
@@ -21,6 +20,9 @@ use crate::etcdctl::RemoteEtcdctl;
 
 // Which member of an HA control plane to take the snapshot from.
 mod members;
+// An exec run to its end.
+mod attached;
+pub use attached::{finish, Ran};
 
 /// Which kind of cluster the kubeconfig leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -306,41 +308,12 @@ impl Cluster {
 
     /// Runs `script` in the pod to the end; returns stdout, or the failure with stderr.
     async fn run(&self, pod: &EtcdPod, script: &str) -> Result<String, String> {
-        let mut p = self.exec(pod, script).await.map_err(|e| e.to_string())?;
-        let status = p.take_status();
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let (mut so, mut se) = (p.stdout(), p.stderr());
-        let read_out = async {
-            if let Some(s) = so.as_mut() {
-                let _ = s.read_to_end(&mut out).await;
-            }
-        };
-        let read_err = async {
-            if let Some(s) = se.as_mut() {
-                let _ = s.read_to_end(&mut err).await;
-            }
-        };
-        tokio::join!(read_out, read_err);
-        let status = match status {
-            Some(s) => s.await,
-            None => None,
-        };
-        let _ = p.join().await;
-        let ok = status
-            .as_ref()
-            .map(|s| s.status.as_deref() == Some("Success"))
-            .unwrap_or(false);
-        if ok {
-            Ok(String::from_utf8_lossy(&out).into_owned())
+        let p = self.exec(pod, script).await.map_err(|e| e.to_string())?;
+        let ran = finish(p).await;
+        if ran.ok {
+            Ok(String::from_utf8_lossy(&ran.stdout).into_owned())
         } else {
-            let err = String::from_utf8_lossy(&err).trim().replace('\n', "; ");
-            let msg = status.and_then(|s| s.message).unwrap_or_default();
-            Err(if err.is_empty() {
-                msg
-            } else {
-                format!("{err} ({msg})")
-            })
+            Err(ran.said)
         }
     }
 

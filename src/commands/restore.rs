@@ -30,7 +30,7 @@ mod render;
 // `--rollback RESTORE_ID` on each node from its journal.
 mod rollback;
 
-use nodes::{connect_all, destinations, layouts};
+use nodes::{connect_with_layouts, destinations, layouts};
 use render::{confirm, print_plan, Nodes};
 use rollback::rollback;
 
@@ -276,21 +276,7 @@ async fn onto_node(
     identities: Arc<crate::crypto::Identities>,
 ) -> anyhow::Result<()> {
     let dests = destinations(args, settings);
-    // Flags that do not pair with the nodes given are refused before any connection.
-    if !dests.is_empty() {
-        layouts(args, dests.len())?;
-    }
-    let nodes = connect_all(ctx, settings, &dests).await?;
-    // Found through the cluster, the nodes are counted only now.
-    let layouts = match layouts(args, nodes.len()) {
-        Ok(l) => l,
-        Err(e) => {
-            for node in nodes {
-                node.close().await;
-            }
-            return Err(e.into());
-        }
-    };
+    let (nodes, layouts) = connect_with_layouts(ctx, args, settings, &dests).await?;
     let job = NodeRestore {
         store,
         backup: m,

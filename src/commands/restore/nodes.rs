@@ -180,6 +180,30 @@ async fn discover(ctx: &Ctx, settings: &Sources) -> anyhow::Result<Vec<SshTarget
     Ok(found.into_iter().map(|f| f.target).collect())
 }
 
+/// The nodes connected and their layouts: flags that do not pair with the nodes given are
+/// refused before any connection; nodes found through the cluster are counted once found
+/// (and closed again when their flags do not pair).
+pub(super) async fn connect_with_layouts(
+    ctx: &Ctx,
+    args: &RestoreArgs,
+    settings: &Sources,
+    dests: &[String],
+) -> anyhow::Result<(Vec<Node>, Vec<NodeLayout>)> {
+    if !dests.is_empty() {
+        layouts(args, dests.len())?;
+    }
+    let nodes = connect_all(ctx, settings, dests).await?;
+    match layouts(args, nodes.len()) {
+        Ok(l) => Ok((nodes, l)),
+        Err(e) => {
+            for node in nodes {
+                node.close().await;
+            }
+            Err(e.into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

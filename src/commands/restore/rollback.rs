@@ -8,7 +8,7 @@ use crate::restore::journal::JournalError;
 use crate::sources::settings::Sources;
 use crate::sources::ssh::Node;
 
-use super::nodes::{connect_all, destinations, layouts};
+use super::nodes::{connect_with_layouts, destinations};
 use super::render::ask;
 use super::Ctx;
 
@@ -28,19 +28,7 @@ pub(super) async fn rollback(
         .into());
     }
     crate::restore::journal::check_id(id)?;
-    if !dests.is_empty() {
-        layouts(args, dests.len())?;
-    }
-    let nodes = connect_all(ctx, settings, &dests).await?;
-    let layouts = match layouts(args, nodes.len()) {
-        Ok(l) => l,
-        Err(e) => {
-            for node in nodes {
-                node.close().await;
-            }
-            return Err(e.into());
-        }
-    };
+    let (nodes, layouts) = connect_with_layouts(ctx, args, settings, &dests).await?;
     let result = roll_back_all(ctx, args, &nodes, &layouts, id).await;
     for node in nodes {
         node.close().await;

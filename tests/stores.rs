@@ -88,6 +88,7 @@ async fn backup(
             Ok(Box::new(std::io::Cursor::new(body)) as Box<dyn std::io::Read + Send>)
         }),
         etcd: None,
+        etcd_later: None,
     };
     let meta = BackupMeta {
         kit: None,

@@ -33,6 +33,9 @@ pub struct SourceEntry {
     pub open: Box<dyn FnOnce() -> io::Result<Box<dyn Read + Send>> + Send>,
     /// Extra etcd facts for a snapshot entry (revision, ids, version) the source knows.
     pub etcd: Option<EtcdInfo>,
+    /// Facts the source works out while the entry streams (e.g. by reading a snapshot file
+    /// on another thread), asked for once the entry is written, when `etcd` is `None`.
+    pub etcd_later: Option<Box<dyn FnOnce() -> Option<EtcdInfo> + Send>>,
 }
 
 /// Who, what and when of a backup.
@@ -241,7 +244,10 @@ fn produce(
             if d.trailer_expected && !d.trailer_matches {
                 return Err(WriteError::SnapshotTrailer { path: e.path });
             }
-            let mut info = e.etcd.unwrap_or_default();
+            let mut info = e
+                .etcd
+                .or_else(|| e.etcd_later.and_then(|later| later()))
+                .unwrap_or_default();
             info.entry = e.path.clone();
             info.db_size = e.size;
             info.hash_trailer = d.trailer_expected && d.trailer_matches;

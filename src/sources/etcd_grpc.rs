@@ -526,6 +526,7 @@ pub(super) async fn stream(
         mtime: chrono::Utc::now().timestamp(),
         open: Box::new(move || Ok(bridge(reader, handle))),
         etcd: Some(info),
+        etcd_later: None,
     })
 }
 

@@ -378,7 +378,7 @@ async fn fill(s: &Sources, plan: &Plan, g: &mut Gathered, warn: bool) -> anyhow:
         EtcdFrom::None => {}
         EtcdFrom::File(p) => {
             let mut entry = local::snapshot_file(p)?;
-            entry.etcd = local::snapshot_facts(p).await;
+            entry.etcd_later = Some(local::snapshot_facts(p));
             g.entries.push(entry);
             g.described
                 .push(format!("etcd-snapshot-file:{}", p.display()));

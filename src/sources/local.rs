@@ -51,6 +51,7 @@ fn entry_for(
         mtime: meta.mtime(),
         open: Box::new(move || Ok(Box::new(file) as Box<dyn Read + Send>)),
         etcd: None,
+        etcd_later: None,
     })
 }
 
@@ -68,30 +69,33 @@ pub fn snapshot_file(path: &Path) -> Result<SourceEntry, SourceError> {
 }
 
 /// The revision and live key count of the snapshot file at `path`, for the manifest (and so
-/// for `drill` and `status` to compare with), read by cpvault's own snapshot reader: two
-/// reads of the file, memory bounded by its keys. `None` when the reader cannot read it; the
+/// for `drill` and `status` to compare with), read by cpvault's own snapshot reader on a thread
+/// of its own while the backup streams the file (two reads of it, memory bounded by its keys);
+/// the returned closure waits for the answer. `None` when the reader cannot read it; the
 /// backup goes ahead, since the facts are a convenience and the bytes are what is kept.
-pub async fn snapshot_facts(path: &Path) -> Option<EtcdInfo> {
+pub fn snapshot_facts(path: &Path) -> Box<dyn FnOnce() -> Option<EtcdInfo> + Send> {
     let p = path.to_path_buf();
-    let read = tokio::task::spawn_blocking(move || {
-        crate::inspect::read_snapshot(|| File::open(&p), crate::inspect::mvcc::Wants::default())
-    })
-    .await
-    .ok()?;
-    match read {
-        Ok(s) => Some(EtcdInfo {
-            revision: Some(s.revision),
-            keys: Some(s.keys.len() as u64),
-            ..EtcdInfo::default()
-        }),
-        Err(e) => {
-            tracing::info!(
-                "{}: {e}; its revision and key count are not recorded",
-                path.display()
-            );
-            None
+    let reader = std::thread::spawn(move || {
+        let read = crate::inspect::read_snapshot(
+            || File::open(&p),
+            crate::inspect::mvcc::Wants::default(),
+        );
+        match read {
+            Ok(s) => Some(EtcdInfo {
+                revision: Some(s.revision),
+                keys: Some(s.keys.len() as u64),
+                ..EtcdInfo::default()
+            }),
+            Err(e) => {
+                tracing::info!(
+                    "{}: {e}; its revision and key count are not recorded",
+                    p.display()
+                );
+                None
+            }
         }
-    }
+    });
+    Box::new(move || reader.join().ok().flatten())
 }
 
 /// One file, stored as `files/<file name>`.

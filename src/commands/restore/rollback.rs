@@ -66,12 +66,7 @@ async fn roll_back_all(
         let plans: Vec<serde_json::Value> = found
             .iter()
             .map(|(node, path, j)| {
-                let undo: Vec<_> = j
-                    .steps
-                    .iter()
-                    .rev()
-                    .filter(|e| !e.undo.is_empty())
-                    .collect();
+                let undo = undo_order(j);
                 serde_json::json!({
                     "restore_id": id, "node": node.destination(), "journal": path,
                     "backup": j.backup, "undo": undo,
@@ -128,12 +123,7 @@ fn undo_text(id: &str, dest: &str, path: &str, j: &crate::restore::journal::Jour
         "roll back restore {id} of {} on {dest} (journal {path}), in this order:\n",
         crate::text::escape_for_line(&j.backup, 200)
     );
-    let undo: Vec<_> = j
-        .steps
-        .iter()
-        .rev()
-        .filter(|e| !e.undo.is_empty())
-        .collect();
+    let undo = undo_order(j);
     for (i, e) in undo.iter().enumerate() {
         let state = if e.done { "" } else { " (was running)" };
         text.push_str(&format!(
@@ -147,4 +137,13 @@ fn undo_text(id: &str, dest: &str, path: &str, j: &crate::restore::journal::Jour
         text.push_str("    nothing: no step that changes the node had started\n");
     }
     text
+}
+
+/// The journal's steps that have an undo, in the order the rollback runs them.
+fn undo_order(j: &crate::restore::journal::Journal) -> Vec<&crate::restore::journal::Entry> {
+    j.steps
+        .iter()
+        .rev()
+        .filter(|e| !e.undo.is_empty())
+        .collect()
 }

@@ -19,14 +19,6 @@ fn others() -> Vec<String> {
     ]
 }
 
-fn error_line(out: &std::process::Output) -> String {
-    let err = stderr(out);
-    err.lines()
-        .find(|l| l.starts_with("error"))
-        .unwrap_or_else(|| panic!("no error line: {err}"))
-        .to_string()
-}
-
 #[test]
 #[ignore = "needs openssh-server, etcd-server, etcd-client (apt-get install); CI runs it"]
 fn one_node_of_three_is_refused_in_preflight_and_shrinking_it_is_explicit_and_undone_on_rollback() {

@@ -207,14 +207,6 @@ impl Scene {
     }
 }
 
-fn error_line(out: &Output) -> String {
-    let err = stderr(out);
-    err.lines()
-        .find(|l| l.starts_with("error"))
-        .unwrap_or_else(|| panic!("no error line: {err}"))
-        .to_string()
-}
-
 #[test]
 #[ignore = "needs openssh-server, etcd-server, etcd-client (apt-get install); CI runs it"]
 fn restored_onto_all_three_nodes_the_members_form_one_cluster_serving_the_backup() {

@@ -172,26 +172,38 @@ fn scene() -> UserScene {
 }
 
 impl UserScene {
+    /// `restore FIRST… -i KEY --kubeconfig … --profile gke-user --namespace NS …` with the
+    /// etcdctl flags and the store.
+    fn args(&self, first: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = ["restore"]
+            .iter()
+            .chain(first)
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(
+            [
+                "-i",
+                self.w.key.to_str().unwrap(),
+                "--kubeconfig",
+                self.kubeconfig.to_str().unwrap(),
+                "--profile",
+                "gke-user",
+                "--namespace",
+                NS,
+                "--wait-timeout",
+                "60",
+            ]
+            .iter()
+            .chain(ETCDCTL.iter())
+            .map(|a| a.to_string()),
+        );
+        args.extend(["--store".to_string(), self.w.store.display().to_string()]);
+        args
+    }
+
     fn restore(&self, extra: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut args = vec![
-            "restore",
-            &self.reference,
-            "--allow-unsigned",
-            "-i",
-            self.w.key.to_str().unwrap(),
-            "--kubeconfig",
-            self.kubeconfig.to_str().unwrap(),
-            "--profile",
-            "gke-user",
-            "--namespace",
-            NS,
-            "--wait-timeout",
-            "60",
-        ];
-        args.extend(ETCDCTL);
-        args.extend(extra);
-        let store = self.w.store.display().to_string();
-        args.extend(["--store", &store]);
+        let mut args = self.args(&[&self.reference, "--allow-unsigned"]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         cpvault_cmd(self.w.dir.path())
             .envs(env.iter().copied())
             .args(&args)
@@ -438,10 +450,7 @@ fn a_kubeconfig_without_the_verbs_is_refused_before_any_change() {
     assert_no_panic(&out);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error"))
-        .unwrap_or_else(|| panic!("{err}"));
+    let line = error_line(&out);
     for want in [
         "patch statefulsets/scale.apps kube-etcd",
         "delete pods",
@@ -468,10 +477,7 @@ fn a_distroless_image_names_what_the_restore_pod_needs_and_an_older_etcd_or_no_r
     assert_no_panic(&out);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error"))
-        .unwrap_or_else(|| panic!("{err}"));
+    let line = error_line(&out);
     for want in [
         "restore step restore-pod failed",
         "exec: \"sh\"",

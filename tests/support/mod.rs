@@ -176,6 +176,15 @@ pub fn assert_no_panic(o: &Output) {
     );
 }
 
+/// The `error: …` line cpvault printed on stderr; panics (showing stderr) when there is none.
+pub fn error_line(o: &Output) -> String {
+    let err = stderr(o);
+    err.lines()
+        .find(|l| l.starts_with("error"))
+        .unwrap_or_else(|| panic!("no error line: {err}"))
+        .to_string()
+}
+
 /// Validates a manifest against schema/manifest.v1.json.
 pub fn assert_schema_valid(json: &serde_json::Value) {
     let schema: serde_json::Value =

@@ -4,32 +4,14 @@
 
 use std::io::{BufRead, BufReader};
 
-use super::{scene, served, ETCDCTL, NS};
+use super::{scene, served, NS};
 use crate::support::*;
 
 #[test]
 #[ignore = "needs etcd-server, etcd-client (apt-get install); CI runs it"]
 fn a_killed_user_cluster_restore_is_undone_from_its_journal_on_the_statefulset() {
     let s = scene();
-    let mut args = vec![
-        "restore",
-        &s.reference,
-        "--allow-unsigned",
-        "-i",
-        s.w.key.to_str().unwrap(),
-        "--kubeconfig",
-        s.kubeconfig.to_str().unwrap(),
-        "--profile",
-        "gke-user",
-        "--namespace",
-        NS,
-        "--wait-timeout",
-        "60",
-        "--yes",
-    ];
-    args.extend(ETCDCTL);
-    let store = s.w.store.display().to_string();
-    args.extend(["--store", &store]);
+    let args = s.args(&[&s.reference, "--allow-unsigned", "--yes"]);
     let mut child = cpvault_cmd(s.w.dir.path())
         .env("CPVAULT_RESTORE_PAUSE_AT", "swap-data-dir")
         .args(&args)
@@ -93,23 +75,7 @@ fn a_killed_user_cluster_restore_is_undone_from_its_journal_on_the_statefulset()
     assert_eq!(s.api.replicas(NS, "kube-etcd"), 0);
     assert_eq!(s.restore_pods().len(), 1);
 
-    let mut rb = vec![
-        "restore",
-        "--rollback",
-        &id,
-        "-i",
-        s.w.key.to_str().unwrap(),
-        "--kubeconfig",
-        s.kubeconfig.to_str().unwrap(),
-        "--profile",
-        "gke-user",
-        "--namespace",
-        NS,
-        "--wait-timeout",
-        "60",
-    ];
-    rb.extend(ETCDCTL);
-    rb.extend(["--store", &store]);
+    let rb = s.args(&["--rollback", &id]);
     let dry = cpvault_cmd(s.w.dir.path())
         .args(&rb)
         .arg("--dry-run")

@@ -30,14 +30,23 @@ HOME = os.path.join(os.environ.get("CARGO_HOME") or os.path.expanduser("~/.cargo
 
 
 def crate_dir(name):
-    dirs = sorted(glob.glob(f"{HOME}/*/{name}*"))
+    dirs = sorted(d for d in glob.glob(f"{HOME}/*/{name}") if os.path.isdir(d))
     if not dirs:
         sys.exit(f"{name} not in {HOME}: run `cargo fetch` first")
     return dirs[-1]
 
 
-PB = crate_dir("k8s-pb-0.8.")
-OA = crate_dir("k8s-openapi-0.29.")
+def locked(name):
+    """The version of `name` that Cargo.lock pins, so the cached sources read are the build's."""
+    lock = open(os.path.join(os.path.dirname(__file__), "..", "Cargo.lock"), encoding="utf-8").read()
+    m = re.search(r'\[\[package\]\]\nname = "' + re.escape(name) + r'"\nversion = "([^"]+)"', lock)
+    if not m:
+        sys.exit(f"{name} is not in Cargo.lock")
+    return f"{name}-{m.group(1)}"
+
+
+PB = crate_dir(locked("k8s-pb"))
+OA = crate_dir(locked("k8s-openapi"))
 
 STRUCT = re.compile(r"^pub struct (\w+) \{")
 ATTR = re.compile(r'^\s*#\[prost\((.*)\)\]')

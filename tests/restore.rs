@@ -67,6 +67,8 @@ fn scene() -> Scene {
 
 /// [`scene`], with `prepare` run on the node before the backup.
 fn scene_with(prepare: impl FnOnce(&SandboxNode)) -> Scene {
+    // The stopped-check is `! pgrep …`: without pgrep it would pass at once.
+    require("pgrep", "procps");
     let w = World::new();
     let node = SandboxNode::start();
     prepare(&node);

@@ -72,41 +72,16 @@ pub fn decode_envelope(b: &[u8]) -> Option<Envelope<'_>> {
 }
 
 /// The length-delimited fields of a protobuf message (other wire types are skipped).
-fn fields(mut b: &[u8]) -> Option<Vec<(u64, &[u8])>> {
-    fn varint(b: &mut &[u8]) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&x, rest) = b.split_first()?;
-            *b = rest;
-            v |= u64::from(x & 0x7f) << shift;
-            if x & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-    let mut out = vec![];
-    while !b.is_empty() {
-        let tag = varint(&mut b)?;
-        match tag & 7 {
-            0 => {
-                varint(&mut b)?;
-            }
-            1 => b = b.get(8..)?,
-            2 => {
-                let n = usize::try_from(varint(&mut b)?).ok()?;
-                if n > b.len() {
-                    return None;
-                }
-                let (v, rest) = b.split_at(n);
-                out.push((tag >> 3, v));
-                b = rest;
-            }
-            5 => b = b.get(4..)?,
-            _ => return None,
-        }
-    }
-    Some(out)
+fn fields(b: &[u8]) -> Option<Vec<(u64, &[u8])>> {
+    Some(
+        super::objects::fields(b)?
+            .into_iter()
+            .filter_map(|(n, w)| match w {
+                super::objects::Wire::Bytes(v) => Some((n, v)),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// Removes what the server sets, so the object can be applied again: `metadata`'s

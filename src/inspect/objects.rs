@@ -22,7 +22,7 @@ const MAX_DEPTH: usize = 100;
 
 /// One protobuf field's payload.
 #[derive(Clone, Copy)]
-enum Wire<'a> {
+pub(super) enum Wire<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
     Fixed64(u64),
@@ -42,7 +42,8 @@ fn varint(b: &mut &[u8]) -> Option<u64> {
     None
 }
 
-fn fields(mut b: &[u8]) -> Option<Vec<(u64, Wire<'_>)>> {
+/// Every field of a protobuf message, in order; `None` for bytes that are not one.
+pub(super) fn fields(mut b: &[u8]) -> Option<Vec<(u64, Wire<'_>)>> {
     let mut out = vec![];
     while !b.is_empty() {
         let tag = varint(&mut b)?;

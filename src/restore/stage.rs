@@ -123,7 +123,7 @@ pub async fn stage(
 /// its SHA-256 is used (SHA-NI where the CPU has it: 1.1 s for a 1.08 GB snapshot here,
 /// against 2.9 s for coreutils' `sha256sum`); otherwise `sha256sum -c`. A file that is
 /// missing, unreadable or different is named and fails the check.
-fn check_script(staging: &str) -> String {
+pub(crate) fn check_script(staging: &str) -> String {
     format!(
         r#"cd {} || exit 1
 command -v openssl >/dev/null 2>&1 || exec sha256sum -c --quiet --strict -

@@ -260,7 +260,7 @@ pub struct DiscoveredNode {
 /// The API calls' errors ([`super::SourceError::Kube`]).
 pub async fn discover_node(c: &Cluster, s: &Sources) -> anyhow::Result<DiscoveredNode> {
     let (name, address) = c.control_plane_address().await?;
-    discovered(c, s, name, address).await
+    Ok(discovered(s, name, address, node_key(c, s).await?))
 }
 
 /// Every control-plane node (by name), as [`discover_node`] finds the first: restore onto an
@@ -269,29 +269,39 @@ pub async fn discover_node(c: &Cluster, s: &Sources) -> anyhow::Result<Discovere
 /// # Errors
 /// As [`discover_node`].
 pub async fn discover_nodes(c: &Cluster, s: &Sources) -> anyhow::Result<Vec<DiscoveredNode>> {
-    let mut nodes = vec![];
-    for (name, address) in c.control_plane_addresses().await? {
-        nodes.push(discovered(c, s, name, address).await?);
-    }
-    Ok(nodes)
+    let addresses = c.control_plane_addresses().await?;
+    // One key for the cluster's nodes: read from the API once.
+    let key = node_key(c, s).await?;
+    Ok(addresses
+        .into_iter()
+        .map(|(name, address)| discovered(s, name, address, key.clone()))
+        .collect())
 }
 
-async fn discovered(
-    c: &Cluster,
+/// The node key from the cluster, unless one is given (`--ssh-key`).
+async fn node_key(c: &Cluster, s: &Sources) -> anyhow::Result<Option<SecretKey>> {
+    Ok(match s.ssh_key {
+        Some(_) => None,
+        None => Some(SecretKey::new(c.ssh_key().await?)),
+    })
+}
+
+fn discovered(
     s: &Sources,
     name: String,
     address: String,
-) -> anyhow::Result<DiscoveredNode> {
+    key: Option<SecretKey>,
+) -> DiscoveredNode {
     let mut target = ssh_target(s, &address);
     target.user = Some(s.ssh_user.clone().unwrap_or_else(|| "ubuntu".into()));
     if target.key.is_none() {
-        target.key_in_memory = Some(SecretKey::new(c.ssh_key().await?));
+        target.key_in_memory = key;
     }
-    Ok(DiscoveredNode {
+    DiscoveredNode {
         target,
         name,
         address,
-    })
+    }
 }
 
 /// The node to work on: the one `--ssh` names (`s.ssh`), else the control-plane node found

@@ -103,6 +103,29 @@ pub struct EtcdPod {
     pub args: Vec<String>,
 }
 
+/// `(name, address)` of a node: its ExternalIP, else its InternalIP.
+fn address_of(node: &Node) -> Result<(String, String), SourceError> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let addrs = (node.status.as_ref())
+        .and_then(|s| s.addresses.clone())
+        .unwrap_or_default();
+    let pick = |t: &str| {
+        addrs
+            .iter()
+            .find(|a| a.type_ == t)
+            .map(|a| a.address.clone())
+    };
+    let addr = pick("ExternalIP")
+        .or_else(|| pick("InternalIP"))
+        .ok_or_else(|| {
+            fail(
+                format!("control-plane node {name} has no ExternalIP or InternalIP address"),
+                "give the node with --ssh USER@HOST",
+            )
+        })?;
+    Ok((name, addr))
+}
+
 /// The command line of the pod's etcd container: `container` when named, else the one
 /// called etcd, else the first.
 fn container_args(pod: &Pod, container: Option<&str>) -> Vec<String> {
@@ -396,12 +419,12 @@ impl Cluster {
     }
 
     /// The address of the control-plane node: the first (by name) of
-    /// [`Cluster::control_plane_addresses`].
+    /// [`Cluster::control_plane_addresses`]; the other nodes' addresses do not matter.
     ///
     /// # Errors
-    /// As [`Cluster::control_plane_addresses`].
+    /// As [`Cluster::control_plane_addresses`], for that node.
     pub async fn control_plane_address(&self) -> Result<(String, String), SourceError> {
-        Ok(self.control_plane_addresses().await?.remove(0))
+        address_of(&self.control_plane_nodes().await?[0])
     }
 
     /// Every control-plane node, by name: `(name, address)` of each node labelled
@@ -410,6 +433,15 @@ impl Cluster {
     /// # Errors
     /// [`SourceError::Kube`] when no node has the role, or one has no address.
     pub async fn control_plane_addresses(&self) -> Result<Vec<(String, String)>, SourceError> {
+        self.control_plane_nodes()
+            .await?
+            .iter()
+            .map(address_of)
+            .collect()
+    }
+
+    /// The nodes labelled control-plane or master, by name, each once. Never empty.
+    async fn control_plane_nodes(&self) -> Result<Vec<Node>, SourceError> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let mut found = vec![];
         for role in [
@@ -431,34 +463,7 @@ impl Cluster {
                 "use the admin cluster's kubeconfig, or give the node with --ssh USER@HOST",
             ));
         }
-        found
-            .iter()
-            .map(|node| {
-                let name = node.metadata.name.clone().unwrap_or_default();
-                let addrs = node
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.addresses.clone())
-                    .unwrap_or_default();
-                let pick = |t: &str| {
-                    addrs
-                        .iter()
-                        .find(|a| a.type_ == t)
-                        .map(|a| a.address.clone())
-                };
-                let addr = pick("ExternalIP")
-                    .or_else(|| pick("InternalIP"))
-                    .ok_or_else(|| {
-                        fail(
-                            format!(
-                                "control-plane node {name} has no ExternalIP or InternalIP address"
-                            ),
-                            "give the node with --ssh USER@HOST",
-                        )
-                    })?;
-                Ok((name, addr))
-            })
-            .collect()
+        Ok(found)
     }
 
     /// The node SSH private key from secret `kube-system/sshkeys`, field `vsphere_tmp`.

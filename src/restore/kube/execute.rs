@@ -242,7 +242,11 @@ impl InCluster<'_> {
             .sha256
             .as_deref()
             .ok_or("the verified manifest has no sha256 for the snapshot")?;
-        let argv = ["sh".to_string(), "-c".into(), plan::check_script(&p.paths)];
+        let argv = [
+            "sh".to_string(),
+            "-c".into(),
+            crate::restore::stage::check_script(&p.paths.staging),
+        ];
         let list = format!("{sha}  snapshot.db\n");
         let ran = api
             .run(
@@ -300,13 +304,14 @@ impl InCluster<'_> {
             .as_ref()
             .and_then(|s| s.spec.as_ref()?.replicas)
             .unwrap_or(1);
-        if replicas != 0 || api.wait_gone(&p.set.pod, 0).await.is_err() {
+        let present = api.wait_gone(&p.set.pod, 0).await.is_err();
+        if replicas != 0 || present {
             return Err(format!(
                 "statefulset {}/{} was scaled up again ({replicas} replica(s), pod {} {}) while the restore had it at 0; something else manages it — stop that (e.g. the cluster's controller) and restore again",
                 l.namespace,
                 l.statefulset,
                 p.set.pod,
-                if api.wait_gone(&p.set.pod, 0).await.is_err() { "present" } else { "gone" }
+                if present { "present" } else { "gone" }
             ));
         }
         Ok(())

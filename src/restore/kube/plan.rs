@@ -224,15 +224,6 @@ pub fn stage_script(p: &VolumePaths) -> String {
     )
 }
 
-/// Checks the staged snapshot against the `sha256sum -c` list on stdin (the hash never on
-/// the pod's command line).
-pub fn check_script(p: &VolumePaths) -> String {
-    format!(
-        "cd {} && exec sha256sum -c --quiet --strict -",
-        quote(&p.staging)
-    )
-}
-
 /// What the executor does for a step (or its undo) through the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -347,7 +338,7 @@ pub fn plan(l: &UserLayout, set: &EtcdSet, restore_id: &str) -> UserPlan {
     let rm_new = format!("rm -rf {dn}");
     let swap = format!("mv {member} {da} && mv {dn}/member {member} && rmdir {dn}");
     let swap_back = format!("if [ -e {da} ]; then rm -rf {member} && mv {da} {member}; fi");
-    let health = format!("{} endpoint health", l.etcdctl.invocation());
+    let health = crate::restore::plan::health_command(&l.etcdctl);
     let mut wait = format!(
         "{kubectl} wait --for=condition=Ready pod/{} --timeout={t}s && {kubectl} exec {} -c {} -- {}",
         q(&set.pod),

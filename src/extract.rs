@@ -95,6 +95,9 @@ impl Sink for DirSink {
 const WRITE_CHUNK: usize = 256 * 1024;
 const WRITE_QUEUE: usize = 4;
 
+/// After this many bytes written, the file's writeback is started (see [`EarlySync`]).
+const EARLY_SYNC_BYTES: u64 = 32 * 1024 * 1024;
+
 /// A file written on a thread of its own, so that copying into the page cache (the largest
 /// cost of an extract) overlaps decompression and hashing instead of following them; `flush`
 /// waits for every byte and makes them durable (`sync_data`), so a verified extract is on
@@ -108,9 +111,17 @@ impl FileThread {
     fn start(mut f: File) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(WRITE_QUEUE);
         let thread = std::thread::spawn(move || {
+            let mut early = EarlySync::default();
+            let mut since = 0u64;
             for chunk in rx {
                 f.write_all(&chunk)?;
+                since += chunk.len() as u64;
+                if since >= EARLY_SYNC_BYTES {
+                    since = 0;
+                    early.nudge(&f)?;
+                }
             }
+            early.finish()?;
             f.sync_data()
         });
         FileThread {
@@ -122,11 +133,53 @@ impl FileThread {
     /// Ends the thread and returns its outcome (once; later calls say Ok).
     fn finish(&mut self) -> io::Result<()> {
         self.tx = None;
-        match self.thread.take().map(std::thread::JoinHandle::join) {
-            None => Ok(()),
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(io::Error::other("the file's writer thread panicked")),
+        join(self.thread.take(), "writer")
+    }
+}
+
+/// Durability while the file is still being written: a second thread flushes what has been
+/// written so far (`sync_data` on a clone of the handle) while the writer goes on, so the
+/// final `sync_data` finds little left to do and the disk works alongside decompression and
+/// hashing instead of after them. A nudge while a flush runs is dropped (the running one or
+/// the final one covers those bytes). An error of any early flush is the file's error: the
+/// kernel reports a failed writeback once only.
+#[derive(Default)]
+struct EarlySync {
+    nudge: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl EarlySync {
+    fn nudge(&mut self, f: &File) -> io::Result<()> {
+        if self.nudge.is_none() {
+            let clone = f.try_clone()?;
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+            self.thread = Some(std::thread::spawn(move || {
+                for () in rx {
+                    clone.sync_data()?;
+                }
+                Ok(())
+            }));
+            self.nudge = Some(tx);
         }
+        match self.nudge.as_ref().map(|tx| tx.try_send(())) {
+            Some(Err(std::sync::mpsc::TrySendError::Disconnected(()))) => self.finish(),
+            _ => Ok(()),
+        }
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.nudge = None;
+        join(self.thread.take(), "sync")
+    }
+}
+
+/// The outcome of a finished helper thread (Ok when there was none).
+fn join(thread: Option<std::thread::JoinHandle<io::Result<()>>>, what: &str) -> io::Result<()> {
+    match thread.map(std::thread::JoinHandle::join) {
+        None => Ok(()),
+        Some(Ok(r)) => r,
+        Some(Err(_)) => Err(io::Error::other(format!("the file's {what} thread panicked"))),
     }
 }
 

@@ -179,7 +179,9 @@ fn join(thread: Option<std::thread::JoinHandle<io::Result<()>>>, what: &str) -> 
     match thread.map(std::thread::JoinHandle::join) {
         None => Ok(()),
         Some(Ok(r)) => r,
-        Some(Err(_)) => Err(io::Error::other(format!("the file's {what} thread panicked"))),
+        Some(Err(_)) => Err(io::Error::other(format!(
+            "the file's {what} thread panicked"
+        ))),
     }
 }
 

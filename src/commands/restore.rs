@@ -304,7 +304,15 @@ async fn onto_node(
 /// yes, run.
 async fn restore_onto(ctx: &Ctx, args: &RestoreArgs, job: &NodeRestore<'_>) -> anyhow::Result<()> {
     let m = job.backup;
-    let prepared = job.prepare().await?;
+    if !args.dry_run {
+        check_kubeconfig_out(&job.kubeconfig_out)?;
+    }
+    let (prepared, inner) = if args.dry_run {
+        (job.prepare().await?, None)
+    } else {
+        let (p, inner) = job.prepare_and_verify().await?;
+        (p, Some(inner))
+    };
     let dest = job.destination();
     let dests: Vec<String> = job.nodes.iter().map(|n| n.destination()).collect();
     let shown = Nodes {
@@ -314,7 +322,7 @@ async fn restore_onto(ctx: &Ctx, args: &RestoreArgs, job: &NodeRestore<'_>) -> a
     if args.dry_run {
         return print_plan(ctx, m, &shown);
     }
-    check_kubeconfig_out(&job.kubeconfig_out)?;
+    let inner = inner.expect("verified unless --dry-run");
     let several = dests.len() > 1;
     // Always, even with -q: the one thing an operator needs if cpvault dies mid-way.
     if several {
@@ -335,7 +343,6 @@ async fn restore_onto(ctx: &Ctx, args: &RestoreArgs, job: &NodeRestore<'_>) -> a
             ssh = job.nodes[0].destination(),
         );
     }
-    let inner = job.verify(&prepared).await?;
     if !args.yes {
         confirm(m, &shown)?;
     }

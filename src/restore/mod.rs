@@ -116,10 +116,14 @@ impl NodeRestore<'_> {
     /// The first [`PreflightError`]; nothing was changed.
     pub async fn prepare(&self) -> Result<Prepared, PreflightError> {
         preflight::certificates_valid(self.backup, Utc::now(), self.force_expired)?;
-        let mut facts = vec![];
-        for (node, l) in self.nodes.iter().zip(&self.layouts) {
-            facts.push(preflight::probe(node, l, self.backup).await?);
-        }
+        // Every node at once: each probe is a few round trips.
+        let facts = futures::future::try_join_all(
+            self.nodes
+                .iter()
+                .zip(&self.layouts)
+                .map(|(node, l)| preflight::probe(node, l, self.backup)),
+        )
+        .await?;
         let dests: Vec<String> = self.nodes.iter().map(Node::destination).collect();
         let recorded: Vec<String> = self
             .backup
@@ -168,21 +172,26 @@ impl NodeRestore<'_> {
         })
     }
 
-    /// Verifies the whole archive (every layer) and that it is of the nodes' cluster; returns
-    /// the verified inner manifest.
+    /// [`Self::prepare`] and the verify of the whole archive (every layer) at once: the
+    /// preflight only reads the nodes and the verify only reads the store, so neither waits
+    /// for the other (the first to fail stops both). Then the archive must be of the nodes'
+    /// cluster. Returns the plan and the verified inner manifest; nothing was changed.
     ///
     /// # Errors
-    /// [`VerifyFailed`] (exit 3) or a [`PreflightError`] about the CA; nothing was changed.
-    pub async fn verify(&self, p: &Prepared) -> anyhow::Result<Manifest> {
-        let inner = verify_deeply(
-            self.store,
-            self.backup,
-            self.authorship,
-            self.identities.clone(),
-            &self.destination(),
-            self.quiet,
-        )
-        .await?;
+    /// [`PreflightError`], [`VerifyFailed`] (exit 3), or a [`PreflightError`] about the CA.
+    pub async fn prepare_and_verify(&self) -> anyhow::Result<(Prepared, Manifest)> {
+        let dest = self.destination();
+        let (p, inner) = tokio::try_join!(
+            async { self.prepare().await.map_err(anyhow::Error::from) },
+            verify_deeply(
+                self.store,
+                self.backup,
+                self.authorship,
+                self.identities.clone(),
+                &dest,
+                self.quiet,
+            )
+        )?;
         for ((node, facts), l) in self.nodes.iter().zip(&p.facts).zip(&self.layouts) {
             preflight::same_cluster(
                 &inner,
@@ -192,7 +201,7 @@ impl NodeRestore<'_> {
                 self.force_different_cluster,
             )?;
         }
-        Ok(inner)
+        Ok((p, inner))
     }
 
     /// The journal's path on node `i`.

@@ -18,6 +18,7 @@ use super::{Cleanup, SourceError};
 use crate::archive::writer::SourceEntry;
 use crate::etcdctl::RemoteEtcdctl;
 
+mod config;
 mod files;
 pub use files::{NodeFile, TarFailure};
 
@@ -192,6 +193,14 @@ impl Node {
         if let Some(j) = &t.jump {
             b.jump_hosts([j]);
         }
+        // The user's and the system's ssh configuration, then cpvault's cipher preference
+        // (`config`); only the master connection reads it.
+        let config = config::write().map_err(|e| SourceError::Ssh {
+            destination: t.display(),
+            message: format!("cannot write the ssh configuration file: {e}"),
+            fix: "check that the temporary directory (TMPDIR) is writable".into(),
+        })?;
+        b.config_file(config.path());
         // The agent only lives through the login: the master connection is authenticated
         // once and every later command rides on it.
         let agent = match &t.key_in_memory {
@@ -209,6 +218,7 @@ impl Node {
         }
         let session = b.connect(&t.host).await.map_err(|e| connect_error(t, &e));
         drop(agent);
+        drop(config);
         let session = session?;
         let mut node = Node {
             session: Arc::new(session),

@@ -123,16 +123,27 @@ pub async fn stage(
 /// its SHA-256 is used (SHA-NI where the CPU has it: 1.1 s for a 1.08 GB snapshot here,
 /// against 2.9 s for coreutils' `sha256sum`); otherwise `sha256sum -c`. A file that is
 /// missing, unreadable or different is named and fails the check.
+///
+/// Beside the check, the staged files are written back to disk (`sync`, whose failure only
+/// costs time): left dirty, they compete for the disk with the restore's own writes and
+/// fsyncs next, which made `etcdctl snapshot restore` of a 1.08 GB snapshot take 6.6 s
+/// instead of 4.0 s here. The check reads from the page cache meanwhile.
 pub(crate) fn check_script(staging: &str) -> String {
     format!(
         r#"cd {} || exit 1
-command -v openssl >/dev/null 2>&1 || exec sha256sum -c --quiet --strict -
+{{ sync -f . || sync; }} >/dev/null 2>&1 &
+synced=$!
 rc=0
-while IFS= read -r line; do
-  want=${{line%%  *}}; path=${{line#*  }}
-  got=$(openssl dgst -sha256 -r "./$path" 2>/dev/null) || got=
-  if [ "${{got%% *}}" != "$want" ] || [ -z "$want" ]; then echo "$path: FAILED"; rc=1; fi
-done
+if command -v openssl >/dev/null 2>&1; then
+  while IFS= read -r line; do
+    want=${{line%%  *}}; path=${{line#*  }}
+    got=$(openssl dgst -sha256 -r "./$path" 2>/dev/null) || got=
+    if [ "${{got%% *}}" != "$want" ] || [ -z "$want" ]; then echo "$path: FAILED"; rc=1; fi
+  done
+else
+  sha256sum -c --quiet --strict - || rc=1
+fi
+wait $synced
 exit $rc"#,
         quote(staging)
     )

@@ -1,39 +1,29 @@
 //! On an HA control plane (one etcd pod per control-plane node) the snapshot comes from a
 //! healthy follower when one answers, keeping the leader's disk and network for the cluster:
 //! each pod's etcdctl is asked for its own member's status (`endpoint status` against the
-//! pod's local endpoint), and the first follower by pod name is taken, else the leader. A pod
-//! whose etcdctl cannot answer (an unhealthy member, or an image without a shell) is skipped
-//! with a warning; when none answers, the first pod is used as before, and the snapshot itself
-//! says what is wrong.
+//! pod's local endpoint), and the choice is the gRPC source's (`etcd_grpc::choose`): the
+//! first follower by pod name, else the leader. A pod whose etcdctl cannot answer, or whose
+//! member is unhealthy (no leader, errors such as a NOSPACE alarm, a learner), is skipped
+//! with a warning naming why; when none answers, the first pod is used as before, and the
+//! snapshot itself says what is wrong.
 
 use serde::Deserialize;
 
 use super::{Cluster, EtcdPod};
 use crate::etcdctl::RemoteEtcdctl;
+use crate::sources::etcd_grpc::{choose, Answered};
 use crate::text::escape_for_line;
-
-/// What a member said about itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Role {
-    member: u64,
-    leader: u64,
-}
-
-impl Role {
-    fn is_leader(self) -> bool {
-        self.member == self.leader
-    }
-}
 
 /// `etcdctl endpoint status -w json` for the pod's own member.
 fn status_script(e: &RemoteEtcdctl) -> String {
     format!("{} endpoint status -w json", e.invocation())
 }
 
-/// The member and leader ids from `endpoint status -w json`; why not when the answer is not
-/// that, names no leader (a member without quorum), or comes from a learner (which refuses
+/// The member's and leader's ids from `endpoint status -w json`, as the gRPC source's
+/// candidates; why not when the answer is not that, names no leader (a member without
+/// quorum), reports errors (an alarm such as NOSPACE), or comes from a learner (which refuses
 /// snapshots).
-pub(super) fn parse_role(stdout: &str) -> Result<Role, &'static str> {
+pub(super) fn parse_status(stdout: &str) -> Result<Answered, String> {
     #[derive(Deserialize)]
     struct Header {
         member_id: u64,
@@ -44,34 +34,34 @@ pub(super) fn parse_role(stdout: &str) -> Result<Role, &'static str> {
         leader: u64,
         #[serde(default, rename = "isLearner")]
         is_learner: bool,
+        #[serde(default)]
+        errors: Vec<String>,
     }
     #[derive(Deserialize)]
     struct Endpoint {
         #[serde(rename = "Status")]
         status: Status,
     }
-    let unreadable = "etcdctl's endpoint status was not the JSON expected";
-    let list: Vec<Endpoint> = serde_json::from_str(stdout.trim()).map_err(|_| unreadable)?;
-    let s = &list.first().ok_or(unreadable)?.status;
+    let unreadable = || "etcdctl's endpoint status was not the JSON expected".to_string();
+    let list: Vec<Endpoint> = serde_json::from_str(stdout.trim()).map_err(|_| unreadable())?;
+    let s = &list.first().ok_or_else(unreadable)?.status;
     if s.is_learner {
-        return Err("its member is a learner, which refuses snapshots");
+        return Err("its member is a learner, which refuses snapshots".into());
     }
     if s.leader == 0 {
-        return Err("its member names no leader");
+        return Err("its member names no leader".into());
     }
-    Ok(Role {
-        member: s.header.member_id,
+    if !s.errors.is_empty() {
+        return Err(format!(
+            "its member reports errors: {}",
+            s.errors.join("; ")
+        ));
+    }
+    Ok(Answered {
+        member_id: s.header.member_id,
         leader: s.leader,
+        errors: false,
     })
-}
-
-/// Of the pods that answered, the first follower, else the first leader.
-fn choose(answers: &[(usize, Role)]) -> Option<(usize, Role)> {
-    answers
-        .iter()
-        .find(|(_, r)| !r.is_leader())
-        .or_else(|| answers.first())
-        .copied()
 }
 
 impl Cluster {
@@ -87,17 +77,22 @@ impl Cluster {
             return pods.remove(0);
         }
         let script = status_script(e);
+        // The pods that answered, and what each said, in pod order.
+        let mut which = vec![];
         let mut answers = vec![];
         for (i, pod) in pods.iter().enumerate() {
             match self.run(pod, &script).await {
-                Ok(out) => match parse_role(&out) {
-                    Ok(r) => answers.push((i, r)),
-                    Err(why) => warn(pod, why),
+                Ok(out) => match parse_status(&out) {
+                    Ok(a) => {
+                        which.push(i);
+                        answers.push(a);
+                    }
+                    Err(why) => warn(pod, &why),
                 },
                 Err(m) => warn(pod, &m),
             }
         }
-        let Some((i, role)) = choose(&answers) else {
+        let Some(chosen) = choose(&answers) else {
             if !quiet {
                 crate::say!(
                     "note: no etcd pod told its member's role; taking the snapshot from {}/{}",
@@ -107,22 +102,27 @@ impl Cluster {
             }
             return pods.remove(0);
         };
+        let (i, is_leader) = (
+            which[chosen],
+            answers[chosen].leader == answers[chosen].member_id,
+        );
         if !quiet {
             let leader = answers
                 .iter()
-                .find(|(_, r)| r.is_leader())
-                .map(|(j, _)| pods[*j].name.clone());
+                .zip(&which)
+                .find(|(a, _)| a.member_id == a.leader)
+                .map(|(_, j)| pods[*j].name.clone());
             crate::say!(
                 "etcd snapshot from pod {}/{} ({}{})",
                 pods[i].namespace,
                 pods[i].name,
-                if role.is_leader() {
+                if is_leader {
                     "the leader: no follower answered"
                 } else {
                     "a follower"
                 },
                 match leader {
-                    Some(l) if !role.is_leader() => format!("; the leader is in {l}"),
+                    Some(l) if !is_leader => format!("; the leader is in {l}"),
                     _ => String::new(),
                 }
             );
@@ -145,34 +145,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_follower_is_preferred_and_the_leader_taken_only_when_no_follower_answered() {
+    fn a_status_answer_becomes_a_candidate_unless_it_is_a_learner_leaderless_or_in_error() {
         let out = r#"[{"Endpoint":"https://127.0.0.1:2379","Status":{"header":{"cluster_id":1,"member_id":22,"revision":5,"raft_term":2},"version":"3.5.21","dbSize":20480,"leader":11,"raftIndex":9,"raftTerm":2}}]"#;
-        let follower = parse_role(out).unwrap();
-        let learner = out.replace(r#""raftTerm":2}"#, r#""raftTerm":2,"isLearner":true}"#);
-        assert_eq!(
-            parse_role(&learner),
-            Err("its member is a learner, which refuses snapshots")
-        );
+        let follower = parse_status(out).unwrap();
         assert_eq!(
             follower,
-            Role {
-                member: 22,
-                leader: 11
+            Answered {
+                member_id: 22,
+                leader: 11,
+                errors: false
             }
         );
-        assert!(!follower.is_leader());
-        let leader = Role {
-            member: 11,
-            leader: 11,
-        };
-        assert_eq!(choose(&[(0, leader), (2, follower)]), Some((2, follower)));
-        assert_eq!(choose(&[(1, leader)]), Some((1, leader)));
-        assert_eq!(choose(&[]), None);
-        assert!(parse_role("Error: context deadline exceeded").is_err());
+        let learner = out.replace(r#""raftTerm":2}"#, r#""raftTerm":2,"isLearner":true}"#);
         assert_eq!(
-            parse_role(r#"[{"Status":{"header":{"member_id":3},"leader":0}}]"#),
-            Err("its member names no leader"),
+            parse_status(&learner).unwrap_err(),
+            "its member is a learner, which refuses snapshots"
+        );
+        let alarmed = out.replace(
+            r#""raftTerm":2}"#,
+            r#""raftTerm":2,"errors":["memberID:22 alarm:NOSPACE "]}"#,
+        );
+        assert_eq!(
+            parse_status(&alarmed).unwrap_err(),
+            "its member reports errors: memberID:22 alarm:NOSPACE "
+        );
+        assert!(parse_status("Error: context deadline exceeded").is_err());
+        assert_eq!(
+            parse_status(r#"[{"Status":{"header":{"member_id":3},"leader":0}}]"#).unwrap_err(),
+            "its member names no leader",
             "no leader: no quorum"
         );
+        // The gRPC source's choice: the follower before the leader.
+        let leader = Answered {
+            member_id: 11,
+            leader: 11,
+            errors: false,
+        };
+        assert_eq!(choose(&[leader, follower]), Some(1));
+        assert_eq!(choose(&[leader]), Some(0));
+        assert_eq!(choose(&[]), None);
     }
 }

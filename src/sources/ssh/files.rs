@@ -69,7 +69,6 @@ impl Node {
             .map_err(|e| {
                 TarFailure::Ssh(self.fail(format!("running tar: {e}"), "check the connection"))
             })?;
-        let mut buf = Zeroizing::new(Vec::new());
         let mut stdout = child.stdout().take().expect("piped");
         let mut stderr = child.stderr().take().expect("piped");
         // stderr drains on its own task: waiting for it while a too-large stdout is no
@@ -80,7 +79,7 @@ impl Node {
             err_text
         });
         let mut limited = (&mut stdout).take(LIMIT + 1);
-        let read = limited.read_to_end(&mut buf).await;
+        let (buf, read) = read_secret(&mut limited).await;
         drop(limited);
         drop(stdout);
         if buf.len() as u64 > LIMIT {
@@ -103,6 +102,32 @@ impl Node {
             ));
         }
         tar_files(&buf).map_err(|e| TarFailure::Unreadable(e.to_string()))
+    }
+}
+
+/// Reads `r` to its end into memory that is wiped when dropped, and so is every smaller
+/// buffer it outgrew on the way (`read_to_end` would free those unwiped when it grows the
+/// vector). Returns what was read, and how the reading ended.
+async fn read_secret<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+) -> (Zeroizing<Vec<u8>>, std::io::Result<()>) {
+    let mut buf = Zeroizing::new(Vec::with_capacity(64 * 1024));
+    let mut chunk = Zeroizing::new([0u8; 16 * 1024]);
+    loop {
+        let n = match r.read(&mut chunk[..]).await {
+            Ok(0) => return (buf, Ok(())),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return (buf, Err(e)),
+        };
+        if buf.len() + n > buf.capacity() {
+            let mut bigger =
+                Zeroizing::new(Vec::with_capacity((buf.capacity() * 2).max(buf.len() + n)));
+            bigger.extend_from_slice(&buf);
+            // The smaller buffer is wiped as it drops here.
+            buf = bigger;
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -175,7 +200,11 @@ fn tar_files(tar_bytes: &[u8]) -> std::io::Result<Vec<NodeFile>> {
         }
         let mode = entry.header().mode()? & 0o7777;
         let mtime = entry.header().mtime()? as i64;
-        let mut data = Zeroizing::new(Vec::with_capacity(entry.size() as usize));
+        // Exactly the entry's size (tar's reader stops there), so `read_to_end` never grows
+        // the vector and leaves no unwiped copy behind.
+        // A header cannot make it reserve more than the whole stream holds.
+        let size = entry.size().min(tar_bytes.len() as u64) as usize;
+        let mut data = Zeroizing::new(Vec::with_capacity(size));
         entry.read_to_end(&mut data)?;
         out.push(NodeFile {
             rel,
@@ -201,5 +230,45 @@ impl Read for ZeroizingCursor {
         buf[..n].copy_from_slice(&rest[..n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_secret_read_keeps_every_byte_across_the_buffers_it_outgrows() {
+        let want: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut r = &want[..];
+        let (got, ended) = read_secret(&mut r).await;
+        ended.unwrap();
+        assert_eq!(&got[..], &want[..]);
+        let mut empty: &[u8] = &[];
+        let (got, ended) = read_secret(&mut empty).await;
+        ended.unwrap();
+        assert!(got.is_empty());
+    }
+
+    #[test]
+    fn a_tar_header_claiming_more_than_the_stream_reserves_no_more_than_the_stream() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o600);
+        h.set_cksum();
+        b.append_data(&mut h, "ca.key", &b"key"[..]).unwrap();
+        let mut bytes = b.into_inner().unwrap();
+        // The size field claims 2^60 bytes (GNU base-256); the checksum is made to match.
+        bytes[124] = 0x80;
+        bytes[125..128].fill(0);
+        bytes[128..136].copy_from_slice(&(1u64 << 60).to_be_bytes());
+        let mut header = tar::Header::new_old();
+        header.as_mut_bytes().copy_from_slice(&bytes[..512]);
+        header.set_cksum();
+        bytes[..512].copy_from_slice(header.as_bytes());
+        // Whatever tar makes of it, nothing of that size is reserved (the allocation would abort
+        // the test).
+        let _ = tar_files(&bytes);
     }
 }

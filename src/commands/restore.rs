@@ -90,14 +90,26 @@ pub async fn run(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
             crate::text::escape_for_line(left_out, 300)
         );
     }
-    if let Some(named) = m.kit.as_ref().and_then(|k| k.encryption_config.as_ref()) {
-        if args.to_dir.is_none()
-            && crate::restore::kit::kit_files(&m, &layouts(&args, nodes::count(&args))?[0])
-                .encryption
-                .is_none()
-        {
+    if let (Some(named), None) = (
+        m.kit.as_ref().and_then(|k| k.encryption_config.as_ref()),
+        &args.to_dir,
+    ) {
+        // Each node's layout decides (node flags can differ per node).
+        let all = layouts(&args, nodes::count(&args))?;
+        let left: Vec<String> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| crate::restore::kit::kit_files(&m, l).encryption.is_none())
+            .map(|(i, _)| (i + 1).to_string())
+            .collect();
+        if !left.is_empty() {
+            let on = if all.len() > 1 {
+                format!(" on node {} (in --ssh order)", left.join(", "))
+            } else {
+                String::new()
+            };
             crate::say!(
-                "warning: {}: its encryption config is recorded as '{}', which is not a plain absolute path under the manifests dir's parent outside the manifests and PKI dirs (or is not in the archive), so restore does not put it back; extract it and place it yourself",
+                "warning: {}: its encryption config is recorded as '{}', which is not a plain absolute path under the manifests dir's parent outside the manifests and PKI dirs (or is not in the archive), so restore does not put it back{on}; extract it and place it yourself",
                 m.reference(),
                 crate::text::escape_for_line(named, 300)
             );

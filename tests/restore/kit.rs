@@ -100,6 +100,19 @@ fn a_node_backup_holds_the_encryption_config_manifests_and_admin_conf() {
         );
     }
 
+    // A node layout whose manifests dir's parent does not hold the recorded path: restore
+    // says it will not put the config back (before any preflight).
+    let mut args = s.restore_args();
+    args[1] = reference.clone();
+    let i = args.iter().position(|a| a == "--manifests-dir").unwrap();
+    args[i + 1] = s.w.path("elsewhere/manifests").display().to_string();
+    let dry = s.run_args(args, &["--dry-run"], &[]);
+    assert!(
+        stderr(&dry).contains("so restore does not put it back; extract it"),
+        "{}",
+        stderr(&dry)
+    );
+
     // An encryption config the apiserver names but the node does not have.
     std::fs::rename(&enc, enc.with_extension("moved")).unwrap();
     let out = node_backup(&s, &[]);

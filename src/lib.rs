@@ -7,8 +7,7 @@
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        $crate::progress::say(format_args!($($arg)*), true);
     }};
 }
 
@@ -16,8 +15,7 @@ macro_rules! say {
 #[macro_export]
 macro_rules! say_raw {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stderr(), $($arg)*);
+        $crate::progress::say(format_args!($($arg)*), false);
     }};
 }
 

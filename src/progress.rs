@@ -3,14 +3,40 @@
 
 use std::io::IsTerminal;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::OnceLock;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Every visible bar of the process, drawn together: work that runs at once (the restore's
+/// verify beside its preflight, `diff`'s two backups) gets a line each instead of two bars
+/// fighting over one line. Created with the first visible bar.
+static BARS: OnceLock<MultiProgress> = OnceLock::new();
+
+/// Writes `text` to stderr with the bars (if any) cleared for the moment, so a message
+/// never lands in the middle of a bar; what [`crate::say!`] uses.
+pub fn say(text: std::fmt::Arguments<'_>, newline: bool) {
+    let print = || {
+        use std::io::Write as _;
+        let mut e = std::io::stderr().lock();
+        let _ = if newline {
+            writeln!(e, "{text}")
+        } else {
+            write!(e, "{text}")
+        };
+    };
+    match BARS.get() {
+        Some(bars) => bars.suspend(print),
+        None => print(),
+    }
+}
 
 /// A byte-progress bar, hidden when not wanted.
 pub fn bytes(quiet: bool, len: u64, message: &str) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    let bars = BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+    let bar = bars.add(ProgressBar::new(len));
     bar.set_style(
         ProgressStyle::with_template(
             "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",

@@ -30,24 +30,25 @@ pub async fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<()> {
         digests: true,
         values: None,
     };
-    let (a_ref, a) = super::inspect::open_snapshot(
-        ctx,
-        &args.store,
-        &args.trust,
-        &args.identity,
-        &args.from,
-        wants(),
-    )
-    .await?;
-    let (b_ref, b) = super::inspect::open_snapshot(
-        ctx,
-        &args.store,
-        &args.trust,
-        &args.identity,
-        &args.to,
-        wants(),
-    )
-    .await?;
+    // Both at once: each is a download, a decryption and two passes over a snapshot.
+    let ((a_ref, a), (b_ref, b)) = tokio::try_join!(
+        super::inspect::open_snapshot(
+            ctx,
+            &args.store,
+            &args.trust,
+            &args.identity,
+            &args.from,
+            wants(),
+        ),
+        super::inspect::open_snapshot(
+            ctx,
+            &args.store,
+            &args.trust,
+            &args.identity,
+            &args.to,
+            wants(),
+        )
+    )?;
     let id = |m: &crate::archive::manifest::Manifest| m.etcd.as_ref()?.cluster_id.clone();
     if let (Some(x), Some(y)) = (id(&a_ref), id(&b_ref)) {
         if x != y && !args.across_clusters && !ctx.quiet {

@@ -266,6 +266,33 @@ fn inspect_diff_and_get_answer_from_stored_backups() {
     assert_eq!(json(&o), deployment().1);
     let o = w.run(&["get", &b, dep, "-i", key, "--format", "yaml"]);
     assert!(stdout(&o).contains("maxSurge: 25%"), "{}", stdout(&o));
+    // Fields unknown to the schema table are left out, told once for all keys (and not
+    // under --quiet).
+    let future = [
+        "get",
+        &b,
+        "--prefix",
+        "/registry/secrets/future/",
+        "-i",
+        key,
+    ];
+    let o = w.run(&future);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let warnings: Vec<&str> = std::str::from_utf8(&o.stderr)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", stderr(&o));
+    assert!(
+        warnings[0].contains("2 keys had fields unknown")
+            && warnings[0].contains("/registry/secrets/future/s-0"),
+        "{}",
+        warnings[0]
+    );
+    assert!(stdout(&o).contains("\"name\": \"s-1\""), "{}", stdout(&o));
+    let o = w.run(&[&future[..], &["-q"]].concat());
+    assert!(!stderr(&o).contains("warning:"), "{}", stderr(&o));
     // A value that does not decode is named, and refused as JSON.
     let o = w.run(&["get", &b, "/registry/pods/team-a/p", "-i", key]);
     assert_eq!(o.status.code(), Some(1));

@@ -77,6 +77,7 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
             .ok()
             .map(|i| &snap.keys[i].1)
     };
+    let mut unknown = Unknown::default();
     if ctx.json() {
         let mut items = vec![];
         for (k, v) in &snap.values {
@@ -95,7 +96,7 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
                     }
                     ("json", json!({ "value": j }))
                 }
-                Stored::Protobuf(e) => match decoded(&e, k) {
+                Stored::Protobuf(e) => match decoded(&e, k, &mut unknown) {
                     Some(mut j) => {
                         if args.clean {
                             k8s::clean(&mut j);
@@ -115,6 +116,7 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
             }
             items.push(item);
         }
+        unknown.warn(ctx);
         return super::print_json(
             &json!({"backup": backup, "revision": snap.revision, "keys": items}),
         );
@@ -131,7 +133,7 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
         }
         let stored = k8s::classify(v);
         let decoded = match &stored {
-            Stored::Protobuf(e) => decoded(e, k),
+            Stored::Protobuf(e) => decoded(e, k, &mut unknown),
             _ => None,
         };
         if let Some(mut j) = decoded {
@@ -193,6 +195,7 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
             },
         }
     }
+    unknown.warn(ctx);
     if t.is_empty() {
         if !ctx.quiet {
             crate::say!(
@@ -206,17 +209,50 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
     super::print_text(&t)
 }
 
-/// A protobuf object as the API's JSON, with a warning when fields unknown to cpvault's
-/// schema table (written by a newer Kubernetes) had to be left out.
-fn decoded(e: &k8s::Envelope<'_>, key: &[u8]) -> Option<serde_json::Value> {
+/// Fields left out because cpvault's schema table (Kubernetes 1.33) does not know them
+/// (written by a newer Kubernetes), counted over every key and told once.
+#[derive(Default)]
+struct Unknown {
+    keys: usize,
+    fields: usize,
+    /// The first key with such fields, and its kind.
+    first: Option<(String, String)>,
+}
+
+impl Unknown {
+    fn warn(&self, ctx: &Ctx) {
+        let Some((key, kind)) = self.first.as_ref().filter(|_| !ctx.quiet) else {
+            return;
+        };
+        let fix = "`--format raw` has every stored byte";
+        if self.keys == 1 {
+            crate::say!(
+                "warning: {key}: {} field(s) of this {kind} unknown to cpvault's Kubernetes 1.33 schema were left out ({fix})",
+                self.fields
+            );
+        } else {
+            crate::say!(
+                "warning: {} keys had fields unknown to cpvault's Kubernetes 1.33 schema ({} in all), left out; the first is {key}, a {kind} ({fix})",
+                self.keys,
+                self.fields
+            );
+        }
+    }
+}
+
+/// A protobuf object as the API's JSON, counting fields unknown to cpvault's schema table
+/// into `unknown`.
+fn decoded(e: &k8s::Envelope<'_>, key: &[u8], unknown: &mut Unknown) -> Option<serde_json::Value> {
     let d = objects::decode(e)?;
     if d.unknown_fields > 0 {
-        crate::say!(
-            "warning: {}: {} field(s) of this {} unknown to cpvault's Kubernetes 1.33 schema were left out (`--format raw` has every stored byte)",
-            escape_for_line(&String::from_utf8_lossy(key), 200),
-            d.unknown_fields,
-            escape_for_line(&e.kind, 100)
-        );
+        unknown.keys += 1;
+        unknown.fields += d.unknown_fields;
+        unknown.first.get_or_insert_with(|| {
+            (
+                escape_for_line(&String::from_utf8_lossy(key), 200),
+                escape_for_line(&e.kind, 100),
+            )
+        });
     }
     Some(d.json)
 }

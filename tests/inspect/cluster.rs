@@ -48,6 +48,12 @@ pub(super) fn map_entry(n: u8, k: &str, v: &[u8]) -> Vec<u8> {
 /// A core/v1 Secret as kube-apiserver stores it, field numbers from k8s.io/api core/v1
 /// and apimachinery meta/v1 generated.proto, and the JSON the API serves for it.
 pub(super) fn secret(ns: &str, name: &str, i: usize) -> (Vec<u8>, serde_json::Value) {
+    secret_with(ns, name, i, &[])
+}
+
+/// As [`secret`], with `extra` protobuf fields appended to the Secret (fields a newer
+/// Kubernetes might write).
+fn secret_with(ns: &str, name: &str, i: usize, extra: &[u8]) -> (Vec<u8>, serde_json::Value) {
     let created = 1_764_000_000 + i as u64;
     let mut meta = field(1, name.as_bytes());
     meta.extend(field(3, ns.as_bytes()));
@@ -58,6 +64,7 @@ pub(super) fn secret(ns: &str, name: &str, i: usize) -> (Vec<u8>, serde_json::Va
     let mut body = field(1, &meta);
     body.extend(map_entry(2, "token", token.as_bytes()));
     body.extend(field(3, b"Opaque"));
+    body.extend_from_slice(extra);
     let stamp = chrono::DateTime::from_timestamp(created as i64, 0).unwrap();
     let json = serde_json::json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -227,6 +234,15 @@ pub(super) fn second_state(c: &mut Cluster) {
     c.delete_prefix("/registry/pods/team-a/p");
     c.put("/registry/pods/team-a/p", protobuf("v1", "Pod", b"p"));
     c.put("/registry/deployments/shop/web", deployment().0);
+    // Two Secrets as a newer Kubernetes might write them: a field (15) the 1.33 table lacks.
+    for i in 0..2 {
+        let name = format!("s-{i}");
+        let newer = field(15, b"from a newer apiserver");
+        c.put(
+            &format!("/registry/secrets/future/{name}"),
+            secret_with("future", &name, i, &newer).0,
+        );
+    }
 }
 
 /// An apps/v1 Deployment encoded with k8s-pb (the prost types generated from Kubernetes' own

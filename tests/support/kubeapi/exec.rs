@@ -18,13 +18,12 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin};
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::rest::{bad_request, not_found, param, respond};
+use super::rest::{bad_request, not_found, param, respond, websocket_handshake};
 use super::{lock, Body, ExecRecord, Shared};
 
 /// Largest stdout/stderr payload per websocket message; reading no more than this before
@@ -120,23 +119,10 @@ pub(super) fn exec(
     if flag("tty") {
         return bad_request("tty is not supported by the test API server");
     }
-    let headers = req.headers();
-    let is_websocket = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| derive_accept_key(k.as_bytes()));
-    let (true, Some(accept)) = (is_websocket, key) else {
-        return bad_request("Upgrade request required");
+    let (accept, offered) = match websocket_handshake(req.headers()) {
+        Ok(h) => h,
+        Err(refused) => return *refused,
     };
-    let offered: Vec<String> = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-        .collect();
     let Some(protocol) = PROTOCOLS
         .into_iter()
         .find(|p| offered.iter().any(|o| o == p))

@@ -22,13 +22,12 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::rest::{bad_request, not_found, respond};
+use super::rest::{bad_request, not_found, respond, websocket_handshake};
 use super::{lock, Body, ForwardRecord, Shared};
 
 /// Largest payload per websocket message from a port.
@@ -75,23 +74,10 @@ pub(super) fn forward(
     if ports.is_empty() {
         return bad_request("query parameter \"ports\" is required");
     }
-    let headers = req.headers();
-    let is_websocket = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| derive_accept_key(k.as_bytes()));
-    let (true, Some(accept)) = (is_websocket, key) else {
-        return bad_request("Upgrade request required");
+    let (accept, offered) = match websocket_handshake(req.headers()) {
+        Ok(h) => h,
+        Err(refused) => return *refused,
     };
-    let offered: Vec<String> = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-        .collect();
     if !offered.iter().any(|o| o == PROTOCOL) {
         return bad_request(&format!(
             "requested protocol(s) are not supported: {offered:?}; supports [\"{PROTOCOL}\"]"

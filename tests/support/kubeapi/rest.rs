@@ -243,3 +243,27 @@ pub(super) fn not_found(kind: &str, name: &str) -> Response<Body> {
 pub(super) fn bad_request(message: &str) -> Response<Body> {
     status(StatusCode::BAD_REQUEST, "BadRequest", message, None)
 }
+
+/// A websocket upgrade's answer key and the subprotocols the client offered (the exec and
+/// port-forward endpoints both start this way), or the API server's refusal.
+pub(super) fn websocket_handshake(
+    headers: &hyper::HeaderMap,
+) -> Result<(String, Vec<String>), Box<Response<Body>>> {
+    let is_websocket = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| tokio_tungstenite::tungstenite::handshake::derive_accept_key(k.as_bytes()));
+    let (true, Some(accept)) = (is_websocket, key) else {
+        return Err(Box::new(bad_request("Upgrade request required")));
+    };
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect();
+    Ok((accept, offered))
+}

@@ -73,11 +73,33 @@ pub fn snapshot_file(path: &Path) -> Result<SourceEntry, SourceError> {
 /// of its own while the backup streams the file (two reads of it, memory bounded by its keys);
 /// the returned closure waits for the answer. `None` when the reader cannot read it; the
 /// backup goes ahead, since the facts are a convenience and the bytes are what is kept.
+/// Dropping the closure uncalled (a backup that failed) stops the reading at its next read.
 pub fn snapshot_facts(path: &Path) -> Box<dyn FnOnce() -> Option<EtcdInfo> + Send> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    /// Sets the flag when the closure goes, called or not (once called, the thread is done).
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    /// The file, failing every read once the flag is set.
+    struct Stoppable(File, Arc<AtomicBool>);
+    impl Read for Stoppable {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.1.load(Ordering::Relaxed) {
+                return Err(io::Error::other("the backup ended without its facts"));
+            }
+            self.0.read(buf)
+        }
+    }
     let p = path.to_path_buf();
+    let stop = Arc::new(AtomicBool::new(false));
+    let guard = StopOnDrop(stop.clone());
     let reader = std::thread::spawn(move || {
         let read = crate::inspect::read_snapshot(
-            || File::open(&p),
+            || File::open(&p).map(|f| Stoppable(f, stop.clone())),
             crate::inspect::mvcc::Wants::default(),
         );
         match read {
@@ -95,7 +117,11 @@ pub fn snapshot_facts(path: &Path) -> Box<dyn FnOnce() -> Option<EtcdInfo> + Sen
             }
         }
     });
-    Box::new(move || reader.join().ok().flatten())
+    Box::new(move || {
+        let facts = reader.join().ok().flatten();
+        drop(guard);
+        facts
+    })
 }
 
 /// One file, stored as `files/<file name>`.

@@ -426,15 +426,23 @@ impl Executor for OnNodes<'_> {
             return Err(node_err("the command failed", &out));
         }
         match step.kind {
+            // Every node's staging dir is made (and journaled) by its own stage step; the
+            // last node's step then streams the archive once into all of them.
+            StepKind::Stage if step.node.0 + 1 < self.job.nodes.len() => Ok(()),
             StepKind::Stage => {
                 let j = self.job;
+                let targets: Vec<(&Node, &str)> = j
+                    .nodes
+                    .iter()
+                    .zip(&self.paths)
+                    .map(|(n, p)| (n, p.staging.as_str()))
+                    .collect();
                 stage::stage(
-                    node,
+                    &targets,
                     j.store,
                     j.backup,
                     j.identities.clone(),
                     self.inner,
-                    &self.paths[step.node.0].staging,
                 )
                 .await
             }

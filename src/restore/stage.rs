@@ -15,29 +15,46 @@ use crate::sources::ssh::Node;
 
 use super::node_err;
 
-/// Streams `m`'s payload into `staging` on `node` and checks it there against `inner`.
+/// Streams `m`'s payload into the staging dir of every target (a node and its dir) in one
+/// pass over the archive, the same bytes to each, and checks it there against `inner` (on
+/// every node at once). One download and one decryption serve every node of an HA restore.
 ///
 /// # Errors
-/// A one-line description: the stream, tar on the node, or a sha256 mismatch.
+/// A one-line description: the stream, tar on a node, or a sha256 mismatch (naming the node
+/// when there are several).
 pub async fn stage(
-    node: &Node,
+    targets: &[(&Node, &str)],
     store: &cpvault_backends::Store,
     m: &Manifest,
     identities: Arc<Identities>,
     inner: &Manifest,
-    staging: &str,
 ) -> Result<(), String> {
-    let mut child = node
-        .spawn_with_stdin(&format!(
-            "exec tar -x -f - -C {} --no-same-owner",
-            quote(staging)
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
-    let stdin = child.stdin().take().expect("piped");
+    let on = |node: &Node| {
+        if targets.len() > 1 {
+            format!(" on {}", node.destination())
+        } else {
+            String::new()
+        }
+    };
+    let mut children = vec![];
+    let mut outs: Vec<Box<dyn Write + Send>> = vec![];
     let handle = tokio::runtime::Handle::current();
-    let bridge: Box<dyn Write + Send> =
-        Box::new(tokio_util::io::SyncIoBridge::new_with_handle(stdin, handle));
+    for (node, staging) in targets {
+        let mut child = node
+            .spawn_with_stdin(&format!(
+                "exec tar -x -f - -C {} --no-same-owner",
+                quote(staging)
+            ))
+            .await
+            .map_err(|e| format!("{e}{}", on(node)))?;
+        let stdin = child.stdin().take().expect("piped");
+        outs.push(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
+            stdin,
+            handle.clone(),
+        )));
+        children.push(child);
+    }
+    let bridge: Box<dyn Write + Send> = Box::new(FanOut(outs));
     let writer = Arc::new(Mutex::new(TarWriter::new(bridge)));
     let sink = TarSink {
         out: writer.clone(),
@@ -69,9 +86,9 @@ pub async fn stage(
             )
         });
     let stream_failure = seen.failure.map(|f| f.message).or(swapped);
-    // End the tar stream (unless the read failed) and close tar's stdin either way, then
-    // wait for tar: nothing may still be writing into the staging dir when this returns (a
-    // rollback removes it next). The bridge blocks, so not on a runtime thread.
+    // End the tar stream (unless the read failed) and close every tar's stdin either way,
+    // then wait for each tar: nothing may still be writing into a staging dir when this
+    // returns (a rollback removes them next). The bridges block, so not on a runtime thread.
     let complete = stream_failure.is_none();
     let closed = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let tar = Arc::try_unwrap(writer)
@@ -87,34 +104,73 @@ pub async fn stage(
     })
     .await
     .map_err(|e| e.to_string())?;
-    let mut stderr = child.stderr().take();
+    let mut tar_said = vec![];
+    for (child, (node, _)) in children.into_iter().zip(targets) {
+        let (status, said) = tar_outcome(child).await?;
+        tar_said.push((status, said, *node));
+    }
+    if let Some(f) = stream_failure {
+        let said: Vec<String> = tar_said
+            .iter()
+            .map(|(_, said, node)| format!("tar{} said: {said}", on(node)))
+            .collect();
+        return Err(format!(
+            "streaming the archive to the node: {f}; {}",
+            said.join("; ")
+        ));
+    }
+    // A tar that failed says why; that is what broke the stream too.
+    if let Some((_, said, node)) = tar_said.iter().find(|(ok, ..)| !ok) {
+        return Err(format!("tar{}: {said}", on(node)));
+    }
+    closed?;
+    let checks = futures::future::join_all(targets.iter().map(|(node, staging)| async move {
+        let out = node
+            .run_with_stdin(&check_script(staging), check_list(inner).as_bytes())
+            .await
+            .map_err(|e| format!("{e}{}", on(node)))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(node_err(
+                &format!(
+                    "the staged files do not match the archive's sha256{}",
+                    on(node)
+                ),
+                &out,
+            ))
+        }
+    }))
+    .await;
+    checks.into_iter().collect()
+}
+
+/// Whether tar on the node succeeded, and its stderr on one line.
+async fn tar_outcome(
+    mut child: openssh::Child<std::sync::Arc<openssh::Session>>,
+) -> Result<(bool, String), String> {
     let mut err_text = String::new();
-    if let Some(s) = stderr.as_mut() {
+    if let Some(s) = child.stderr().as_mut() {
         use tokio::io::AsyncReadExt;
         let _ = s.read_to_string(&mut err_text).await;
     }
     let status = child.wait().await.map_err(|e| e.to_string())?;
-    let tar_said = err_text.trim().replace('\n', "; ");
-    if let Some(f) = stream_failure {
-        return Err(format!(
-            "streaming the archive to the node: {f}; tar there said: {tar_said}"
-        ));
+    Ok((status.success(), err_text.trim().replace('\n', "; ")))
+}
+
+/// The same bytes to every node's stream.
+struct FanOut(Vec<Box<dyn Write + Send>>);
+
+impl Write for FanOut {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        for w in &mut self.0 {
+            w.write_all(b)?;
+        }
+        Ok(b.len())
     }
-    closed?;
-    if !status.success() {
-        return Err(format!("tar on the node: {tar_said}"));
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(Write::flush)
     }
-    let out = node
-        .run_with_stdin(&check_script(staging), check_list(inner).as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(node_err(
-            "the staged files do not match the archive's sha256",
-            &out,
-        ));
-    }
-    Ok(())
 }
 
 /// Checks every staged file against the list ([`check_list`]) read from stdin, inside the

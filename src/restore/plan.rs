@@ -208,9 +208,12 @@ fn shrink_step(l: &NodeLayout, p: &Paths, alone: &Member, node: NodeId) -> Step 
     }
 }
 
+/// A script that runs `check` until it succeeds, every 0.2 s (a check is one cheap command
+/// on the node; a coarser poll only adds up to its interval to every wait), for at most
+/// `seconds`.
 pub(crate) fn wait_for(check: &str, what: &str, seconds: u64) -> String {
     format!(
-        "end=$(( $(date +%s) + {seconds} )); until ( {check} ) >/dev/null 2>&1; do if [ $(date +%s) -ge $end ]; then echo 'timed out after {seconds}s waiting until {what} (check: {})' >&2; exit 1; fi; sleep 0.5; done",
+        "end=$(( $(date +%s) + {seconds} )); until ( {check} ) >/dev/null 2>&1; do if [ $(date +%s) -ge $end ]; then echo 'timed out after {seconds}s waiting until {what} (check: {})' >&2; exit 1; fi; sleep 0.2; done",
         check.replace('\'', "")
     )
 }

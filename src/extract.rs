@@ -149,6 +149,13 @@ struct EarlySync {
     thread: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
 
+impl Drop for EarlySync {
+    /// A writer that stopped on an error still closes its clone of the file.
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
 impl EarlySync {
     fn nudge(&mut self, f: &File) -> io::Result<()> {
         if self.nudge.is_none() {

@@ -20,8 +20,16 @@ pub enum Small {
 fn read_bounded(file: &std::path::Path, limit: u64) -> std::io::Result<Small> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    // Non-blocking, so that a FIFO planted in the store cannot hold the open; the file's own
-    // metadata then says what was opened (reads of a regular file ignore the flag).
+    // Asked before opening, so that nothing but a regular file is opened (opening a device
+    // node can act); non-blocking, so that a FIFO swapped in meanwhile cannot hold the open;
+    // the opened file's own metadata then says what was opened (reads of a regular file
+    // ignore the flag).
+    if !std::fs::metadata(file)?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "not a regular file",
+        ));
+    }
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)

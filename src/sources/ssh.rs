@@ -193,14 +193,16 @@ impl Node {
         if let Some(j) = &t.jump {
             b.jump_hosts([j]);
         }
-        // The user's and the system's ssh configuration, then cpvault's cipher preference
-        // (`config`); only the master connection reads it.
-        let config = config::write().map_err(|e| SourceError::Ssh {
-            destination: t.display(),
-            message: format!("cannot write the ssh configuration file: {e}"),
-            fix: "check that the temporary directory (TMPDIR) is writable".into(),
-        })?;
-        b.config_file(config.path());
+        // The user's and the system's ssh configuration, then cpvault's cipher preference,
+        // where ssh resolves the node the same with it (`config`); only the master
+        // connection reads it.
+        let config = match &t.jump {
+            None => config::for_connection(&t.host, t.user.as_deref(), t.port).await,
+            Some(_) => None,
+        };
+        if let Some(c) = &config {
+            b.config_file(c.path());
+        }
         // The agent only lives through the login: the master connection is authenticated
         // once and every later command rides on it.
         let agent = match &t.key_in_memory {

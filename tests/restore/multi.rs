@@ -403,6 +403,9 @@ fn a_failure_on_one_node_rolls_every_node_back_and_the_old_cluster_serves_again(
     // many nodes move-aside had run when the failure came.
     for (at, step, moved) in [
         ("stage@2", "stage", 0),
+        // The last node's stage streams into every node's staging dir: the CA keys are on
+        // all three when it fails, and all three dirs must go.
+        ("stage@3", "stage", 0),
         ("stop-control-plane@2", "stop-control-plane", 0),
         ("move-aside@2", "move-aside", 2),
         ("restore-snapshot@2", "restore-snapshot", 3),

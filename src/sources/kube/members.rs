@@ -95,7 +95,7 @@ impl Cluster {
         let Some(chosen) = choose(&answers) else {
             if !quiet {
                 crate::say!(
-                    "note: no etcd pod told its member's role; taking the snapshot from {}/{}",
+                    "note: no etcd pod's member answered as healthy (see the warnings); taking the snapshot from {}/{}",
                     pods[0].namespace,
                     pods[0].name
                 );

@@ -33,7 +33,7 @@ and so are the files the kit replaces (<manifests dir's parent>/<restore id>.kit
 plan with every command it would run. The node keeps a journal of the completed steps \
 (<staging dir>/<restore id>.journal, 0600; each node its own steps) until the restore or \
 its rollback ends; if cpvault is killed or loses the node, `restore --rollback <restore id>` \
-with the same SSH and node flags (every --ssh) undoes what each node's journal lists. With --profile gke-user (a GKE on VMware user cluster's etcd, through the admin cluster's API): preflight, verify, scale-down, restore-pod, stage, restore-snapshot, swap-data-dir, cleanup, remove-restore-pod, scale-up, wait-ready; the old member/ is kept on the volume as member.before-<restore id>, and the journal is an annotation on the StatefulSet."
+with the same SSH and node flags (every --ssh) undoes what each node's journal lists. With --profile gke-user (a GKE on VMware user cluster's etcd, through the admin cluster's API): preflight, verify, scale-down, restore-pod, stage, restore-snapshot, swap-data-dir, cleanup, remove-restore-pod, scale-up, wait-ready, restart-apiserver (unless --apiserver-pod ''; a failure there is not rolled back); the old member/ is kept on the volume as member.before-<restore id>, and the journal is an annotation on the StatefulSet."
 )]
 pub struct RestoreArgs {
     /// Store selection.
@@ -150,8 +150,9 @@ pub struct RestoreArgs {
         help_heading = "User cluster"
     )]
     pub etcd_container: String,
-    /// The user cluster's kube-apiserver pod in the same namespace, waited for until Ready
-    /// at the end ('' to not wait for it).
+    /// The user cluster's kube-apiserver pod in the same namespace, restarted at the end
+    /// (deleted, and its controller's new pod waited for until Ready) so its watch cache
+    /// drops revisions the restored etcd never had ('' to leave it alone).
     #[arg(
         long,
         value_name = "POD",

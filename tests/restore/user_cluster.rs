@@ -4,7 +4,7 @@
 //! is back at one replica, etcd serves exactly the backed-up keys, the old member/ is kept with
 //! its owner given to the new one, and the restore pod is gone; a failure at any step rolls
 //! back; a kubeconfig without the verbs is refused before anything changes; the README's Role
-//! is enough.
+//! is enough, restarting the user cluster's kube-apiserver included.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,8 @@ use crate::support::*;
 
 // A restore killed mid-way, undone by `--rollback ID` from its journal on the StatefulSet.
 mod journal;
+// The user cluster's kube-apiserver restarted at the end, and a restart that fails.
+mod apiserver;
 
 const NS: &str = "user1";
 const KEYS: usize = 20;
@@ -85,6 +87,23 @@ fn statefulset() -> serde_json::Value {
     })
 }
 
+/// The user cluster's kube-apiserver as GKE on VMware runs it: StatefulSet `kube-apiserver`,
+/// pod `kube-apiserver-0` (no process: nothing here talks to it), which its controller brings
+/// back when it is deleted.
+fn apiserver_statefulset() -> serde_json::Value {
+    json!({
+        "metadata": {"name": "kube-apiserver"},
+        "spec": {
+            "replicas": 1, "serviceName": "kube-apiserver",
+            "selector": {"matchLabels": {"app": "kube-apiserver"}},
+            "template": {"metadata": {"labels": {"app": "kube-apiserver"}}, "spec": {"containers": [{
+                "name": "kube-apiserver",
+                "image": "gcr.io/gke-on-prem-release/kube-apiserver:v1.33.1-gke.0",
+            }]}},
+        }
+    })
+}
+
 /// The etcdctl settings of backup and restore: plain http on the pod's mapped loopback port.
 const ETCDCTL: [&str; 8] = [
     "--node-etcd-endpoint",
@@ -112,12 +131,7 @@ fn scene() -> UserScene {
     let (client, peer) = (free_port(), free_port());
     api.map_exec("127.0.0.1:2379", &format!("127.0.0.1:{client}"));
     api.map_exec("127.0.0.1:2380", &format!("127.0.0.1:{peer}"));
-    api.add_pod(
-        NS,
-        "kube-apiserver-0",
-        &[("app", "kube-apiserver")],
-        &["kube-apiserver"],
-    );
+    api.add_statefulset(NS, apiserver_statefulset());
     api.add_statefulset(NS, statefulset());
     let endpoint = format!("http://127.0.0.1:{client}");
     served(&endpoint);
@@ -201,8 +215,13 @@ impl UserScene {
         args
     }
 
+    /// `restore REF` with `extra` (a `--wait-timeout` there replaces the default 60 s).
     fn restore(&self, extra: &[&str], env: &[(&str, &str)]) -> Output {
         let mut args = self.args(&[&self.reference, "--allow-unsigned"]);
+        if extra.contains(&"--wait-timeout") {
+            let at = args.iter().position(|a| a == "--wait-timeout").unwrap();
+            args.drain(at..at + 2);
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
         cpvault_cmd(self.w.dir.path())
             .envs(env.iter().copied())
@@ -234,6 +253,24 @@ impl UserScene {
         self.api.statefulset(NS, "kube-etcd")["metadata"]["annotations"]
             ["cpvault.io/restore-journal"]
             .clone()
+    }
+
+    /// The uid of pod kube-apiserver-0 (it must be there).
+    fn apiserver_uid(&self) -> String {
+        let pod = self
+            .api
+            .pod(NS, "kube-apiserver-0")
+            .expect("kube-apiserver-0");
+        pod["metadata"]["uid"].as_str().unwrap().to_string()
+    }
+
+    fn apiserver_ready(&self) -> bool {
+        let pod = self.api.pod(NS, "kube-apiserver-0");
+        pod.is_some_and(|p| {
+            p["metadata"]["deletionTimestamp"].is_null()
+                && (p["status"]["conditions"].as_array().into_iter().flatten())
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
     }
 
     fn changing_requests(&self) -> Vec<String> {
@@ -290,6 +327,7 @@ fn a_user_cluster_is_restored_through_the_api_with_only_the_readme_role() {
         "remove-restore-pod",
         "scale-up",
         "wait-ready",
+        "restart-apiserver",
     ] {
         let found = plan[at..]
             .find(&format!(". {step} "))
@@ -306,6 +344,7 @@ fn a_user_cluster_is_restored_through_the_api_with_only_the_readme_role() {
         s.changing_requests()
     );
 
+    let apiserver = s.apiserver_uid();
     s.api
         .enforce_rbac(Rbac::for_service_account("ops", "cpvault", &readme_role()));
     let out = s.restore(&["--yes"], &[]);
@@ -317,6 +356,17 @@ fn a_user_cluster_is_restored_through_the_api_with_only_the_readme_role() {
         s.api.denied()
     );
     assert!(s.api.denied().is_empty(), "{:?}", s.api.denied());
+    // The apiserver was restarted: another pod of that name, Ready.
+    assert_ne!(
+        s.apiserver_uid(),
+        apiserver,
+        "kube-apiserver-0 not restarted"
+    );
+    assert!(
+        s.apiserver_ready(),
+        "{:?}",
+        s.api.pod(NS, "kube-apiserver-0")
+    );
     assert_eq!(s.api.replicas(NS, "kube-etcd"), 1);
     assert_eq!(
         served(&s.endpoint),

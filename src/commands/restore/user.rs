@@ -54,13 +54,26 @@ pub(super) async fn run(
     if !args.yes {
         confirm_steps(m, &dest, steps)?;
     }
-    job.execute(&prepared, &inner, &cancel_on_ctrl_c()).await?;
+    let failed = job.execute(&prepared, &inner, &cancel_on_ctrl_c()).await?;
+    if let Some((step, cause)) = failed.first() {
+        let by_hand = (steps.iter().find(|s| s.kind == *step)).map_or("", |s| s.script.as_str());
+        anyhow::bail!(
+            "restored {} onto {dest}, but step {step} failed ({cause}); etcd serves the restored state and was NOT rolled back (the previous data is kept on its volume at {}) — finish by hand: {by_hand}",
+            m.reference(),
+            prepared.paths.data_aside
+        );
+    }
     if !ctx.quiet {
         crate::say!(
-            "restored {} onto {dest}: {} replica(s), the previous data kept on its volume at {}",
+            "restored {} onto {dest}: {} replica(s), the previous data kept on its volume at {}{}",
             m.reference(),
             prepared.set.replicas,
-            prepared.paths.data_aside
+            prepared.paths.data_aside,
+            if job.layout.apiserver_pod.is_empty() {
+                String::new()
+            } else {
+                format!("; pod {} restarted and Ready", job.layout.apiserver_pod)
+            }
         );
     }
     super::super::print_text(&format!("{dest} {}", prepared.restore_id))

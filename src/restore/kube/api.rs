@@ -187,10 +187,47 @@ impl UserApi {
     /// # Errors
     /// A timeout (naming its phase), a pod that failed, or an API error.
     pub async fn wait_ready(&self, pod: &str, seconds: u64) -> Result<(), String> {
+        self.wait_ready_other_than(pod, None, seconds).await
+    }
+
+    /// The uid of `pod`, or `None` when there is none of that name.
+    ///
+    /// # Errors
+    /// The API's answer, on one line.
+    pub async fn pod_uid(&self, pod: &str) -> Result<Option<String>, String> {
+        let p = (self.pods().get_opt(pod).await)
+            .map_err(|e| api_err(&format!("reading pod {}/{pod}", self.namespace), &e))?;
+        Ok(p.map(|p| p.metadata.uid.unwrap_or_default()))
+    }
+
+    /// Waits until a pod named `pod` whose uid is not `old_uid` (its controller's new one) is
+    /// Ready; the old one, terminating or not, never counts.
+    ///
+    /// # Errors
+    /// As [`UserApi::wait_ready`].
+    pub async fn wait_replaced(
+        &self,
+        pod: &str,
+        old_uid: &str,
+        seconds: u64,
+    ) -> Result<(), String> {
+        self.wait_ready_other_than(pod, Some(old_uid), seconds)
+            .await
+    }
+
+    async fn wait_ready_other_than(
+        &self,
+        pod: &str,
+        old_uid: Option<&str>,
+        seconds: u64,
+    ) -> Result<(), String> {
         let end = Instant::now() + Duration::from_secs(seconds);
         let mut last;
         loop {
             match self.pods().get_opt(pod).await {
+                Ok(Some(p)) if old_uid.is_some() && p.metadata.uid.as_deref() == old_uid => {
+                    last = "the old pod is still there, no new one yet".into();
+                }
                 Ok(Some(p)) => {
                     let status = p.status.unwrap_or_default();
                     let problem = container_problem(&status);

@@ -88,11 +88,29 @@ impl OnCluster<'_> {
                 }
             }
             Action::WaitReady => self.wait_ready().await,
+            Action::RestartApiserver => self.restart_apiserver().await,
         }
     }
 
+    /// Deletes the apiserver pod and waits, within the wait, until its controller's new pod
+    /// (same name, another uid) is Ready.
+    async fn restart_apiserver(&self) -> Result<(), String> {
+        let (api, l) = (self.api, self.layout);
+        let pod = &l.apiserver_pod;
+        let uid = api.pod_uid(pod).await?.ok_or_else(|| {
+            format!(
+                "pod {}/{pod} does not exist (pass --apiserver-pod with the user cluster's kube-apiserver pod, or '' to leave it alone)",
+                l.namespace
+            )
+        })?;
+        api.delete_pod(pod).await?;
+        (api.wait_replaced(pod, &uid, l.wait_seconds).await).map_err(|e| {
+            format!("{e}; its controller (a StatefulSet in GKE on VMware) did not bring a new Ready pod up in time")
+        })
+    }
+
     /// Waits for the etcd pod to be Ready, then for `etcdctl endpoint health` in it (exec'd
-    /// without a shell), then for the apiserver pod to be Ready, all within the wait.
+    /// without a shell), all within the wait.
     async fn wait_ready(&self) -> Result<(), String> {
         let (api, l, p) = (self.api, self.layout, self.p);
         let t = l.wait_seconds;
@@ -129,13 +147,6 @@ impl OnCluster<'_> {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        if !l.apiserver_pod.is_empty() {
-            let left = end
-                .saturating_duration_since(Instant::now())
-                .as_secs()
-                .max(1);
-            api.wait_ready(&l.apiserver_pod, left).await?;
         }
         Ok(())
     }
@@ -336,6 +347,12 @@ impl Executor for InCluster<'_> {
     fn discard(&self, _: &Step) {}
 
     fn warning(&self, step: &Step, error: &str) -> String {
+        if step.kind == crate::restore::plan::StepKind::RestartApiserver {
+            return format!(
+                "could not restart the user cluster's kube-apiserver, pod {}/{} ({error}); etcd serves the restored backup and is NOT rolled back — restart it by hand: {}",
+                self.on.layout.namespace, self.on.layout.apiserver_pod, step.script
+            );
+        }
         format!(
             "step {} failed ({error}); the restore goes on — run by hand: {}",
             step.kind, step.script

@@ -19,7 +19,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::execute::{Rollback, RunOptions, StepFailed};
-use super::plan::Step;
+use super::plan::{Step, StepKind};
 use super::preflight::PreflightError;
 use crate::archive::manifest::Manifest;
 use crate::crypto::Identities;
@@ -248,7 +248,9 @@ impl UserRestore<'_> {
     }
 
     /// Runs the plan (the verified `inner` manifest checks the staged snapshot); a Ctrl-C that
-    /// cancels `cancel` rolls back after the step in flight.
+    /// cancels `cancel` rolls back after the step in flight. Returns the best-effort steps
+    /// that failed although their failure fails the restore (the apiserver's restart): etcd
+    /// serves the restored data, and nothing was rolled back for them.
     ///
     /// # Errors
     /// [`StepFailed`], after the rollback.
@@ -257,7 +259,7 @@ impl UserRestore<'_> {
         p: &UserPrepared,
         inner: &Manifest,
         cancel: &CancellationToken,
-    ) -> Result<(), StepFailed> {
+    ) -> Result<Vec<(StepKind, String)>, StepFailed> {
         let exec = InCluster {
             on: OnCluster {
                 api: &self.api,
@@ -278,8 +280,9 @@ impl UserRestore<'_> {
             fail_at: super::execute::fail_at_hook(),
             pause_at: super::execute::pause_at_hook(),
         };
-        super::execute::run(&exec, &p.plan.steps, &opts, cancel).await?;
-        Ok(())
+        Ok(super::execute::run(&exec, &p.plan.steps, &opts, cancel)
+            .await?
+            .failed)
     }
 }
 

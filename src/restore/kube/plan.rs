@@ -22,8 +22,8 @@ pub struct UserLayout {
     pub statefulset: String,
     /// Its etcd container.
     pub container: String,
-    /// The user cluster's kube-apiserver pod in the same namespace, waited for at the end
-    /// (empty: not waited for).
+    /// The user cluster's kube-apiserver pod in the same namespace, restarted at the end
+    /// (empty: left alone).
     pub apiserver_pod: String,
     /// The restore pod's image (`None`: the etcd container's).
     pub restore_image: Option<String>,
@@ -240,8 +240,10 @@ pub enum Action {
     Stage,
     /// Run this shell script in the restore pod.
     Shell(String),
-    /// Wait for the etcd pod's readiness and health, and for the apiserver pod's readiness.
+    /// Wait for the etcd pod's readiness and health.
     WaitReady,
+    /// Delete the apiserver pod and wait until a new one of that name (another uid) is Ready.
+    RestartApiserver,
 }
 
 /// A plan: the steps the runner takes, and what each step and its undo do.
@@ -298,6 +300,14 @@ fn step(kind: StepKind, does: String, script: String, undo: String) -> Step {
     }
 }
 
+/// What restarts the apiserver pod by hand: delete it, then wait for its controller's new one.
+pub fn restart_apiserver_command(l: &UserLayout) -> String {
+    let (ns, pod, t) = (quote(&l.namespace), quote(&l.apiserver_pod), l.wait_seconds);
+    format!(
+        "kubectl -n {ns} delete pod {pod} --timeout={t}s && kubectl -n {ns} wait --for=condition=Ready pod/{pod} --timeout={t}s"
+    )
+}
+
 /// The whole plan, in order.
 pub fn plan(l: &UserLayout, set: &EtcdSet, restore_id: &str) -> UserPlan {
     let p = volume_paths(set, restore_id);
@@ -339,21 +349,15 @@ pub fn plan(l: &UserLayout, set: &EtcdSet, restore_id: &str) -> UserPlan {
     let swap = format!("mv {member} {da} && mv {dn}/member {member} && rmdir {dn}");
     let swap_back = format!("if [ -e {da} ]; then rm -rf {member} && mv {da} {member}; fi");
     let health = crate::restore::plan::health_command(&l.etcdctl);
-    let mut wait = format!(
+    let wait = format!(
         "{kubectl} wait --for=condition=Ready pod/{} --timeout={t}s && {kubectl} exec {} -c {} -- {}",
         q(&set.pod),
         q(&set.pod),
         q(&l.container),
         health.trim_start_matches("ETCDCTL_API=3 ")
     );
-    if !l.apiserver_pod.is_empty() {
-        wait.push_str(&format!(
-            " && {kubectl} wait --for=condition=Ready pod/{} --timeout={t}s",
-            q(&l.apiserver_pod)
-        ));
-    }
     let r = set.replicas;
-    let entries = vec![
+    let mut entries = vec![
         (
             step(StepKind::Preflight, format!(
                 "check that the kubeconfig's user may do every step (SelfSubjectAccessReviews) and read statefulset {}/{}: {r} replica(s), image {}, claim {} at {}, --data-dir={d}, member {} ({})",
@@ -418,13 +422,21 @@ pub fn plan(l: &UserLayout, set: &EtcdSet, restore_id: &str) -> UserPlan {
         ),
         (
             step(StepKind::WaitReady, format!(
-                "wait up to {t}s for pod {} to be Ready and etcd healthy in it{}",
-                set.pod,
-                if l.apiserver_pod.is_empty() { String::new() } else { format!(", then for pod {} to be Ready", l.apiserver_pod) }
+                "wait up to {t}s for pod {} to be Ready and etcd healthy in it",
+                set.pod
             ), wait, String::new()),
             (Action::WaitReady, Action::Nothing),
         ),
     ];
+    if !l.apiserver_pod.is_empty() {
+        entries.push((
+            step(StepKind::RestartApiserver, format!(
+                "delete pod {} (the user cluster's kube-apiserver: its watch cache may hold revisions newer than the restored etcd's) and wait up to {t}s until its controller's new pod is Ready; a failure is not rolled back (etcd already serves the backup)",
+                l.apiserver_pod
+            ), restart_apiserver_command(l), String::new()),
+            (Action::RestartApiserver, Action::Nothing),
+        ));
+    }
     let (steps, actions) = entries.into_iter().unzip();
     UserPlan { steps, actions }
 }

@@ -52,6 +52,9 @@ pub enum StepKind {
     RemoveRestorePod,
     /// User cluster: scale the etcd StatefulSet back to its recorded replicas.
     ScaleUp,
+    /// User cluster: delete its kube-apiserver pod and wait until its controller's new one is
+    /// Ready (its watch cache may hold revisions newer than the restored etcd's).
+    RestartApiserver,
 }
 
 impl StepKind {
@@ -77,8 +80,9 @@ impl StepKind {
         StepKind::Cleanup,
     ];
 
-    /// Every kind of a user-cluster plan ([`crate::restore::kube`]), in plan order.
-    pub const USER_CLUSTER: [StepKind; 11] = [
+    /// Every kind of a user-cluster plan ([`crate::restore::kube`]), in plan order
+    /// (`restart-apiserver` only when there is an apiserver pod to restart).
+    pub const USER_CLUSTER: [StepKind; 12] = [
         StepKind::Preflight,
         StepKind::Verify,
         StepKind::ScaleDown,
@@ -90,6 +94,7 @@ impl StepKind {
         StepKind::RemoveRestorePod,
         StepKind::ScaleUp,
         StepKind::WaitReady,
+        StepKind::RestartApiserver,
     ];
 
     /// The printed name.
@@ -116,6 +121,7 @@ impl StepKind {
             StepKind::SwapDataDir => "swap-data-dir",
             StepKind::RemoveRestorePod => "remove-restore-pod",
             StepKind::ScaleUp => "scale-up",
+            StepKind::RestartApiserver => "restart-apiserver",
         }
     }
 
@@ -135,13 +141,16 @@ impl StepKind {
     /// A failure of this step only warns: it runs after the restore succeeded, so there is
     /// nothing to roll back for (and a rollback would undo a good restore).
     pub fn best_effort(self) -> bool {
-        matches!(self, StepKind::Kubeconfig | StepKind::Cleanup)
+        matches!(
+            self,
+            StepKind::Kubeconfig | StepKind::Cleanup | StepKind::RestartApiserver
+        )
     }
 
     /// A best-effort step whose failure still fails the run (a non-zero exit, no rollback):
-    /// the user asked for what it produces.
+    /// the user asked for what it produces, or must finish it by hand.
     pub fn fails_the_run(self) -> bool {
-        self == StepKind::Kubeconfig
+        matches!(self, StepKind::Kubeconfig | StepKind::RestartApiserver)
     }
 }
 

@@ -8,8 +8,9 @@
 //! pod's ports to loopback here (every test pod is host-network on this machine).
 //! Optionally it enforces RBAC for its token (`enforce_rbac`), answering 403 like the real
 //! API server for what the given Roles and ClusterRoles do not allow, and answers
-//! SelfSubjectAccessReviews from it. StatefulSets scale (their pods come and go), pods are
-//! created and deleted, and a pod's command runs for real on its volumes' sandbox dirs.
+//! SelfSubjectAccessReviews from it. StatefulSets scale (their pods come and go, and a pod of
+//! theirs that is deleted comes back as a new one), pods are created and deleted, and a pod's
+//! command runs for real on its volumes' sandbox dirs.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -98,6 +99,9 @@ struct State {
     /// A StatefulSet (namespace, name) a "controller" scales back to 1 when the next pod is
     /// created (see `scale_up_on_next_pod`).
     scale_up_on_pod: Option<(String, String)>,
+    /// StatefulSets (namespace, name) whose controller no longer replaces a deleted pod
+    /// (see `hold_controller`).
+    held: Vec<(String, String)>,
     /// Claims standing for sandbox dirs: (namespace, claim, dir).
     volumes: Vec<(String, String, std::path::PathBuf)>,
     /// The running pods' processes.
@@ -274,6 +278,21 @@ impl KubeApi {
     /// it scales the set back to 1 (and its pod starts).
     pub fn scale_up_on_next_pod(&self, namespace: &str, statefulset: &str) {
         self.lock().scale_up_on_pod = Some((namespace.into(), statefulset.into()));
+    }
+
+    /// From now on the StatefulSet's controller does not bring back a pod that is deleted
+    /// (as one that is stuck or gone would); scaling still works.
+    pub fn hold_controller(&self, namespace: &str, statefulset: &str) {
+        self.lock()
+            .held
+            .push((namespace.into(), statefulset.into()));
+    }
+
+    /// The stored pod.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Value> {
+        (self.lock().pods.iter())
+            .find(|o| o["metadata"]["name"] == name && o["metadata"]["namespace"] == namespace)
+            .cloned()
     }
 
     /// The StatefulSet's `spec.replicas`.

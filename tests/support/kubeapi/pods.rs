@@ -192,11 +192,13 @@ pub(super) fn delete_later(state: &Shared, ns: &str, name: &str) -> Option<Value
     };
     // By uid: a pod of the same name created meanwhile is another pod.
     let (state, uid) = (state.clone(), pod["metadata"]["uid"].clone());
+    let gone = pod.clone();
     std::thread::spawn(move || {
         if let Some(p) = proc_ {
             stop(p, GRACE);
         }
         lock(&state).pods.retain(|o| o["metadata"]["uid"] != uid);
+        super::workloads::pod_gone(&state, &gone);
     });
     Some(pod)
 }

@@ -1,6 +1,7 @@
 //! The test API server against the real kube client: REST objects, selectors, errors and
 //! auth; exec streams, statuses, stdin and path mapping; refused pods and containers;
-//! port-forward both ways and the error channel of a closed port.
+//! port-forward both ways and the error channel of a closed port; a StatefulSet's deleted pod
+//! recreated by its controller.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -494,4 +495,60 @@ fn port_forward_carries_bytes_both_ways_and_reports_a_closed_port() {
     assert_eq!(forwards.len(), 3);
     assert_eq!(forwards[0].protocol.as_deref(), Some("v4.channel.k8s.io"));
     assert_eq!(forwards[2].protocol, None);
+}
+
+#[test]
+fn a_deleted_statefulset_pod_comes_back_as_a_new_one_unless_its_controller_is_held() {
+    let api = KubeApi::start();
+    api.add_statefulset(
+        "user1",
+        serde_json::json!({"metadata": {"name": "kube-apiserver"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "a"}},
+                "template": {"metadata": {"labels": {"app": "a"}},
+                    "spec": {"containers": [{"name": "kube-apiserver", "image": "k:1"}]}}}}),
+    );
+    let uid = |api: &KubeApi| {
+        api.pod("user1", "kube-apiserver-0")
+            .map(|p| p["metadata"]["uid"].as_str().unwrap().to_string())
+    };
+    let first = uid(&api).expect("the controller made the pod");
+    let pod = api.pod("user1", "kube-apiserver-0").unwrap();
+    let owner = &pod["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "StatefulSet");
+    assert_eq!(owner["name"], "kube-apiserver");
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let pods: Api<Pod> = Api::namespaced(client(&api, dir.path()).await, "user1");
+        pods.delete("kube-apiserver-0", &Default::default())
+            .await
+            .unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        let back = loop {
+            match pods.get_opt("kube-apiserver-0").await.unwrap() {
+                Some(p) if p.metadata.uid.as_deref() != Some(first.as_str()) => break p,
+                _ => assert!(std::time::Instant::now() < end, "not recreated"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let status = back.status.unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert!(status
+            .conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"));
+
+        // A held controller leaves the deleted pod gone.
+        api.hold_controller("user1", "kube-apiserver");
+        pods.delete("kube-apiserver-0", &Default::default())
+            .await
+            .unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while pods.get_opt("kube-apiserver-0").await.unwrap().is_some() {
+            assert!(std::time::Instant::now() < end, "never deleted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(pods.get_opt("kube-apiserver-0").await.unwrap().is_none());
+    });
 }

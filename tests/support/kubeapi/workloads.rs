@@ -2,7 +2,9 @@
 //! PATCH, PUT) and status, whose controller makes pod `NAME-i` for each replica from the pod
 //! template (claims from `volumeClaimTemplates` named `TEMPLATE-NAME-i`, as the real
 //! controller names them) and deletes the pods above the replica count; pods created by POST
-//! and deleted by DELETE, their processes run by [`super::pods`]; and
+//! and deleted by DELETE, their processes run by [`super::pods`] (a StatefulSet's pod deleted
+//! while its replicas cover it comes back as a new pod, unless the test holds that
+//! controller); and
 //! SelfSubjectAccessReviews answered from the RBAC in force. Only what a user-cluster restore
 //! uses; no watch, no generations, no rolling updates.
 
@@ -126,6 +128,20 @@ pub(super) fn add_statefulset(state: &Shared, ns: &str, mut sts: Value) {
     reconcile(state, ns, &name);
 }
 
+/// The controller of a pod `pod` was owned by, once that pod is gone: a StatefulSet makes a
+/// new one (another uid, Ready at once) if its replicas still cover it, as the real one does.
+pub(super) fn pod_gone(state: &Shared, pod: &Value) {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+    let owners = (pod["metadata"]["ownerReferences"].as_array().into_iter()).flatten();
+    for o in owners.filter(|o| o["kind"] == "StatefulSet" && o["controller"] == true) {
+        let name = o["name"].as_str().unwrap_or_default();
+        let held = (lock(state).held.iter()).any(|(n, s)| n == ns && s == name);
+        if !held && find(&mut lock(state).statefulsets, ns, name).is_some() {
+            reconcile(state, ns, name);
+        }
+    }
+}
+
 /// The controller: a pod per replica, none above; the status counts them.
 fn reconcile(state: &Shared, ns: &str, name: &str) {
     let (want, sts) = {
@@ -172,7 +188,11 @@ fn from_template(st: &mut State, ns: &str, sts: &Value, pod_name: &str) -> Value
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let metadata = st.metadata(Some(ns), pod_name, &labels);
+    let mut metadata = st.metadata(Some(ns), pod_name, &labels);
+    // As the real controller marks its pods: what brings one back once it is deleted.
+    metadata["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "name": sts["metadata"]["name"], "uid": sts["metadata"]["uid"],
+        "controller": true, "blockOwnerDeletion": true}]);
     let mut spec = t["spec"].clone();
     let claims = (sts["spec"]["volumeClaimTemplates"].as_array().into_iter()).flatten();
     let mut volumes = spec["volumes"].as_array().cloned().unwrap_or_default();

@@ -58,7 +58,11 @@ fn the_plan_scales_down_restores_into_a_new_dir_swaps_and_every_change_has_an_un
         assert_eq!(StepKind::from_name(s.kind.name()), Some(s.kind));
         let changes = !matches!(
             s.kind,
-            StepKind::Preflight | StepKind::Verify | StepKind::WaitReady | StepKind::Cleanup
+            StepKind::Preflight
+                | StepKind::Verify
+                | StepKind::WaitReady
+                | StepKind::Cleanup
+                | StepKind::RestartApiserver
         );
         assert_eq!(!s.undo.is_empty(), changes, "{s:?}");
     }
@@ -112,4 +116,31 @@ fn the_plan_scales_down_restores_into_a_new_dir_swaps_and_every_change_has_an_un
         .as_str()
         .unwrap()
         .contains("etcd:v3.4.13"));
+}
+
+#[test]
+fn the_apiserver_is_restarted_last_unless_no_pod_is_named() {
+    let set = read_statefulset(&statefulset(), "kube-etcd").unwrap();
+    let mut l = UserLayout::gke_user("user1");
+    let p = plan(&l, &set, "cpvault-restore-20260101T000000Z-abcd");
+    let last = p.steps.last().unwrap();
+    assert_eq!(last.kind, StepKind::RestartApiserver);
+    assert!(last.kind.best_effort() && last.kind.fails_the_run());
+    assert_eq!(
+        last.script,
+        "kubectl -n user1 delete pod kube-apiserver-0 --timeout=300s && kubectl -n user1 wait --for=condition=Ready pod/kube-apiserver-0 --timeout=300s"
+    );
+    assert_eq!(
+        p.actions(StepKind::RestartApiserver).0,
+        Action::RestartApiserver
+    );
+    // wait-ready waits for etcd alone: the apiserver is the restart's business.
+    let wait = &p.steps[p.steps.len() - 2];
+    assert_eq!(wait.kind, StepKind::WaitReady);
+    assert!(!wait.script.contains("kube-apiserver-0"), "{}", wait.script);
+
+    l.apiserver_pod = String::new();
+    let p = plan(&l, &set, "cpvault-restore-20260101T000000Z-abcd");
+    assert_eq!(p.steps.last().unwrap().kind, StepKind::WaitReady);
+    assert!(p.steps.iter().all(|s| s.kind != StepKind::RestartApiserver));
 }

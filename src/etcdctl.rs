@@ -56,6 +56,26 @@ impl RemoteEtcdctl {
         }
     }
 
+    /// `<command> --endpoints=… [--cacert=… --cert=… --key=…]` as words, for an exec with no
+    /// shell (the command split on whitespace; the v3 API is etcdctl's default since 3.4); a
+    /// subcommand follows.
+    pub fn argv(&self) -> Vec<String> {
+        let mut argv: Vec<String> = self.command.split_whitespace().map(String::from).collect();
+        argv.push(format!("--endpoints={}", self.endpoint));
+        argv.extend(self.cert_flags().map(|(flag, v)| format!("--{flag}={v}")));
+        argv
+    }
+
+    fn cert_flags(&self) -> impl Iterator<Item = (&'static str, &String)> {
+        [
+            ("cacert", &self.cacert),
+            ("cert", &self.cert),
+            ("key", &self.key),
+        ]
+        .into_iter()
+        .filter_map(|(flag, v)| Some((flag, v.as_ref()?)))
+    }
+
     /// `ETCDCTL_API=3 <command> --endpoints=… [--cacert=… --cert=… --key=…]`, quoted for a
     /// POSIX shell; a subcommand follows.
     pub fn invocation(&self) -> String {
@@ -64,17 +84,32 @@ impl RemoteEtcdctl {
             self.command,
             quote(&self.endpoint)
         );
-        for (flag, v) in [
-            ("cacert", &self.cacert),
-            ("cert", &self.cert),
-            ("key", &self.key),
-        ] {
-            if let Some(v) = v {
-                ctl.push_str(&format!(" --{flag}={}", quote(v)));
-            }
+        for (flag, v) in self.cert_flags() {
+            ctl.push_str(&format!(" --{flag}={}", quote(v)));
         }
         ctl
     }
+}
+
+/// The value of `--NAME` (or `-NAME`, etcd takes both) in a command line, as `--NAME=V` or
+/// `--NAME V`; `None` when it is absent. One reader for every etcd command line cpvault reads
+/// (a pod's command and args, the words of a `sh -c` script).
+pub fn command_flag(words: &[String], name: &str) -> Option<String> {
+    let (long, short) = (format!("--{name}"), format!("-{name}"));
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        for prefix in [&long, &short] {
+            if let Some(rest) = w.strip_prefix(prefix.as_str()) {
+                if let Some(v) = rest.strip_prefix('=') {
+                    return Some(v.to_string());
+                }
+                if rest.is_empty() {
+                    return it.next().cloned();
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The value of `--NAME=VALUE` in a static-pod manifest's command list (`- --name=node1`,
@@ -112,6 +147,31 @@ mod tests {
         assert_eq!(quote("it's"), r#"'it'\''s'"#);
         assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
         assert_eq!(quote(""), "''");
+    }
+
+    #[test]
+    fn argv_is_the_invocation_as_words_and_flags_read_either_way() {
+        let mut e = RemoteEtcdctl::kubeadm();
+        e.command = "env X=1 etcdctl".into();
+        e.cert = None;
+        assert_eq!(
+            e.argv(),
+            [
+                "env",
+                "X=1",
+                "etcdctl",
+                "--endpoints=https://127.0.0.1:2379",
+                "--cacert=/etc/kubernetes/pki/etcd/ca.crt",
+                "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key",
+            ]
+        );
+        let words: Vec<String> = ["etcd", "--names=x", "--name=a", "-data-dir", "/d"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(command_flag(&words, "name").as_deref(), Some("a"));
+        assert_eq!(command_flag(&words, "data-dir").as_deref(), Some("/d"));
+        assert_eq!(command_flag(&words, "names").as_deref(), Some("x"));
+        assert_eq!(command_flag(&words, "initial-cluster"), None);
     }
 
     #[test]

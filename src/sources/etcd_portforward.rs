@@ -55,26 +55,6 @@ pub struct PodEtcd {
     pub name_from: &'static str,
 }
 
-/// The value of `--name` (or `-name`, etcd takes both) in a command line, as `--name=V` or
-/// `--name V`. Words of a `sh -c` script count too.
-fn flag_value(words: &[String], name: &str) -> Option<String> {
-    let (long, short) = (format!("--{name}"), format!("-{name}"));
-    let mut it = words.iter();
-    while let Some(w) = it.next() {
-        for prefix in [&long, &short] {
-            if let Some(rest) = w.strip_prefix(prefix.as_str()) {
-                if let Some(v) = rest.strip_prefix('=') {
-                    return Some(v.to_string());
-                }
-                if rest.is_empty() {
-                    return it.next().cloned();
-                }
-            }
-        }
-    }
-    None
-}
-
 fn is_wildcard(host: &str) -> bool {
     matches!(host, "0.0.0.0" | "[::]" | "::")
 }
@@ -98,7 +78,7 @@ pub fn resolve(
         .map(|w| w.trim_matches(|c| c == '"' || c == '\'').to_string())
         .collect();
     let list = |flag: &str| -> Vec<String> {
-        flag_value(&words, flag)
+        crate::etcdctl::command_flag(&words, flag)
             .map(|v| url_list(&v))
             .unwrap_or_default()
     };

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::support::etcd_cluster::ctl;
 use crate::support::kubeapi::{rbac::Rbac, KubeApi};
 use crate::support::*;
 
@@ -36,15 +37,6 @@ struct UserScene {
     /// Keys (with values) at backup time, and after the changes made since.
     at_backup: Vec<String>,
     changed: Vec<String>,
-}
-
-fn ctl(endpoint: &str, args: &[&str]) -> Output {
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// Every key under /registry with its value, once etcd answers (or a panic after 60 s).

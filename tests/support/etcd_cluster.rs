@@ -248,7 +248,8 @@ impl EtcdCluster {
     }
 }
 
-fn ctl(endpoints: &str, args: &[&str]) -> Output {
+/// `etcdctl --endpoints=ENDPOINTS ARGS…` (v3, no TLS), run to its end.
+pub fn ctl(endpoints: &str, args: &[&str]) -> Output {
     Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))

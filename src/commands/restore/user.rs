@@ -134,7 +134,7 @@ pub(super) async fn rollback(
     crate::restore::journal::check_id(id)?;
     let (api, namespace) = connect(settings, args).await?;
     let l = layout(args, &namespace);
-    let dest = format!("statefulset {namespace}/{}", l.statefulset);
+    let dest = l.destination();
     let (j, p) = crate::restore::kube::journaled(&api, &l, id)
         .await
         .map_err(|e| anyhow::anyhow!("restore --rollback {id}: {e}"))?;

@@ -35,14 +35,6 @@ pub struct OnCluster<'a> {
 }
 
 impl OnCluster<'_> {
-    /// `statefulset NS/NAME`.
-    pub fn destination(&self) -> String {
-        format!(
-            "statefulset {}/{}",
-            self.layout.namespace, self.layout.statefulset
-        )
-    }
-
     /// Does `action` (any but [`Action::Stage`], which only a restore can).
     async fn act(&self, action: &Action) -> Result<(), String> {
         let (api, l, p) = (self.api, self.layout, self.p);
@@ -116,22 +108,7 @@ impl OnCluster<'_> {
         let t = l.wait_seconds;
         let end = Instant::now() + Duration::from_secs(t);
         api.wait_ready(&p.set.pod, t).await?;
-        let mut argv: Vec<String> = l
-            .etcdctl
-            .command
-            .split_whitespace()
-            .map(String::from)
-            .collect();
-        argv.push(format!("--endpoints={}", l.etcdctl.endpoint));
-        for (flag, v) in [
-            ("cacert", &l.etcdctl.cacert),
-            ("cert", &l.etcdctl.cert),
-            ("key", &l.etcdctl.key),
-        ] {
-            if let Some(v) = v {
-                argv.push(format!("--{flag}={v}"));
-            }
-        }
+        let mut argv = l.etcdctl.argv();
         argv.extend(["endpoint".into(), "health".into()]);
         loop {
             // An exec that cannot start yet (the container still starting) is waited out too.
@@ -154,7 +131,7 @@ impl OnCluster<'_> {
 
 impl Undoer for OnCluster<'_> {
     fn node_name(&self, _: NodeId) -> String {
-        self.destination()
+        self.layout.destination()
     }
 
     async fn undo(&self, step: &Step) -> Result<(), String> {
@@ -318,9 +295,8 @@ impl InCluster<'_> {
         let present = api.wait_gone(&p.set.pod, 0).await.is_err();
         if replicas != 0 || present {
             return Err(format!(
-                "statefulset {}/{} was scaled up again ({replicas} replica(s), pod {} {}) while the restore had it at 0; something else manages it — stop that (e.g. the cluster's controller) and restore again",
-                l.namespace,
-                l.statefulset,
+                "{} was scaled up again ({replicas} replica(s), pod {} {}) while the restore had it at 0; something else manages it — stop that (e.g. the cluster's controller) and restore again",
+                l.destination(),
                 p.set.pod,
                 if present { "present" } else { "gone" }
             ));

@@ -121,13 +121,23 @@ pub fn needed(statefulset: &str) -> Vec<Check<'_>> {
     ]
 }
 
+impl UserPrepared {
+    /// The plan of `restore_id` for `set`.
+    pub fn new(l: &UserLayout, set: EtcdSet, restore_id: &str) -> UserPrepared {
+        let paths = plan::volume_paths(&set, restore_id);
+        UserPrepared {
+            plan: plan::plan(l, &set, &paths, restore_id),
+            paths,
+            restore_id: restore_id.into(),
+            set,
+        }
+    }
+}
+
 impl UserRestore<'_> {
     /// `statefulset NS/NAME`, for messages.
     pub fn destination(&self) -> String {
-        format!(
-            "statefulset {}/{}",
-            self.layout.namespace, self.layout.statefulset
-        )
+        self.layout.destination()
     }
 
     fn refuse(&self, cause: String, fix: &str) -> UserPreflightError {
@@ -222,13 +232,7 @@ impl UserRestore<'_> {
                 too_new,
             },
         )?;
-        let restore_id = super::new_restore_id();
-        Ok(UserPrepared {
-            paths: plan::volume_paths(&set, &restore_id),
-            plan: plan::plan(l, &set, &restore_id),
-            restore_id,
-            set,
-        })
+        Ok(UserPrepared::new(l, set, &super::new_restore_id()))
     }
 
     /// Verifies the whole archive; returns the verified inner manifest.
@@ -297,7 +301,7 @@ pub async fn journaled(
     l: &UserLayout,
     restore_id: &str,
 ) -> Result<(UserJournal, UserPrepared), String> {
-    let dest = format!("statefulset {}/{}", l.namespace, l.statefulset);
+    let dest = l.destination();
     let sts = api
         .statefulset(&l.statefulset)
         .await?
@@ -306,13 +310,7 @@ pub async fn journaled(
         .map_err(|e| format!("{dest}: {e}"))?;
     let mut set = plan::read_statefulset(&sts, &l.container).map_err(|e| format!("{dest}: {e}"))?;
     set.replicas = j.replicas;
-    let p = UserPrepared {
-        restore_id: restore_id.into(),
-        paths: plan::volume_paths(&set, restore_id),
-        plan: plan::plan(l, &set, restore_id),
-        set,
-    };
-    Ok((j, p))
+    Ok((j, UserPrepared::new(l, set, restore_id)))
 }
 
 /// Undoes, in reverse, the steps journal `j` lists, with the runner's own rollback (it stops

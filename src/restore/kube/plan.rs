@@ -37,6 +37,11 @@ pub struct UserLayout {
 }
 
 impl UserLayout {
+    /// `statefulset NS/NAME`, for messages.
+    pub fn destination(&self) -> String {
+        format!("statefulset {}/{}", self.namespace, self.statefulset)
+    }
+
     /// GKE on VMware's names in `namespace`.
     pub fn gke_user(namespace: &str) -> UserLayout {
         UserLayout {
@@ -108,15 +113,7 @@ pub fn read_statefulset(sts: &StatefulSet, container: &str) -> Result<EtcdSet, S
         })?;
     let mut argv = c.command.clone().unwrap_or_default();
     argv.extend(c.args.clone().unwrap_or_default());
-    let flag = |f: &str| {
-        let eq = format!("--{f}=");
-        let bare = format!("--{f}");
-        argv.iter().enumerate().find_map(|(i, a)| {
-            a.strip_prefix(&eq)
-                .map(String::from)
-                .or_else(|| (*a == bare).then(|| argv.get(i + 1).cloned()).flatten())
-        })
-    };
+    let flag = |f: &str| crate::etcdctl::command_flag(&argv, f);
     let need = |f: &str| {
         flag(f).ok_or_else(|| {
             format!("the {container} container of statefulset {name} has no --{f} in its command")
@@ -308,9 +305,8 @@ pub fn restart_apiserver_command(l: &UserLayout) -> String {
     )
 }
 
-/// The whole plan, in order.
-pub fn plan(l: &UserLayout, set: &EtcdSet, restore_id: &str) -> UserPlan {
-    let p = volume_paths(set, restore_id);
+/// The whole plan, in order, over the volume's paths `p` of `restore_id`.
+pub fn plan(l: &UserLayout, set: &EtcdSet, p: &VolumePaths, restore_id: &str) -> UserPlan {
     let q = |s: &str| quote(s);
     let ns = q(&l.namespace);
     let sts = q(&l.statefulset);
@@ -325,7 +321,7 @@ pub fn plan(l: &UserLayout, set: &EtcdSet, restore_id: &str) -> UserPlan {
             q(script)
         )
     };
-    let pod_json = restore_pod(l, set, &p, restore_id).to_string();
+    let pod_json = restore_pod(l, set, p, restore_id).to_string();
     let create = format!(
         "echo {} | {kubectl} create -f - && {kubectl} wait --for=condition=Ready pod/{} --timeout={t}s",
         q(&pod_json),
@@ -338,7 +334,7 @@ pub fn plan(l: &UserLayout, set: &EtcdSet, restore_id: &str) -> UserPlan {
     let d = &set.data_dir;
     let (stg, snap) = (q(&p.staging), q(&p.snapshot));
     let (dn, da, member) = (q(&p.data_new), q(&p.data_aside), q(&format!("{d}/member")));
-    let stage_script = stage_script(&p);
+    let stage_script = stage_script(p);
     let rm_stage = format!("rm -rf {stg}");
     let m = &set.member;
     let restore = format!(

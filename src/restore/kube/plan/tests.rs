@@ -1,5 +1,7 @@
 use super::*;
 
+const ID: &str = "cpvault-restore-20260101T000000Z-abcd";
+
 fn statefulset() -> StatefulSet {
     serde_json::from_value(json!({
         "metadata": {"name": "kube-etcd", "namespace": "user1"},
@@ -51,7 +53,7 @@ fn the_statefulset_gives_claim_data_dir_image_and_member_flags() {
 fn the_plan_scales_down_restores_into_a_new_dir_swaps_and_every_change_has_an_undo() {
     let set = read_statefulset(&statefulset(), "kube-etcd").unwrap();
     let l = UserLayout::gke_user("user1");
-    let p = plan(&l, &set, "cpvault-restore-20260101T000000Z-abcd");
+    let p = plan(&l, &set, &volume_paths(&set, ID), ID);
     let kinds: Vec<StepKind> = p.steps.iter().map(|s| s.kind).collect();
     assert_eq!(kinds, StepKind::USER_CLUSTER);
     for s in &p.steps {
@@ -93,12 +95,7 @@ fn the_plan_scales_down_restores_into_a_new_dir_swaps_and_every_change_has_an_un
     ] {
         assert!(restore.script.contains(want), "{want}: {}", restore.script);
     }
-    let pod = restore_pod(
-        &l,
-        &set,
-        &volume_paths(&set, "cpvault-restore-20260101T000000Z-abcd"),
-        "x",
-    );
+    let pod = restore_pod(&l, &set, &volume_paths(&set, ID), "x");
     assert_eq!(
         pod["metadata"]["name"],
         "cpvault-restore-20260101t000000z-abcd"
@@ -122,7 +119,7 @@ fn the_plan_scales_down_restores_into_a_new_dir_swaps_and_every_change_has_an_un
 fn the_apiserver_is_restarted_last_unless_no_pod_is_named() {
     let set = read_statefulset(&statefulset(), "kube-etcd").unwrap();
     let mut l = UserLayout::gke_user("user1");
-    let p = plan(&l, &set, "cpvault-restore-20260101T000000Z-abcd");
+    let p = plan(&l, &set, &volume_paths(&set, ID), ID);
     let last = p.steps.last().unwrap();
     assert_eq!(last.kind, StepKind::RestartApiserver);
     assert!(last.kind.best_effort() && last.kind.fails_the_run());
@@ -140,7 +137,7 @@ fn the_apiserver_is_restarted_last_unless_no_pod_is_named() {
     assert!(!wait.script.contains("kube-apiserver-0"), "{}", wait.script);
 
     l.apiserver_pod = String::new();
-    let p = plan(&l, &set, "cpvault-restore-20260101T000000Z-abcd");
+    let p = plan(&l, &set, &volume_paths(&set, ID), ID);
     assert_eq!(p.steps.last().unwrap().kind, StepKind::WaitReady);
     assert!(p.steps.iter().all(|s| s.kind != StepKind::RestartApiserver));
 }

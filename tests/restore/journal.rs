@@ -4,12 +4,10 @@
 //! its rollback ends; an unknown id fails naming the journal's path; and a failed kubeconfig
 //! fetch warns and exits 1 without rolling back the restored control plane.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
-use std::time::Duration;
 
 use super::{scene, Scene};
 use crate::support::*;
@@ -36,49 +34,16 @@ impl Scene {
     }
 }
 
-/// A restore started in the background, paused (test hook) after `step`; returns the process
-/// and its restore id once the pause is reached, with the stderr read so far and the lines
-/// still to come (the pipe stays drained, so cpvault never writes into a closed one).
+/// A restore started in the background, paused (test hook) after `step`: the process, its
+/// restore id, the stderr so far and the lines still to come.
 fn restore_paused_after(s: &Scene, step: &str) -> (Child, String, String, mpsc::Receiver<String>) {
     let mut args = s.restore_args();
     args.extend(["--yes", "--store"].map(String::from));
     args.push(s.w.store.display().to_string());
-    let mut child = cpvault_cmd(s.w.dir.path())
-        .env("CPVAULT_RESTORE_PAUSE_AT", step)
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let err = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
+    let p = start_paused(cpvault_cmd(s.w.dir.path()).args(&args), step, || {
+        s.node.log()
     });
-    let mut seen = String::new();
-    let mut id = None;
-    loop {
-        let line = match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = child.kill();
-                panic!("no pause after {step} ({e:?}):\n{seen}\n{}", s.node.log());
-            }
-        };
-        seen.push_str(&line);
-        seen.push('\n');
-        if let Some(rest) = line.strip_prefix("restore id ") {
-            id = rest.split_whitespace().next().map(String::from);
-        }
-        if line.starts_with(&format!("paused after {step} ")) {
-            break;
-        }
-    }
-    let id = id.unwrap_or_else(|| panic!("no restore id printed:\n{seen}"));
-    (child, id, seen, rx)
+    (p.child, p.id, p.seen, p.rest)
 }
 
 #[test]

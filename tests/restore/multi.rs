@@ -8,9 +8,8 @@
 //! preflight, naming the third, and a dry run shows the plan per node, also over the
 //! control-plane nodes found through the admin cluster's API — neither changes anything.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use crate::support::node::SandboxNode;
@@ -453,29 +452,18 @@ fn a_killed_restore_over_three_nodes_is_undone_node_by_node_from_their_own_journ
     // dirs restored, the third only moved aside.
     let mut args = s.args_on(&[0, 1, 2]);
     args.push("--yes".into());
-    let mut child = cpvault_cmd(s.w.dir.path())
-        .env("CPVAULT_RESTORE_PAUSE_AT", "restore-snapshot@2")
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut seen = String::new();
-    let mut id = None;
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if let Some(rest) = line.strip_prefix("restore id ") {
-            id = rest.split_whitespace().next().map(String::from);
-        }
-        if line.starts_with("paused after restore-snapshot") {
-            break;
-        }
-    }
+    let Paused {
+        mut child,
+        id,
+        seen,
+        ..
+    } = start_paused(
+        cpvault_cmd(s.w.dir.path()).args(&args),
+        "restore-snapshot@2",
+        || s.nodes[1].log(),
+    );
     child.kill().unwrap(); // SIGKILL: no rollback of its own
     child.wait().unwrap();
-    let id = id.unwrap_or_else(|| panic!("no restore id:\n{seen}"));
     assert!(seen.contains(&format!("--rollback {id} --ssh ")), "{seen}");
     // Each node's journal lists its own steps only.
     let steps = |i: usize| -> Vec<String> {

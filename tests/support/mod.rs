@@ -133,6 +133,64 @@ pub fn cpvault_in(cwd: &Path, args: &[&str]) -> Output {
     cpvault_cmd(cwd).args(args).output().unwrap()
 }
 
+/// A restore started with the test hook that pauses it after a step, once the pause is
+/// reached: the process, its restore id, the stderr read so far, and the lines still to come
+/// (the pipe stays drained, so cpvault never writes into a closed one).
+pub struct Paused {
+    pub child: std::process::Child,
+    pub id: String,
+    pub seen: String,
+    pub rest: std::sync::mpsc::Receiver<String>,
+}
+
+/// Starts `cmd` (a `cpvault restore …`) paused after `step` (`KIND` or `KIND@NODE`) and waits
+/// for the pause, at most two minutes; on a timeout it kills cpvault and fails with what it
+/// said and `log()` (the node's or the API server's log).
+pub fn start_paused(cmd: &mut Command, step: &str, log: impl Fn() -> String) -> Paused {
+    use std::io::BufRead;
+    let mut child = cmd
+        .env("CPVAULT_RESTORE_PAUSE_AT", step)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rest) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    // The pause line names the step's kind, without the node.
+    let pause = format!("paused after {} ", step.split('@').next().unwrap_or(step));
+    let (mut seen, mut id) = (String::new(), None);
+    loop {
+        let line = match rest.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no pause after {step} ({e:?}):\n{seen}\n{}", log());
+            }
+        };
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(r) = line.strip_prefix("restore id ") {
+            id = r.split_whitespace().next().map(String::from);
+        }
+        if line.starts_with(&pause) {
+            break;
+        }
+    }
+    let id = id.unwrap_or_else(|| panic!("no restore id printed:\n{seen}"));
+    Paused {
+        child,
+        id,
+        seen,
+        rest,
+    }
+}
+
 pub fn cpvault_cmd(cwd: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cpvault"));
     c.current_dir(cwd)

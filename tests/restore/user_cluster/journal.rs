@@ -2,8 +2,6 @@
 //! the swap is undone by `restore --rollback ID --profile gke-user` from the annotation alone —
 //! replicas back, restore pod gone, the old data in place, the journal removed.
 
-use std::io::{BufRead, BufReader};
-
 use super::{scene, served, NS};
 use crate::support::*;
 
@@ -12,27 +10,16 @@ use crate::support::*;
 fn a_killed_user_cluster_restore_is_undone_from_its_journal_on_the_statefulset() {
     let s = scene();
     let args = s.args(&[&s.reference, "--allow-unsigned", "--yes"]);
-    let mut child = cpvault_cmd(s.w.dir.path())
-        .env("CPVAULT_RESTORE_PAUSE_AT", "swap-data-dir")
-        .args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut id, mut seen) = (None, String::new());
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if let Some(rest) = line.strip_prefix("restore id ") {
-            id = rest.split_whitespace().next().map(String::from);
-        }
-        if line.starts_with("paused after swap-data-dir") {
-            break;
-        }
-    }
-    let id = id.unwrap_or_else(|| panic!("no restore id:\n{seen}"));
+    let Paused {
+        mut child,
+        id,
+        seen,
+        ..
+    } = start_paused(
+        cpvault_cmd(s.w.dir.path()).args(&args),
+        "swap-data-dir",
+        String::new,
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     // Killed with etcd scaled down, the restore pod up and the data swapped.

@@ -114,14 +114,15 @@ pub fn command_flag(words: &[String], name: &str) -> Option<String> {
 
 /// The value of `--NAME=VALUE` in a static-pod manifest's command list (`- --name=node1`,
 /// quoted or not), as kubeadm writes etcd.yaml; `None` when the flag is absent. One reader
-/// for backup and restore, so both understand the same manifests.
+/// for backup and restore, so both understand the same manifests: the list's items are read
+/// as words by [`command_flag`].
 pub fn static_pod_flag(manifest: &str, name: &str) -> Option<String> {
-    let prefix = format!("--{name}=");
-    manifest
+    let words: Vec<String> = manifest
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- ").map(str::trim))
-        .map(|v| v.trim_matches(|c| c == '"' || c == '\''))
-        .find_map(|v| v.strip_prefix(&prefix).map(str::to_string))
+        .map(|v| v.trim_matches(|c| c == '"' || c == '\'').to_string())
+        .collect();
+    command_flag(&words, name)
 }
 
 /// Quotes one word for a POSIX shell.

@@ -124,9 +124,11 @@ pub async fn stage(
         return Err(format!("tar{}: {said}", on(node)));
     }
     closed?;
+    let list = check_list(inner);
+    let list = list.as_bytes();
     let checks = futures::future::join_all(targets.iter().map(|(node, staging)| async move {
         let out = node
-            .run_with_stdin(&check_script(staging), check_list(inner).as_bytes())
+            .run_with_stdin(&check_script(staging), list)
             .await
             .map_err(|e| format!("{e}{}", on(node)))?;
         if out.status.success() {

@@ -6,8 +6,6 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
-use std::process::Child;
-use std::sync::mpsc;
 
 use super::{scene, Scene};
 use crate::support::*;
@@ -34,16 +32,14 @@ impl Scene {
     }
 }
 
-/// A restore started in the background, paused (test hook) after `step`: the process, its
-/// restore id, the stderr so far and the lines still to come.
-fn restore_paused_after(s: &Scene, step: &str) -> (Child, String, String, mpsc::Receiver<String>) {
+/// This scene's restore started in the background, paused (test hook) after `step`.
+fn restore_paused_after(s: &Scene, step: &str) -> Paused {
     let mut args = s.restore_args();
     args.extend(["--yes", "--store"].map(String::from));
     args.push(s.w.store.display().to_string());
-    let p = start_paused(cpvault_cmd(s.w.dir.path()).args(&args), step, || {
+    start_paused(cpvault_cmd(s.w.dir.path()).args(&args), step, || {
         s.node.log()
-    });
-    (p.child, p.id, p.seen, p.rest)
+    })
 }
 
 #[test]
@@ -55,7 +51,8 @@ fn a_restore_killed_mid_way_is_rolled_back_from_the_node_journal() {
     // After move-aside: the control plane down, the old data aside. After
     // start-control-plane: etcd already serving the backup's keys.
     for step in ["move-aside", "start-control-plane"] {
-        let (mut child, id, seen, _rest) = restore_paused_after(&s, step);
+        let mut p = restore_paused_after(&s, step);
+        let (id, seen) = (p.id.clone(), p.seen.clone());
         // The message to undo it is derivable from what was printed.
         assert!(
             seen.contains(&format!("cpvault restore --rollback {id} --ssh ")),
@@ -72,8 +69,7 @@ fn a_restore_killed_mid_way_is_rolled_back_from_the_node_journal() {
             text.contains(&format!("\"name\": \"{step}\"")),
             "{step}: {text}"
         );
-        child.kill().unwrap(); // SIGKILL: no rollback of its own
-        child.wait().unwrap();
+        p.kill();
         assert!(journal.exists(), "{step}: the journal went with cpvault");
 
         // A second restore meanwhile is refused, naming the unfinished one (regression: it
@@ -129,7 +125,12 @@ fn a_restore_killed_mid_way_is_rolled_back_from_the_node_journal() {
 fn a_restore_stopped_with_sigterm_rolls_back_itself_and_leaves_no_journal() {
     let s = scene();
     let tree_before = s.node.snapshot_tree();
-    let (mut child, id, _, rest) = restore_paused_after(&s, "stop-control-plane");
+    let Paused {
+        mut child,
+        id,
+        rest,
+        ..
+    } = restore_paused_after(&s, "stop-control-plane");
     assert_eq!(s.journals(), [s.staging().join(format!("{id}.journal"))]);
     let pid = child.id().to_string();
     let term = std::process::Command::new("kill")

@@ -452,18 +452,13 @@ fn a_killed_restore_over_three_nodes_is_undone_node_by_node_from_their_own_journ
     // dirs restored, the third only moved aside.
     let mut args = s.args_on(&[0, 1, 2]);
     args.push("--yes".into());
-    let Paused {
-        mut child,
-        id,
-        seen,
-        ..
-    } = start_paused(
+    let mut p = start_paused(
         cpvault_cmd(s.w.dir.path()).args(&args),
         "restore-snapshot@2",
         || s.nodes[1].log(),
     );
-    child.kill().unwrap(); // SIGKILL: no rollback of its own
-    child.wait().unwrap();
+    p.kill();
+    let (id, seen) = (p.id, p.seen);
     assert!(seen.contains(&format!("--rollback {id} --ssh ")), "{seen}");
     // Each node's journal lists its own steps only.
     let steps = |i: usize| -> Vec<String> {

@@ -143,6 +143,14 @@ pub struct Paused {
     pub rest: std::sync::mpsc::Receiver<String>,
 }
 
+impl Paused {
+    /// SIGKILL, so that cpvault rolls nothing back itself, and reaps it.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
 /// Starts `cmd` (a `cpvault restore …`) paused after `step` (`KIND` or `KIND@NODE`) and waits
 /// for the pause, at most two minutes; on a timeout it kills cpvault and fails with what it
 /// said and `log()` (the node's or the API server's log).

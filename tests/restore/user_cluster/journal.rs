@@ -10,18 +10,13 @@ use crate::support::*;
 fn a_killed_user_cluster_restore_is_undone_from_its_journal_on_the_statefulset() {
     let s = scene();
     let args = s.args(&[&s.reference, "--allow-unsigned", "--yes"]);
-    let Paused {
-        mut child,
-        id,
-        seen,
-        ..
-    } = start_paused(
+    let mut p = start_paused(
         cpvault_cmd(s.w.dir.path()).args(&args),
         "swap-data-dir",
         String::new,
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    p.kill();
+    let (id, seen) = (p.id, p.seen);
     // Killed with etcd scaled down, the restore pod up and the data swapped.
     assert_eq!(s.api.replicas(NS, "kube-etcd"), 0);
     assert_eq!(s.restore_pods().len(), 1);

@@ -13,6 +13,7 @@ mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod fault;
 pub mod gcs;
+mod listing;
 mod local;
 mod retry;
 pub mod s3;
@@ -59,6 +60,10 @@ pub struct ObjectInfo {
     pub size: u64,
     /// Last modification time.
     pub last_modified: chrono::DateTime<chrono::Utc>,
+    /// The store's entity tag, when it gives one (a content hash on S3, inode, time and size
+    /// on a local store); with the size and time, what tells a rewritten object from the one
+    /// a cache saw.
+    pub e_tag: Option<String>,
 }
 
 /// A store chosen by URL.
@@ -215,6 +220,7 @@ impl Store {
                     key: rel.to_string_lossy().into_owned(),
                     size: meta.len(),
                     last_modified: modified.into(),
+                    e_tag: None,
                 });
             }
         }
@@ -476,28 +482,8 @@ impl Store {
             key: m.location.to_string(),
             size: m.size,
             last_modified: m.last_modified,
+            e_tag: m.e_tag,
         })
-    }
-
-    /// Lists every object below `prefix` (all objects when `None`), sorted by key.
-    ///
-    /// # Errors
-    /// The backend's error.
-    pub async fn list(&self, prefix: Option<&str>) -> Result<Vec<ObjectInfo>, StoreError> {
-        let p = prefix.map(Path::from);
-        let mut out: Vec<ObjectInfo> = self
-            .inner
-            .list(p.as_ref())
-            .map_ok(|m| ObjectInfo {
-                key: m.location.to_string(),
-                size: m.size,
-                last_modified: m.last_modified,
-            })
-            .try_collect()
-            .await
-            .map_err(|e| self.err("list", prefix.unwrap_or(""), e))?;
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
     }
 
     /// Deletes `key`. Deleting an absent key is not an error.

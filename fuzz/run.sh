@@ -7,7 +7,7 @@
 set -uo pipefail
 secs=${1:-60}
 cd "$(dirname "$0")"
-targets=(manifest format_json decrypted_archive allowed_signers signature bbolt)
+targets=(manifest format_json decrypted_archive allowed_signers signature bbolt listing_cache)
 mkdir -p corpus
 cargo +nightly fuzz build -O >corpus/build.log 2>&1 || { tail -30 corpus/build.log; exit 2; }
 failed=0

@@ -3,7 +3,9 @@
 //! the store, and reads nothing unbounded from it; a backup without its manifest must never
 //! appear as a backup, and with allowed signers an untrusted one never counts as usable.
 
-use std::collections::{BTreeMap, HashSet};
+pub mod cache;
+
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use cpvault_backends::{ObjectInfo, Small, Store, StoreError};
@@ -61,7 +63,7 @@ pub async fn load_with(
     use futures::StreamExt;
     let prefix = cluster.map(|c| format!("{c}/"));
     let objects = store.list(prefix.as_deref()).await?;
-    let keys: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+    let listed: HashMap<&str, &ObjectInfo> = objects.iter().map(|o| (o.key.as_str(), o)).collect();
     let mut cat = Catalog::default();
     let mut manifests = vec![];
     for o in &objects {
@@ -73,18 +75,26 @@ pub async fn load_with(
             .or_else(|| o.key.strip_suffix(SIGNATURE_SUFFIX))
         {
             // An archive or signature without its manifest: a commit that never happened.
-            if !keys.contains(format!("{stem}{MANIFEST_SUFFIX}").as_str()) {
+            if !listed.contains_key(format!("{stem}{MANIFEST_SUFFIX}").as_str()) {
                 cat.incomplete.push(o.clone());
             }
         }
     }
     // One request per manifest (and per signature, when signers judge them), many in flight:
-    // on a cloud store each is a round trip, and a fleet has tens of thousands.
+    // on a cloud store each is a round trip, and a fleet has tens of thousands. What a
+    // cluster's listing cache holds unchanged is not fetched again.
+    let cache = cache::load(store, &objects).await;
+    let cache = &cache;
     let judged: Vec<_> = futures::stream::iter(manifests)
         .map(|(o, stem)| {
-            let signed = keys.contains(format!("{stem}{SIGNATURE_SUFFIX}").as_str());
-            let archived = keys.contains(format!("{stem}{ARCHIVE_SUFFIX}").as_str());
-            async move { (o, judge(store, o, stem, signed, signers).await, archived) }
+            let signature = listed
+                .get(format!("{stem}{SIGNATURE_SUFFIX}").as_str())
+                .copied();
+            let archived = listed.contains_key(format!("{stem}{ARCHIVE_SUFFIX}").as_str());
+            async move {
+                let read = Reader { store, cache };
+                (o, judge(read, o, stem, signature, signers).await, archived)
+            }
         })
         .buffer_unordered(READ_CONCURRENCY)
         .collect()
@@ -117,13 +127,30 @@ pub async fn load_with(
 /// store's round trips, few enough to stay far below its request limits.
 const READ_CONCURRENCY: usize = 64;
 
+/// Where a listing's manifests and signatures come from: the cluster's listing cache when it
+/// holds the object as listed, the store otherwise.
+#[derive(Clone, Copy)]
+struct Reader<'a> {
+    store: &'a Store,
+    cache: &'a cache::Cache,
+}
+
+impl Reader<'_> {
+    async fn read(&self, o: &ObjectInfo, limit: u64) -> Result<Option<Bytes>, String> {
+        match self.cache.get(o) {
+            Some(bytes) => Ok(Some(bytes)),
+            None => read_small(self.store, &o.key, limit).await,
+        }
+    }
+}
+
 /// Reads the manifest `o` (whose key is `stem` + the manifest suffix) and judges who wrote
-/// it: the signature is read only when `signers` will check it.
+/// it: the signature (listed as `signature`) is read only when `signers` will check it.
 async fn judge(
-    store: &Store,
+    read: Reader<'_>,
     o: &ObjectInfo,
     stem: &str,
-    signed: bool,
+    signature: Option<&ObjectInfo>,
     signers: Option<&AllowedSigners>,
 ) -> Result<(Manifest, Authorship), String> {
     if o.size > MAX_MANIFEST_BYTES {
@@ -132,9 +159,12 @@ async fn judge(
             o.size
         ));
     }
-    let (bytes, m) = read_manifest(store, &o.key)
-        .await?
+    let bytes = read
+        .read(o, MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| format!("{e} (manifest)"))?
         .ok_or_else(|| "it vanished while listing".to_string())?;
+    let m = parse_manifest(&bytes)?;
     if format!("{}/{}", m.cluster, m.id) != stem || !names_own_archive(&m) {
         return Err(format!(
             "names backup {} (archive {:?}), not its own key — the manifest was edited or moved",
@@ -143,15 +173,17 @@ async fn judge(
         ));
     }
     // Without allowed signers nothing is checked, so the signature is not read.
-    let who = match (signers, signed) {
-        (None, signed) => Authorship::NotChecked { signed },
-        (Some(_), false) => Authorship::judge(&bytes, None, signers),
-        (Some(_), true) => {
-            match read_signature(store, &format!("{stem}{SIGNATURE_SUFFIX}")).await {
-                Ok(sig) => Authorship::judge(&bytes, sig.as_deref(), signers),
-                Err(reason) => Authorship::Untrusted { reason },
-            }
-        }
+    let who = match (signers, signature) {
+        (None, signature) => Authorship::NotChecked {
+            signed: signature.is_some(),
+        },
+        (Some(_), None) => Authorship::judge(&bytes, None, signers),
+        (Some(_), Some(s)) => match read.read(s, MAX_SIGNATURE_BYTES).await {
+            Ok(sig) => Authorship::judge(&bytes, sig.as_deref(), signers),
+            Err(e) => Authorship::Untrusted {
+                reason: format!("signature rejected: {e}"),
+            },
+        },
     };
     Ok((m, who))
 }
@@ -194,7 +226,8 @@ pub async fn read_signature(store: &Store, key: &str) -> Result<Option<Bytes>, S
 }
 
 /// Whether `key` is the staging file of an upload of one of cpvault's own objects that was
-/// killed midway in a local store (`<cluster>/<id>.<suffix>#<n>`), of `cluster` when given.
+/// killed midway in a local store (`<cluster>/<id>.<suffix>#<n>`, or the cluster's listing
+/// cache), of `cluster` when given.
 /// Anything else with a `#` in its name is someone else's file and never prune's business.
 pub fn is_upload_leftover(key: &str, cluster: Option<&str>) -> bool {
     let Some((object, n)) = key.rsplit_once('#') else {
@@ -210,7 +243,7 @@ pub fn is_upload_leftover(key: &str, cluster: Option<&str>) -> bool {
         && n.bytes().all(|b| b.is_ascii_digit())
         && is_valid_cluster(c)
         && cluster.is_none_or(|want| want == c)
-        && id.is_some_and(is_valid_id)
+        && (id.is_some_and(is_valid_id) || name == cache::CACHE_NAME)
 }
 
 /// Splits `<cluster>/<id>` (or `<cluster>/latest`).
@@ -328,6 +361,7 @@ mod tests {
             "admin/20200101T000000Z-deadbeef.manifest.json#12",
             None
         ));
+        assert!(is_upload_leftover("admin/listing-cache.json.zst#7", None));
         for other in [
             "team-notes/runbook#v2.md",
             "notes#v2.md",

@@ -503,6 +503,16 @@ proptest! {
     }
 
     #[test]
+    fn listing_cache_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let packed = zstd::bulk::compress(&bytes, 1).unwrap();
+        for b in [&bytes[..], &packed[..]] {
+            if let Err(e) = cpvault::catalog::cache::parse(b, "admin") {
+                prop_assert!(e.len() < 4096);
+            }
+        }
+    }
+
+    #[test]
     fn reader_on_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
         let raw = cpvault::archive::reader::read_decrypted(
             &bytes[..],

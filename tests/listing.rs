@@ -154,10 +154,37 @@ fn ten_thousand_backups_list_correctly_and_leftovers_are_classified_as_before() 
     let store = cpvault_backends::Store::open(w.store.to_str().unwrap(), false).unwrap();
     let cat = rt.block_on(cpvault::catalog::load(&store, None)).unwrap();
     assert_eq!(cat.backups.len(), 10_000);
-    assert_eq!(cat.broken, vec![broken]);
+    assert_eq!(cat.broken, vec![broken.clone()]);
     let incomplete: Vec<&str> = cat.incomplete.iter().map(|o| o.key.as_str()).collect();
     assert_eq!(incomplete, vec![format!("{orphan}.tar.zst.age")]);
     assert!(cat.unreadable.is_empty(), "{:?}", cat.unreadable);
+
+    // With every cluster's listing cache written, the same listing and the same leftovers;
+    // a manifest rewritten after its cluster's cache is read from the store, not the cache.
+    for c in (0..10)
+        .map(|c| format!("fleet-{c:02}"))
+        .chain(["admin".into()])
+    {
+        let n = rt
+            .block_on(cpvault::catalog::cache::refresh(&store, &c))
+            .unwrap();
+        assert!(c == "admin" || n >= 999, "{c}: {n}");
+    }
+    let edited = refs[42].clone();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.manifest(&edited)).unwrap()).unwrap();
+    m["cluster"] = "elsewhere".into();
+    std::fs::write(w.manifest(&edited), serde_json::to_vec(&m).unwrap()).unwrap();
+    let cat = rt.block_on(cpvault::catalog::load(&store, None)).unwrap();
+    assert_eq!(cat.backups.len(), 9_999);
+    assert_eq!(cat.broken, vec![broken]);
+    let incomplete: Vec<&str> = cat.incomplete.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(incomplete, vec![format!("{orphan}.tar.zst.age")]);
+    let unreadable: Vec<&str> = cat.unreadable.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(unreadable, vec![format!("{edited}.manifest.json")]);
+    let again = w.run(&["list", "--output", "json"]);
+    let again: Vec<serde_json::Value> = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again.len(), 9_999);
 }
 
 // Broke: `show` printed an `etcd:` line twice, once with "trailer present" and once with

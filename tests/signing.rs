@@ -553,3 +553,88 @@ fn signing_keys_from_keygen_and_ssh_keygen_and_the_ones_refused() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("bad_signers:2"), "{}", stderr(&out));
 }
+
+/// Rewrites one entry of a cluster's listing cache (as a hostile store could) and returns
+/// the text it held.
+fn edit_listing_cache(
+    w: &World,
+    cluster: &str,
+    key: &str,
+    edit: impl Fn(&str) -> String,
+) -> String {
+    let path = w.store.join(format!("{cluster}/listing-cache.json.zst"));
+    let packed = std::fs::read(&path).expect("the backup wrote its cluster's listing cache");
+    let mut cache: serde_json::Value =
+        serde_json::from_slice(&zstd::decode_all(&packed[..]).unwrap()).unwrap();
+    let entry = cache["objects"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|e| e["key"] == key)
+        .expect("the manifest is cached");
+    let before = entry["text"].as_str().unwrap().to_string();
+    entry["text"] = edit(&before).into();
+    let json = serde_json::to_vec(&cache).unwrap();
+    std::fs::write(&path, zstd::encode_all(&json[..], 3).unwrap()).unwrap();
+    before
+}
+
+// The listing cache is what `list` reads (an edited entry that matches the listing shows),
+// and it gains a forger nothing: with allowed signers the edited bytes fail the signature
+// as an edited manifest object would.
+#[test]
+fn a_forged_listing_cache_entry_is_judged_like_a_forged_manifest() {
+    let s = Signed::new();
+    let w = &s.w;
+    let reference = s.backup();
+    let key = format!("{reference}.manifest.json");
+    let genuine = edit_listing_cache(w, "admin", &key, |t| {
+        let forged = t.replacen("\"created\": \"2", "\"created\": \"1", 1);
+        assert_eq!(forged.len(), t.len());
+        forged
+    });
+    assert!(genuine.contains("\"created\": \"2"), "{genuine}");
+
+    let listed = w.run(&["list", "--output", "json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(
+        listed[0]["created"].as_str().unwrap().starts_with('1'),
+        "the cache was not read: {}",
+        listed[0]
+    );
+
+    let judged = w.run(&["list", "--allowed-signers", s.allowed(), "--output", "json"]);
+    assert!(judged.status.success(), "{}", stderr(&judged));
+    let judged: Vec<serde_json::Value> = serde_json::from_slice(&judged.stdout).unwrap();
+    assert_eq!(
+        judged[0]["signature"]["state"], "untrusted",
+        "{}",
+        judged[0]
+    );
+    let latest = w.run(&["verify", "admin/latest", "--allowed-signers", s.allowed()]);
+    assert_eq!(latest.status.code(), Some(3), "{}", stderr(&latest));
+    assert!(
+        stdout(&latest).contains("no trusted backup"),
+        "{}",
+        stdout(&latest)
+    );
+
+    // The same forgery in the manifest object itself is judged the same way, so the cache
+    // added no way in.
+    edit_listing_cache(w, "admin", &key, |_| genuine.clone());
+    let forged = genuine.replacen("\"created\": \"2", "\"created\": \"1", 1);
+    std::fs::write(w.manifest(&reference), forged).unwrap();
+    let judged = w.run(&["list", "--allowed-signers", s.allowed(), "--output", "json"]);
+    let judged: Vec<serde_json::Value> = serde_json::from_slice(&judged.stdout).unwrap();
+    assert_eq!(
+        judged[0]["signature"]["state"], "untrusted",
+        "{}",
+        judged[0]
+    );
+    assert!(
+        judged[0]["created"].as_str().unwrap().starts_with('1'),
+        "{}",
+        judged[0]
+    );
+}

@@ -227,6 +227,8 @@ async fn write(
             started.elapsed().as_secs_f64()
         );
     }
+    // The listing cache lets `list` read one object for the cluster instead of one per backup.
+    crate::catalog::cache::refresh_after_commit(store, &outer.cluster).await;
     Ok(outer)
 }
 

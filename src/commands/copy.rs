@@ -84,6 +84,7 @@ pub async fn run(ctx: &Ctx, args: CopyArgs) -> anyhow::Result<()> {
             bytes: 0,
         });
     }
+    let mut copied_to = std::collections::BTreeSet::new();
     for m in &backups {
         let reference = m.reference();
         let r = copy_one(ctx, &from, &to, m, signing.as_ref()).await;
@@ -91,6 +92,9 @@ pub async fn run(ctx: &Ctx, args: CopyArgs) -> anyhow::Result<()> {
             Ok((action, bytes)) => (action, None, bytes),
             Err(e) => ("failed", Some(format!("{e:#}")), 0),
         };
+        if action == "copied" {
+            copied_to.insert(m.cluster.as_str());
+        }
         if !ctx.quiet && !ctx.json() {
             match &error {
                 None => crate::say!(
@@ -106,6 +110,9 @@ pub async fn run(ctx: &Ctx, args: CopyArgs) -> anyhow::Result<()> {
             error,
             bytes,
         });
+    }
+    for cluster in copied_to {
+        crate::catalog::cache::refresh_after_commit(&to, cluster).await;
     }
     let failed = outcomes.iter().filter(|o| o.action == "failed").count();
     let mut per_cluster: std::collections::BTreeMap<String, bool> = Default::default();

@@ -2,9 +2,11 @@
 # Listing at fleet scale: fabricates CLUSTERS × PER_CLUSTER backups in a local directory store
 # (each a copy of one genuine manifest with its own id and time, its archive a hard link to
 # the genuine one), then times `cpvault list`, `list --cluster`, `show CLUSTER/latest` and
-# `prune --dry-run` on it, REPEAT times each, with peak RSS from /usr/bin/time. With s3s-fs on
-# PATH (`cargo install s3s-fs@0.14.1 --locked --features binary`), the same files are then
-# served as an S3 bucket on loopback and `list` and `list --cluster` are timed through it.
+# `prune --dry-run` on it, REPEAT times each, with peak RSS from /usr/bin/time: first with no
+# listing cache, then after one real backup per cluster has written its cache (and what that
+# rewrite costs a backup). With s3s-fs on PATH (`cargo install s3s-fs@0.14.1 --locked
+# --features binary`), the same files are then served as an S3 bucket on loopback and timed
+# through it the same two ways.
 #
 #   bash bench/list_scale.sh
 #
@@ -92,6 +94,13 @@ measure "cpvault list" list
 measure "cpvault list --cluster $PICK" list --cluster $PICK
 measure "cpvault show $PICK/latest" show $PICK/latest
 measure "cpvault prune --dry-run --keep-last 10" prune --dry-run --keep-last 10
+# What rewriting the cache costs a backup: one into a cluster of 1,000 backups against one
+# into a cluster of its own (64 KiB snapshot each).
+backup_args=(-r "$(cat "$WORK/recipient")" --etcd-snapshot-file "$WORK/snapshot.db" --quiet)
+measure "cpvault backup --cluster $PICK (1,000 backups; cache rewritten)" backup --cluster $PICK "${backup_args[@]}"
+measure "cpvault backup --cluster lone (a cluster of its own)" backup --cluster lone "${backup_args[@]}"
+echo
+echo "$PICK's listing cache: $(stat -c %s "$STORE/$PICK/listing-cache.json.zst") bytes"
 
 if [[ ${S3:-1} == 0 ]]; then exit 0; fi
 if ! command -v s3s-fs >/dev/null; then
@@ -123,3 +132,5 @@ echo "| --- | --- | --- | --- |"
 measure "cpvault list (s3s-fs)" list
 measure "cpvault list --cluster $PICK (s3s-fs)" list --cluster $PICK
 measure "cpvault show $PICK/latest (s3s-fs)" show $PICK/latest
+measure "cpvault backup --cluster $PICK (s3s-fs; cache rewritten)" backup --cluster $PICK "${backup_args[@]}"
+measure "cpvault backup --cluster lone (s3s-fs)" backup --cluster lone "${backup_args[@]}"

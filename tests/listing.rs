@@ -201,3 +201,40 @@ fn show_describes_the_snapshot_once() {
     assert_eq!(etcd.len(), 1, "{text}");
     assert!(etcd[0].contains("etcd/snapshot.db"), "{text}");
 }
+
+/// The keys a cluster's listing cache holds.
+fn cached_keys(w: &World, cluster: &str) -> Vec<String> {
+    let packed = std::fs::read(w.store.join(format!("{cluster}/listing-cache.json.zst"))).unwrap();
+    let cache: serde_json::Value =
+        serde_json::from_slice(&zstd::decode_all(&packed[..]).unwrap()).unwrap();
+    let mut keys: Vec<String> = cache["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+// Each backup adds itself to its cluster's listing cache; pruned manifests leave it (it
+// held them until the next backup).
+#[test]
+fn backup_fills_the_listing_cache_and_prune_empties_it_of_what_it_removed() {
+    let w = World::new();
+    fake_snapshot(&w.path("s.db"), 2);
+    let refs: Vec<String> = (0..3)
+        .map(|_| w.backup(&["--etcd-snapshot-file", "s.db"]))
+        .collect();
+    let mut manifests: Vec<String> = refs.iter().map(|r| format!("{r}.manifest.json")).collect();
+    manifests.sort();
+    assert_eq!(cached_keys(&w, "admin"), manifests);
+    let out = w.run(&["prune", "--keep-last", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let left: Vec<String> = manifests
+        .into_iter()
+        .filter(|k| w.store.join(k).exists())
+        .collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!(cached_keys(&w, "admin"), left);
+}

@@ -171,6 +171,22 @@ async fn execute(
             store.delete(&manifest_key(&c, &id)).await?;
         }
     }
+    // The listing caches of the clusters that lost backups drop them: what was pruned is gone
+    // from the store, its manifests included.
+    let touched: std::collections::BTreeSet<&str> = plan
+        .remove
+        .iter()
+        .map(|d| d.cluster.as_str())
+        .chain(
+            plan.untrusted
+                .iter()
+                .filter(|_| args.remove_untrusted)
+                .map(|u| u.cluster.as_str()),
+        )
+        .collect();
+    for cluster in touched {
+        crate::catalog::cache::refresh_after_commit(store, cluster).await;
+    }
     if !ctx.quiet && !ctx.json() {
         crate::say!(
             "removed {} backups and {} abandoned uploads from {store}",

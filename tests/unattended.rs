@@ -292,26 +292,28 @@ fn metrics_pass_promtool_merge_per_cluster_and_reach_a_pushgateway() {
         "promtool: {}\n{text}",
         stderr(&check)
     );
-    for want in [
-        r#"cpvault_last_run_success{cluster="admin",operation="backup"} 0"#,
-        r#"cpvault_last_run_success{cluster="user1",operation="backup"} 1"#,
-        r#"cpvault_last_success_timestamp_seconds{cluster="admin",operation="backup"}"#,
-        r#"cpvault_last_run_duration_seconds{cluster="user1",operation="backup"}"#,
-        r#"cpvault_backup_size_bytes{cluster="user1",layer="stored"}"#,
-        r#"cpvault_backup_size_bytes{cluster="admin",layer="data"}"#,
-        r#"cpvault_last_run_success{cluster="admin",operation="prune"} 1"#,
-        r#"cpvault_backups{cluster="admin"} 1"#,
-        r#"cpvault_backups{cluster="user1"} 1"#,
-    ] {
-        assert!(text.contains(want), "missing {want} in:\n{text}");
-    }
+    assert_contains_all(
+        &text,
+        &[
+            r#"cpvault_last_run_success{cluster="admin",operation="backup"} 0"#,
+            r#"cpvault_last_run_success{cluster="user1",operation="backup"} 1"#,
+            r#"cpvault_last_success_timestamp_seconds{cluster="admin",operation="backup"}"#,
+            r#"cpvault_last_run_duration_seconds{cluster="user1",operation="backup"}"#,
+            r#"cpvault_backup_size_bytes{cluster="user1",layer="stored"}"#,
+            r#"cpvault_backup_size_bytes{cluster="admin",layer="data"}"#,
+            r#"cpvault_last_run_success{cluster="admin",operation="prune"} 1"#,
+            r#"cpvault_backups{cluster="admin"} 1"#,
+            r#"cpvault_backups{cluster="user1"} 1"#,
+        ],
+    );
     let pushed = gw.metrics();
-    for want in [
-        r#"cpvault_last_run_success{cluster="admin",instance="",job="cpvault",operation="backup"} 1"#,
-        r#"cpvault_last_run_success{cluster="user1",instance="",job="cpvault",operation="backup"} 1"#,
-    ] {
-        assert!(pushed.contains(want), "missing {want} in:\n{pushed}");
-    }
+    assert_contains_all(
+        &pushed,
+        &[
+            r#"cpvault_last_run_success{cluster="admin",instance="",job="cpvault",operation="backup"} 1"#,
+            r#"cpvault_last_run_success{cluster="user1",instance="",job="cpvault",operation="backup"} 1"#,
+        ],
+    );
     // An unreachable Pushgateway fails the run loudly, after the backup itself succeeded.
     let out = w.run(&[
         "backup",

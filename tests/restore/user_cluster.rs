@@ -493,14 +493,15 @@ fn a_kubeconfig_without_the_verbs_is_refused_before_any_change() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let line = error_line(&out);
-    for want in [
-        "patch statefulsets/scale.apps kube-etcd",
-        "delete pods",
-        "nothing was changed",
-        "User-cluster restore",
-    ] {
-        assert!(line.contains(want), "{want}: {line}");
-    }
+    assert_contains_all(
+        &line,
+        &[
+            "patch statefulsets/scale.apps kube-etcd",
+            "delete pods",
+            "nothing was changed",
+            "User-cluster restore",
+        ],
+    );
     assert!(
         s.changing_requests().is_empty(),
         "{:?}",
@@ -520,14 +521,15 @@ fn a_distroless_image_names_what_the_restore_pod_needs_and_an_older_etcd_or_no_r
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let line = error_line(&out);
-    for want in [
-        "restore step restore-pod failed",
-        "exec: \"sh\"",
-        "--restore-pod-image",
-        "rolled back",
-    ] {
-        assert!(line.contains(want), "{want}: {line}");
-    }
+    assert_contains_all(
+        &line,
+        &[
+            "restore step restore-pod failed",
+            "exec: \"sh\"",
+            "--restore-pod-image",
+            "rolled back",
+        ],
+    );
     assert_eq!(s.api.replicas(NS, "kube-etcd"), 1);
     assert!(s.restore_pods().is_empty(), "{:?}", s.restore_pods());
     assert_eq!(s.volume_extras(), Vec::<String>::new());
@@ -548,9 +550,7 @@ fn a_distroless_image_names_what_the_restore_pod_needs_and_an_older_etcd_or_no_r
     let out = s.restore(&["--yes"], &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    for want in ["etcd 3.4 or newer", "3.3.27", "--force-version"] {
-        assert!(err.contains(want), "{want}: {err}");
-    }
+    assert_contains_all(&err, &["etcd 3.4 or newer", "3.3.27", "--force-version"]);
     assert_eq!(
         s.changing_requests().len(),
         before,

@@ -577,3 +577,11 @@ pub mod forge;
 pub mod server;
 // A GCS XML-API test server (in process, credential-checking) and the real fake-gcs-server.
 pub mod gcs;
+
+/// Asserts that `text` holds every one of `wants`, naming the first missing one.
+#[track_caller]
+pub fn assert_contains_all(text: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}

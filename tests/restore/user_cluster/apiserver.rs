@@ -42,14 +42,12 @@ fn an_apiserver_that_does_not_come_back_leaves_the_restore_in_place_and_says_wha
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let line = error_line(&out);
-    for want in [
+    assert_contains_all(&line, &[
         "step restart-apiserver failed",
         "kube-apiserver-0",
         "NOT rolled back",
         "kubectl -n user1 delete pod kube-apiserver-0 --timeout=15s && kubectl -n user1 wait --for=condition=Ready pod/kube-apiserver-0 --timeout=15s",
-    ] {
-        assert!(line.contains(want), "{want}: {line}");
-    }
+    ]);
     assert!(!err.contains("rolling back"), "{err}");
     // The warning, as the step failed, says the same.
     assert!(

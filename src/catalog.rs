@@ -51,7 +51,8 @@ pub async fn load(store: &Store, cluster: Option<&str>) -> anyhow::Result<Catalo
 }
 
 /// Reads the catalog, of one cluster or all; with `signers`, only trusted backups are in
-/// [`Catalog::backups`] and the others in [`Catalog::untrusted`].
+/// [`Catalog::backups`] and the others in [`Catalog::untrusted`]. Every manifest is read from
+/// the store: for commands that decide or act on what they find (verify, prune, drill, copy).
 ///
 /// # Errors
 /// The store's error when listing fails.
@@ -59,6 +60,29 @@ pub async fn load_with(
     store: &Store,
     cluster: Option<&str>,
     signers: Option<&AllowedSigners>,
+) -> anyhow::Result<Catalog> {
+    load_from(store, cluster, signers, false).await
+}
+
+/// [`load_with`] through the clusters' listing caches (see [`cache`]): for commands that only
+/// show what is there (`list`, `status`). What they show is judged exactly as with
+/// [`load_with`], from bytes the cache holds for an object the store lists unchanged.
+///
+/// # Errors
+/// The store's error when listing fails.
+pub async fn load_cached(
+    store: &Store,
+    cluster: Option<&str>,
+    signers: Option<&AllowedSigners>,
+) -> anyhow::Result<Catalog> {
+    load_from(store, cluster, signers, true).await
+}
+
+async fn load_from(
+    store: &Store,
+    cluster: Option<&str>,
+    signers: Option<&AllowedSigners>,
+    cached: bool,
 ) -> anyhow::Result<Catalog> {
     use futures::StreamExt;
     let prefix = cluster.map(|c| format!("{c}/"));
@@ -83,7 +107,11 @@ pub async fn load_with(
     // One request per manifest (and per signature, when signers judge them), many in flight:
     // on a cloud store each is a round trip, and a fleet has tens of thousands. What a
     // cluster's listing cache holds unchanged is not fetched again.
-    let cache = cache::load(store, &objects).await;
+    let cache = if cached {
+        cache::load(store, &objects).await
+    } else {
+        cache::Cache::default()
+    };
     let cache = &cache;
     let judged: Vec<_> = futures::stream::iter(manifests)
         .map(|(o, stem)| {
@@ -293,25 +321,50 @@ pub async fn resolve_with(
     signers: Option<&AllowedSigners>,
 ) -> anyhow::Result<(Manifest, Authorship)> {
     let (cluster, id) = parse_ref(reference)?;
-    if id == "latest" {
-        let mut cat = load_with(store, Some(&cluster), signers).await?;
-        let skipped = cat.untrusted.len();
-        if cat.backups.is_empty() {
-            let why = if skipped > 0 {
-                format!("cluster '{cluster}' has no trusted backup in {store} ({skipped} untrusted ones skipped; see `cpvault list --allowed-signers …`)")
-            } else {
-                format!("cluster '{cluster}' has no committed backup in {store}; run `cpvault list` to see what is there")
-            };
-            return Err(ResolveError::Missing(why).into());
-        }
-        let m = cat.backups.remove(0);
-        let who = cat
-            .authorship
-            .remove(&m.reference())
-            .unwrap_or(Authorship::NotChecked { signed: false });
-        return Ok((m, who));
+    if id != "latest" {
+        return resolve_id(store, &cluster, &id, signers).await;
     }
-    let key = manifest_key(&cluster, &id);
+    // `latest` is chosen for a command that acts on it, so from the manifests in the store
+    // (not the listing caches).
+    newest(
+        load_with(store, Some(&cluster), signers).await?,
+        &cluster,
+        store,
+    )
+}
+
+/// The newest usable backup of `cluster` in `cat`.
+fn newest(
+    mut cat: Catalog,
+    cluster: &str,
+    store: &Store,
+) -> anyhow::Result<(Manifest, Authorship)> {
+    let skipped = cat.untrusted.len();
+    if cat.backups.is_empty() {
+        let why = if skipped > 0 {
+            format!("cluster '{cluster}' has no trusted backup in {store} ({skipped} untrusted ones skipped; see `cpvault list --allowed-signers …`)")
+        } else {
+            format!("cluster '{cluster}' has no committed backup in {store}; run `cpvault list` to see what is there")
+        };
+        return Err(ResolveError::Missing(why).into());
+    }
+    let m = cat.backups.remove(0);
+    let who = cat
+        .authorship
+        .remove(&m.reference())
+        .unwrap_or(Authorship::NotChecked { signed: false });
+    Ok((m, who))
+}
+
+/// Loads and judges the backup `<cluster>/<id>` from its manifest in the store.
+async fn resolve_id(
+    store: &Store,
+    cluster: &str,
+    id: &str,
+    signers: Option<&AllowedSigners>,
+) -> anyhow::Result<(Manifest, Authorship)> {
+    let reference = format!("{cluster}/{id}");
+    let key = manifest_key(cluster, id);
     let (bytes, m) = read_manifest(store, &key)
         .await
         .map_err(|e| {
@@ -329,7 +382,7 @@ pub async fn resolve_with(
         ))
         .into());
     }
-    let sig_key = signature_key(&cluster, &id);
+    let sig_key = signature_key(cluster, id);
     let who = match read_signature(store, &sig_key).await {
         Ok(sig) => Authorship::judge(&bytes, sig.as_deref(), signers),
         Err(reason) if signers.is_some() => Authorship::Untrusted { reason },

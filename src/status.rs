@@ -113,7 +113,7 @@ pub async fn gather(
         (false, [one]) => Some(one.as_str()),
         _ => None,
     };
-    let cat: Catalog = crate::catalog::load_with(store, prefix, signers).await?;
+    let cat: Catalog = crate::catalog::load_cached(store, prefix, signers).await?;
     // One listing for every cluster's drill records, not one per cluster.
     let drills: Vec<ObjectInfo> = store
         .list(prefix.map(|c| format!("{c}/")).as_deref())

@@ -218,7 +218,7 @@ fn cached_keys(w: &World, cluster: &str) -> Vec<String> {
 }
 
 // Each backup adds itself to its cluster's listing cache; pruned manifests leave it (it
-// held them until the next backup).
+// held them until the next backup), and a cluster with no backup left has no cache.
 #[test]
 fn backup_fills_the_listing_cache_and_prune_empties_it_of_what_it_removed() {
     let w = World::new();
@@ -237,4 +237,11 @@ fn backup_fills_the_listing_cache_and_prune_empties_it_of_what_it_removed() {
         .collect();
     assert_eq!(left.len(), 1);
     assert_eq!(cached_keys(&w, "admin"), left);
+
+    // The last backup, broken (its archive gone) and removed: no cache is left behind.
+    let last = left[0].strip_suffix(".manifest.json").unwrap();
+    std::fs::remove_file(w.archive(last)).unwrap();
+    let out = w.run(&["prune", "--keep-last", "1", "--remove-broken"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!w.store.join("admin/listing-cache.json.zst").exists());
 }

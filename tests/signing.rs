@@ -554,14 +554,29 @@ fn signing_keys_from_keygen_and_ssh_keygen_and_the_ones_refused() {
     assert!(stderr(&out).contains("bad_signers:2"), "{}", stderr(&out));
 }
 
-/// Rewrites one entry of a cluster's listing cache (as a hostile store could) and returns
-/// the text it held.
+/// Rewrites the text of one entry of a cluster's listing cache (as a hostile store could)
+/// and returns the text it held.
 fn edit_listing_cache(
     w: &World,
     cluster: &str,
     key: &str,
     edit: impl Fn(&str) -> String,
 ) -> String {
+    let mut before = String::new();
+    edit_listing_cache_entry(w, cluster, key, |e| {
+        before = e["text"].as_str().unwrap().to_string();
+        e["text"] = edit(&before).into();
+    });
+    before
+}
+
+/// Rewrites one entry of a cluster's listing cache.
+fn edit_listing_cache_entry(
+    w: &World,
+    cluster: &str,
+    key: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
     let path = w.store.join(format!("{cluster}/listing-cache.json.zst"));
     let packed = std::fs::read(&path).expect("the backup wrote its cluster's listing cache");
     let mut cache: serde_json::Value =
@@ -572,27 +587,26 @@ fn edit_listing_cache(
         .iter_mut()
         .find(|e| e["key"] == key)
         .expect("the manifest is cached");
-    let before = entry["text"].as_str().unwrap().to_string();
-    entry["text"] = edit(&before).into();
+    edit(entry);
     let json = serde_json::to_vec(&cache).unwrap();
     std::fs::write(&path, zstd::encode_all(&json[..], 3).unwrap()).unwrap();
-    before
 }
 
 // The listing cache is what `list` reads (an edited entry that matches the listing shows),
-// and it gains a forger nothing: with allowed signers the edited bytes fail the signature
-// as an edited manifest object would.
+// and it gains a forger nothing: with allowed signers the edited bytes fail the signature as
+// an edited manifest object would, and commands that act (verify, latest) read the store.
 #[test]
 fn a_forged_listing_cache_entry_is_judged_like_a_forged_manifest() {
     let s = Signed::new();
     let w = &s.w;
     let reference = s.backup();
     let key = format!("{reference}.manifest.json");
-    let genuine = edit_listing_cache(w, "admin", &key, |t| {
+    let forge = |t: &str| {
         let forged = t.replacen("\"created\": \"2", "\"created\": \"1", 1);
         assert_eq!(forged.len(), t.len());
         forged
-    });
+    };
+    let genuine = edit_listing_cache(w, "admin", &key, forge);
     assert!(genuine.contains("\"created\": \"2"), "{genuine}");
 
     let listed = w.run(&["list", "--output", "json"]);
@@ -603,7 +617,6 @@ fn a_forged_listing_cache_entry_is_judged_like_a_forged_manifest() {
         "the cache was not read: {}",
         listed[0]
     );
-
     let judged = w.run(&["list", "--allowed-signers", s.allowed(), "--output", "json"]);
     assert!(judged.status.success(), "{}", stderr(&judged));
     let judged: Vec<serde_json::Value> = serde_json::from_slice(&judged.stdout).unwrap();
@@ -612,29 +625,41 @@ fn a_forged_listing_cache_entry_is_judged_like_a_forged_manifest() {
         "{}",
         judged[0]
     );
+    // The manifest in the store is genuine, and that is what verify judges.
+    let verified = w.run(&["verify", "--all", "--allowed-signers", s.allowed()]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+
+    // The other way round: the manifest object forged, and the cache made to carry the
+    // genuine text under what the store now lists for it. Commands that act read the store.
+    std::fs::write(w.manifest(&reference), forge(&genuine)).unwrap();
+    let store = cpvault_backends::Store::open(w.store.to_str().unwrap(), false).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listed = rt.block_on(store.list(Some("admin/"))).unwrap();
+    let now = listed.iter().find(|o| o.key == key).unwrap();
+    edit_listing_cache_entry(w, "admin", &key, |e| {
+        e["text"] = genuine.clone().into();
+        e["last_modified"] = serde_json::to_value(now.last_modified).unwrap();
+        e["e_tag"] = now.e_tag.clone().into();
+    });
+    let verified = w.run(&["verify", "--all", "--allowed-signers", s.allowed()]);
+    assert_eq!(verified.status.code(), Some(3), "{}", stdout(&verified));
     let latest = w.run(&["verify", "admin/latest", "--allowed-signers", s.allowed()]);
-    assert_eq!(latest.status.code(), Some(3), "{}", stderr(&latest));
     assert!(
         stdout(&latest).contains("no trusted backup"),
         "{}",
         stdout(&latest)
     );
-
-    // The same forgery in the manifest object itself is judged the same way, so the cache
-    // added no way in.
-    edit_listing_cache(w, "admin", &key, |_| genuine.clone());
-    let forged = genuine.replacen("\"created\": \"2", "\"created\": \"1", 1);
-    std::fs::write(w.manifest(&reference), forged).unwrap();
-    let judged = w.run(&["list", "--allowed-signers", s.allowed(), "--output", "json"]);
-    let judged: Vec<serde_json::Value> = serde_json::from_slice(&judged.stdout).unwrap();
-    assert_eq!(
-        judged[0]["signature"]["state"], "untrusted",
-        "{}",
-        judged[0]
-    );
-    assert!(
-        judged[0]["created"].as_str().unwrap().starts_with('1'),
-        "{}",
-        judged[0]
-    );
+    let out = w.path("out");
+    let restore = w.run(&[
+        "extract",
+        "admin/latest",
+        "-i",
+        s.id_key(),
+        "--allowed-signers",
+        s.allowed(),
+        "--to",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(restore.status.code(), Some(1), "{}", stderr(&restore));
+    assert!(!out.exists());
 }

@@ -478,12 +478,7 @@ impl Store {
             .head(&Path::from(key))
             .await
             .map_err(|e| self.err("head", key, e))?;
-        Ok(ObjectInfo {
-            key: m.location.to_string(),
-            size: m.size,
-            last_modified: m.last_modified,
-            e_tag: m.e_tag,
-        })
+        Ok(ObjectInfo::from(m))
     }
 
     /// Deletes `key`. Deleting an absent key is not an error.

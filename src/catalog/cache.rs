@@ -1,12 +1,15 @@
 //! The listing cache: one object per cluster, `<cluster>/listing-cache.json.zst`, that holds
 //! the bytes of the cluster's outer manifests and signatures as they were when it was
-//! written, so that a listing of tens of thousands of backups reads one object per cluster
-//! instead of one per backup. It is a cache, never the truth: an entry is used only when the
-//! store's listing shows an object of that key with the same size, time and entity tag, and
-//! its bytes then go through exactly the checks a fetched manifest goes through (bounds,
-//! parse, key, signature). A stale entry is not used, and a forged one can do nothing that
-//! writing the manifest itself could not, since whoever can write the cache can write that
-//! too. Nothing in this module decides whether a backup exists or is trusted.
+//! written, so that `list` and `status` over tens of thousands of backups read one object per
+//! cluster instead of one per backup. It is a cache, never the truth. An entry is used only
+//! when the store's listing shows an object of that key with the same size, time and entity
+//! tag, and its bytes then go through exactly the checks a fetched manifest goes through
+//! (bounds, parse, key, signature), so it cannot make an unsigned or edited manifest trusted.
+//! It is only read for showing what is there: commands that decide or act on a backup
+//! (verify, prune, drill, copy, `latest` for extract and restore) read the manifests in the
+//! store, so a forged cache can at most make `list` show a genuine signed manifest where the
+//! store now holds another. Nothing in this module decides whether a backup exists or is
+//! trusted.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -26,9 +29,13 @@ pub const CACHE_NAME: &str = "listing-cache.json.zst";
 /// Largest cache object read from the store.
 pub const MAX_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Largest cache once decompressed: about 10,000 manifests of a few KiB. A writer keeps the
+/// Largest cache once decompressed: about 5,000 manifests of a few KiB. A writer keeps the
 /// newest entries that fit; a reader refuses a cache that decompresses to more.
-pub const MAX_CACHE_PLAIN: u64 = 32 * 1024 * 1024;
+pub const MAX_CACHE_PLAIN: u64 = 16 * 1024 * 1024;
+
+/// Caches read at once. With the bound above, what a hostile store can make a listing hold
+/// while parsing is a few times 4 × 16 MiB; what is kept is only what matches the listing.
+const READ_CONCURRENCY: usize = 4;
 
 const FORMAT: &str = "cpvault-listing-cache";
 const VERSION: u32 = 1;
@@ -117,7 +124,10 @@ fn cached_limit(key: &str) -> Option<u64> {
 pub fn parse(bytes: &[u8], cluster: &str) -> Result<Cache, String> {
     let mut plain = Vec::new();
     zstd::stream::read::Decoder::new(bytes)
-        .and_then(|d| d.take(MAX_CACHE_PLAIN + 1).read_to_end(&mut plain))
+        .and_then(|mut d| {
+            d.window_log_max(crate::archive::reader::ZSTD_WINDOW_LOG_MAX)?;
+            d.take(MAX_CACHE_PLAIN + 1).read_to_end(&mut plain)
+        })
         .map_err(|e| format!("not zstd: {e}"))?;
     if plain.len() as u64 > MAX_CACHE_PLAIN {
         return Err(format!("decompresses to more than {MAX_CACHE_PLAIN} bytes"));
@@ -156,10 +166,12 @@ pub fn parse(bytes: &[u8], cluster: &str) -> Result<Cache, String> {
     Ok(Cache { by_key })
 }
 
-/// Reads the cache object of every cluster that has one in `objects` (a listing), many at
-/// once. A cache that cannot be read or parsed is left out (and said in the debug log): it
-/// only makes the listing slower.
+/// Reads the cache object of every cluster that has one in `objects` (a listing), a few at
+/// once, keeping only the entries that match an object of the listing. A cache that cannot be
+/// read or parsed is left out (and said in the debug log): it only makes the listing slower.
 pub async fn load(store: &Store, objects: &[ObjectInfo]) -> Cache {
+    let listed: HashMap<&str, &ObjectInfo> = objects.iter().map(|o| (o.key.as_str(), o)).collect();
+    let listed = &listed;
     let found = objects.iter().filter_map(|o| {
         let cluster = o.key.strip_suffix(CACHE_NAME)?.strip_suffix('/')?;
         is_valid_cluster(cluster).then_some((o, cluster))
@@ -171,9 +183,14 @@ pub async fn load(store: &Store, objects: &[ObjectInfo]) -> Cache {
                 Ok(None) => Err("it vanished while listing".into()),
                 Err(e) => Err(e),
             };
-            (o, got)
+            let kept = got.map(|mut c| {
+                c.by_key
+                    .retain(|k, e| listed.get(k.as_str()).is_some_and(|o| e.sees(o)));
+                c
+            });
+            (o, kept)
         })
-        .buffer_unordered(8)
+        .buffer_unordered(READ_CONCURRENCY)
         .collect()
         .await;
     let mut cache = Cache::default();
@@ -206,6 +223,14 @@ pub async fn refresh(store: &Store, cluster: &str) -> Result<usize, String> {
         .list(Some(&format!("{cluster}/")))
         .await
         .map_err(|e| e.to_string())?;
+    if !objects.iter().any(|o| o.key.ends_with(MANIFEST_SUFFIX)) {
+        // No backup left (a prune removed the last): no cache either.
+        store
+            .delete(&cache_key(cluster))
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(0);
+    }
     let old = load(store, &objects).await;
     let wanted = objects
         .iter()

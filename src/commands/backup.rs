@@ -161,6 +161,18 @@ async fn backup_one(
     }
     let result = write(ctx, args, store, keys, cluster, tags, &mut gathered, report).await;
     gathered.finish().await;
+    // Once the sources are cleaned up: the listing cache lets `list` read one object for the
+    // cluster instead of one per backup. Bounded in time, and given up when interrupted.
+    if result.is_ok() {
+        let refresh = crate::catalog::cache::refresh_after_commit(store, cluster);
+        tokio::select! {
+            () = refresh => {}
+            () = stop.cancelled() => tracing::info!("listing cache of {cluster} not updated: interrupted"),
+            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {
+                tracing::info!("listing cache of {cluster} not updated: it took over 60 s");
+            }
+        }
+    }
     result
 }
 
@@ -227,8 +239,6 @@ async fn write(
             started.elapsed().as_secs_f64()
         );
     }
-    // The listing cache lets `list` read one object for the cluster instead of one per backup.
-    crate::catalog::cache::refresh_after_commit(store, &outer.cluster).await;
     Ok(outer)
 }
 

@@ -161,7 +161,20 @@ async fn copy_one(
     let mkey = manifest_key(&m.cluster, &m.id);
     let akey = archive_key(&m.cluster, &m.id);
     let skey = signature_key(&m.cluster, &m.id);
-    let manifest_bytes = from.get_bytes(&mkey).await?;
+    // The bytes copied must be the manifest that was judged (a store written to meanwhile
+    // could hold another), and are read bounded like every manifest.
+    let manifest_bytes =
+        crate::catalog::read_small(from, &mkey, crate::catalog::MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| anyhow::anyhow!("{mkey} in {from}: {e}"))?
+            .ok_or_else(|| anyhow::anyhow!("{mkey} vanished from {from}"))?;
+    if crate::archive::manifest::parse_manifest(&manifest_bytes)
+        .ok()
+        .as_ref()
+        != Some(m)
+    {
+        anyhow::bail!("{mkey} in {from} changed since it was judged; nothing was copied");
+    }
     match to.get_bytes(&mkey).await {
         Ok(existing) if existing == manifest_bytes => {
             // Committed there; the archive must be there too, the same size.

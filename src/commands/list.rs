@@ -69,7 +69,7 @@ pub async fn run(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
     let store = ctx.store(&args.store, false)?;
     let cluster = args.cluster.or_else(|| ctx.config.cluster.clone());
     let signers = ctx.allowed_signers(&args.trust)?;
-    let mut cat = crate::catalog::load_with(&store, cluster.as_deref(), signers.as_ref()).await?;
+    let mut cat = crate::catalog::load_cached(&store, cluster.as_deref(), signers.as_ref()).await?;
     for (key, why) in &cat.unreadable {
         crate::say!(
             "warning: manifest {} is unreadable and not listed: {}",

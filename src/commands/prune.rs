@@ -130,9 +130,47 @@ pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
     super::finish_with_metrics(&ctx.metrics_sinks(&args.metrics), &runs, result).await
 }
 
-/// Carries out the plan.
+/// Carries out the plan, then rewrites the listing caches of the clusters it touched (also
+/// when it failed midway), so that pruned manifests leave them too.
 async fn execute(
     ctx: &Ctx,
+    args: &PruneArgs,
+    store: &cpvault_backends::Store,
+    plan: &PrunePlan,
+) -> anyhow::Result<()> {
+    let result = delete(args, store, plan).await;
+    let broken = plan
+        .broken
+        .iter()
+        .filter(|_| args.remove_broken)
+        .filter_map(|r| r.split_once('/').map(|(c, _)| c));
+    let touched: std::collections::BTreeSet<&str> = plan
+        .remove
+        .iter()
+        .map(|d| d.cluster.as_str())
+        .chain(
+            plan.untrusted
+                .iter()
+                .filter(|_| args.remove_untrusted)
+                .map(|u| u.cluster.as_str()),
+        )
+        .chain(broken)
+        .collect();
+    for cluster in touched {
+        crate::catalog::cache::refresh_after_commit(store, cluster).await;
+    }
+    result?;
+    if !ctx.quiet && !ctx.json() {
+        crate::say!(
+            "removed {} backups and {} abandoned uploads from {store}",
+            plan.remove.len(),
+            plan.remove_orphans.len()
+        );
+    }
+    Ok(())
+}
+
+async fn delete(
     args: &PruneArgs,
     store: &cpvault_backends::Store,
     plan: &PrunePlan,
@@ -170,29 +208,6 @@ async fn execute(
             let (c, id) = crate::catalog::parse_ref(r)?;
             store.delete(&manifest_key(&c, &id)).await?;
         }
-    }
-    // The listing caches of the clusters that lost backups drop them: what was pruned is gone
-    // from the store, its manifests included.
-    let touched: std::collections::BTreeSet<&str> = plan
-        .remove
-        .iter()
-        .map(|d| d.cluster.as_str())
-        .chain(
-            plan.untrusted
-                .iter()
-                .filter(|_| args.remove_untrusted)
-                .map(|u| u.cluster.as_str()),
-        )
-        .collect();
-    for cluster in touched {
-        crate::catalog::cache::refresh_after_commit(store, cluster).await;
-    }
-    if !ctx.quiet && !ctx.json() {
-        crate::say!(
-            "removed {} backups and {} abandoned uploads from {store}",
-            plan.remove.len(),
-            plan.remove_orphans.len()
-        );
     }
     Ok(())
 }

@@ -115,9 +115,9 @@ export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench \
   AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
 STORE="s3://fleet"
 echo
-echo "The same store through s3s-fs on loopback (S3, SigV4; one delimited LIST per cluster, 16 in"
-echo "flight, then 64 GETs in flight). The caches written through the local store do not match"
-echo "what s3s-fs lists (no entity tags), so every manifest is fetched:"
+echo "The same store through s3s-fs on loopback (S3, SigV4; the top level, then one flat LIST per"
+echo "cluster, 16 in flight, then 64 GETs in flight). The caches written through the local store"
+echo "do not match what s3s-fs lists (no entity tags), so every manifest is fetched:"
 echo
 echo "| command | median s | runs (s) | peak RSS MiB |"
 echo "| --- | --- | --- | --- |"

@@ -52,6 +52,20 @@ impl Signed {
     fn id_key(&self) -> &str {
         self.w.key.to_str().unwrap()
     }
+
+    /// `extract REF` into `to` with this world's key, under its allowed signers.
+    fn extract_trusted(&self, reference: &str, to: &std::path::Path) -> std::process::Output {
+        self.w.run(&[
+            "extract",
+            reference,
+            "-i",
+            self.id_key(),
+            "--allowed-signers",
+            self.allowed(),
+            "--to",
+            to.to_str().unwrap(),
+        ])
+    }
 }
 
 fn signature(w: &World, reference: &str) -> PathBuf {
@@ -190,16 +204,7 @@ fn forged_backups_are_refused_and_the_genuine_one_is_trusted() {
     // extract and restore --to-dir refuse before writing anything.
     for forged in [&unsigned, &copied] {
         let to = w.path("out");
-        let out = w.run(&[
-            "extract",
-            forged,
-            "-i",
-            s.id_key(),
-            "--allowed-signers",
-            s.allowed(),
-            "--to",
-            to.to_str().unwrap(),
-        ]);
+        let out = s.extract_trusted(forged, &to);
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
         assert!(
             !to.exists(),
@@ -245,16 +250,7 @@ fn forged_backups_are_refused_and_the_genuine_one_is_trusted() {
 
     // latest resolves among trusted backups only: the genuine CA key comes back.
     let to = w.path("latest");
-    let out = w.run(&[
-        "extract",
-        "admin/latest",
-        "-i",
-        s.id_key(),
-        "--allowed-signers",
-        s.allowed(),
-        "--to",
-        to.to_str().unwrap(),
-    ]);
+    let out = s.extract_trusted("admin/latest", &to);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         std::fs::read(to.join("pki/ca.key")).unwrap(),
@@ -650,16 +646,7 @@ fn a_forged_listing_cache_entry_is_judged_like_a_forged_manifest() {
         stdout(&latest)
     );
     let out = w.path("out");
-    let restore = w.run(&[
-        "extract",
-        "admin/latest",
-        "-i",
-        s.id_key(),
-        "--allowed-signers",
-        s.allowed(),
-        "--to",
-        out.to_str().unwrap(),
-    ]);
+    let restore = s.extract_trusted("admin/latest", &out);
     assert_eq!(restore.status.code(), Some(1), "{}", stderr(&restore));
     assert!(!out.exists());
 }

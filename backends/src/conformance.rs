@@ -18,6 +18,7 @@ pub async fn run_all(store: &Store) {
     aborted_upload_leaves_nothing(store).await;
     multipart_large(store, 64 * 1024 * 1024 + 12_345).await;
     list_prefix_and_pagination(store, 1_050).await;
+    list_root_and_rewrites(store).await;
 }
 
 /// A store opened with a wrong credential: writes and lists are refused with an error that
@@ -272,6 +273,63 @@ pub async fn list_prefix_and_pagination(store: &Store, n: usize) {
     assert_eq!(listed, keys, "{store}: listed keys");
     let all = store.list(Some("conformance")).await.unwrap();
     assert!(all.len() >= n + 2, "{store}: list of the parent");
+}
+
+/// The whole store lists every key once, root-level ones too, sorted (a remote store's root is
+/// listed one top-level prefix at a time); an object rewritten with as many bytes is listed
+/// with another time or entity tag, which is what a listing cache tells it apart by.
+pub async fn list_root_and_rewrites(store: &Store) {
+    let root_key = "conformance-root.json";
+    store
+        .put_overwrite(root_key, Bytes::from_static(b"root"))
+        .await
+        .unwrap_or_else(|e| panic!("{store}: put: {e}"));
+    let below = store.list(Some("conformance")).await.unwrap();
+    let all = store
+        .list(None)
+        .await
+        .unwrap_or_else(|e| panic!("{store}: list of the root: {e}"));
+    let mut want: Vec<&str> = below.iter().map(|o| o.key.as_str()).collect();
+    want.push(root_key);
+    want.sort_unstable();
+    let got: Vec<&str> = all
+        .iter()
+        .map(|o| o.key.as_str())
+        .filter(|k| k.starts_with("conformance"))
+        .collect();
+    assert_eq!(got, want, "{store}: list of the root");
+    store.delete(root_key).await.unwrap();
+
+    let key = "conformance/rewrite.json";
+    store
+        .put_overwrite(key, Bytes::from_static(b"aaaa"))
+        .await
+        .unwrap();
+    let before = listed_as(store, key).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    store
+        .put_overwrite(key, Bytes::from_static(b"bbbb"))
+        .await
+        .unwrap();
+    let after = listed_as(store, key).await;
+    assert_ne!(
+        before, after,
+        "{store}: a rewrite listed like the object before it"
+    );
+}
+
+/// Size, time and entity tag of `key` as its parent's listing shows it.
+async fn listed_as(
+    store: &Store,
+    key: &str,
+) -> (u64, chrono::DateTime<chrono::Utc>, Option<String>) {
+    let parent = key.rsplit_once('/').map_or("", |(p, _)| p);
+    let all = store.list(Some(parent)).await.unwrap();
+    let o = all
+        .into_iter()
+        .find(|o| o.key == key)
+        .unwrap_or_else(|| panic!("{store}: {key} not listed"));
+    (o.size, o.last_modified, o.e_tag)
 }
 
 #[cfg(test)]

@@ -84,13 +84,24 @@ async fn load_from(
     signers: Option<&AllowedSigners>,
     cached: bool,
 ) -> anyhow::Result<Catalog> {
-    use futures::StreamExt;
     let prefix = cluster.map(|c| format!("{c}/"));
     let objects = store.list(prefix.as_deref()).await?;
+    Ok(from_listing(store, &objects, signers, cached).await)
+}
+
+/// The catalog of what `objects` (a listing of `store`) holds, its manifests read through the
+/// listing caches when `cached` (see [`load_cached`]) and from the store otherwise.
+pub async fn from_listing(
+    store: &Store,
+    objects: &[ObjectInfo],
+    signers: Option<&AllowedSigners>,
+    cached: bool,
+) -> Catalog {
+    use futures::StreamExt;
     let listed: HashMap<&str, &ObjectInfo> = objects.iter().map(|o| (o.key.as_str(), o)).collect();
     let mut cat = Catalog::default();
     let mut manifests = vec![];
-    for o in &objects {
+    for o in objects {
         if let Some(stem) = o.key.strip_suffix(MANIFEST_SUFFIX) {
             manifests.push((o, stem));
         } else if let Some(stem) = o
@@ -108,7 +119,7 @@ async fn load_from(
     // on a cloud store each is a round trip, and a fleet has tens of thousands. What a
     // cluster's listing cache holds unchanged is not fetched again.
     let cache = if cached {
-        cache::load(store, &objects).await
+        cache::load(store, objects).await
     } else {
         cache::Cache::default()
     };
@@ -148,7 +159,7 @@ async fn load_from(
         .sort_by(|a, b| (&b.created, &b.id).cmp(&(&a.created, &a.id)));
     cat.untrusted
         .sort_by(|(a, _), (b, _)| (&b.created, &b.id).cmp(&(&a.created, &a.id)));
-    Ok(cat)
+    cat
 }
 
 /// Manifest (and signature) reads in flight at once while listing: enough to hide a cloud

@@ -113,11 +113,12 @@ pub async fn gather(
         (false, [one]) => Some(one.as_str()),
         _ => None,
     };
-    let cat: Catalog = crate::catalog::load_cached(store, prefix, signers).await?;
-    // One listing for every cluster's drill records, not one per cluster.
-    let drills: Vec<ObjectInfo> = store
+    // One listing for the backups and every cluster's drill records.
+    let objects = store
         .list(prefix.map(|c| format!("{c}/")).as_deref())
-        .await?
+        .await?;
+    let cat: Catalog = crate::catalog::from_listing(store, &objects, signers, true).await;
+    let drills: Vec<ObjectInfo> = objects
         .into_iter()
         .filter(|o| o.key.ends_with(DRILL_SUFFIX) && o.size <= MAX_DRILL_BYTES)
         .collect();

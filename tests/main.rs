@@ -12,6 +12,8 @@ mod etcd_restore;
 mod corruption;
 // What list shows: committed backups only; distinct ids; the checked-in v1 sample.
 mod listing;
+// The listing cache: filled by backup, emptied by prune, forged entries judged like manifests.
+mod listing_cache;
 // Certificate facts: show lists expiry and key state, list flags expiring backups, openssl keys.
 mod certs;
 // Command-line contract: usage errors, exit codes, config file, env vars, key types.

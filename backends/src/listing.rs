@@ -86,6 +86,61 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An S3 endpoint on loopback that answers every request with `xml` (a listing).
+    async fn s3_answering(xml: &'static str) -> Store {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        xml.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(xml.as_bytes()).await;
+                });
+            }
+        });
+        let vars = [
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ];
+        let settings = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        Store::open_with("s3://b", false, &settings).unwrap()
+    }
+
+    // A server answering the top-level listing with a prefix two levels deep is refused
+    // (it could otherwise make the listing split its tree level after level).
+    #[tokio::test]
+    async fn a_top_level_answer_more_than_one_level_deep_is_refused() {
+        let store = s3_answering(concat!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+            r#"<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">"#,
+            "<Name>b</Name><Prefix></Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys>",
+            "<Delimiter>/</Delimiter><IsTruncated>false</IsTruncated>",
+            "<CommonPrefixes><Prefix>a/b/</Prefix></CommonPrefixes></ListBucketResult>"
+        ))
+        .await;
+        let err = store.list(None).await.unwrap_err().to_string();
+        assert!(err.contains("'a/b', not one level deep"), "{err}");
+    }
     use object_store::memory::InMemory;
     use object_store::{ObjectStoreExt, PutPayload};
 

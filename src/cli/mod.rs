@@ -84,6 +84,11 @@ pub enum Command {
     /// Back up an etcd snapshot, PKI and files into one encrypted archive in the store.
     Backup(Box<BackupArgs>),
     /// List committed backups, newest first.
+    ///
+    /// Each cluster's listing cache (`<cluster>/listing-cache.json.zst`, rewritten by backup,
+    /// copy and prune) stands in for the manifests it holds unchanged, so a store of tens of
+    /// thousands of backups lists in seconds; every manifest the cache lacks is read. The
+    /// cache only shows: `verify --all` reads the manifests themselves.
     List(ListArgs),
     /// Show one backup's manifest.
     Show(ShowArgs),

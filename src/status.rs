@@ -98,7 +98,8 @@ pub fn judge(
     }
 }
 
-/// Reads the store and judges each of `clusters` (plus, with `all`, every cluster found).
+/// Reads the store and judges each of `clusters` (plus, with `all`, every cluster found);
+/// through the listing caches when `cached` (to show, not to decide what to do).
 ///
 /// # Errors
 /// The store cannot be listed.
@@ -108,6 +109,7 @@ pub async fn gather(
     all: bool,
     signers: Option<&AllowedSigners>,
     cutoff: DateTime<Utc>,
+    cached: bool,
 ) -> anyhow::Result<Vec<ClusterStatus>> {
     let prefix = match (all, clusters) {
         (false, [one]) => Some(one.as_str()),
@@ -117,7 +119,7 @@ pub async fn gather(
     let objects = store
         .list(prefix.map(|c| format!("{c}/")).as_deref())
         .await?;
-    let cat: Catalog = crate::catalog::from_listing(store, &objects, signers, true).await;
+    let cat: Catalog = crate::catalog::from_listing(store, &objects, signers, cached).await;
     let drills: Vec<ObjectInfo> = objects
         .into_iter()
         .filter(|o| o.key.ends_with(DRILL_SUFFIX) && o.size <= MAX_DRILL_BYTES)

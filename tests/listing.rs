@@ -175,7 +175,9 @@ fn ten_thousand_backups_list_correctly_and_leftovers_are_classified_as_before() 
         serde_json::from_slice(&std::fs::read(w.manifest(&edited)).unwrap()).unwrap();
     m["cluster"] = "elsewhere".into();
     std::fs::write(w.manifest(&edited), serde_json::to_vec(&m).unwrap()).unwrap();
-    let cat = rt.block_on(cpvault::catalog::load(&store, None)).unwrap();
+    let cat = rt
+        .block_on(cpvault::catalog::load_cached(&store, None, None))
+        .unwrap();
     assert_eq!(cat.backups.len(), 9_999);
     assert_eq!(cat.broken, vec![broken]);
     let incomplete: Vec<&str> = cat.incomplete.iter().map(|o| o.key.as_str()).collect();

@@ -139,6 +139,7 @@ fn a_forged_listing_cache_entry_is_judged_like_a_forged_manifest() {
     let verified = w.run(&["verify", "--all", "--allowed-signers", s.allowed()]);
     assert_eq!(verified.status.code(), Some(3), "{}", stdout(&verified));
     let latest = w.run(&["verify", "admin/latest", "--allowed-signers", s.allowed()]);
+    assert_eq!(latest.status.code(), Some(3), "{}", stdout(&latest));
     assert!(
         stdout(&latest).contains("no trusted backup"),
         "{}",

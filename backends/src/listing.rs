@@ -6,7 +6,8 @@
 //! of a remote store's root therefore asks for its first level (cpvault's clusters) and then
 //! lists each of those prefixes flat, many at once. Only that one level is split, so a
 //! hostile server's nesting cannot multiply the requests, and a foreign tree in a shared
-//! bucket costs what a flat listing of it costs. A local store is walked flat, as the file
+//! bucket costs what a flat listing of it costs; a top level that is not one level deep is
+//! listed flat whole. A local store is walked flat, as the file
 //! system walk is fast and notices symlink loops.
 
 use futures::stream::{StreamExt, TryStreamExt};
@@ -36,8 +37,7 @@ impl Store {
     /// at once.
     ///
     /// # Errors
-    /// The backend's error, or a store that answers the top-level listing with a prefix that
-    /// is not one level deep.
+    /// The backend's error.
     pub async fn list(&self, prefix: Option<&str>) -> Result<Vec<ObjectInfo>, StoreError> {
         let mut out = match prefix {
             None if self.local_root.is_none() => self.list_by_top_level().await?,
@@ -64,13 +64,10 @@ impl Store {
             .list_with_delimiter(None)
             .await
             .map_err(|e| self.err("list", "", e))?;
-        if let Some(bad) = top.common_prefixes.iter().find(|p| p.parts().count() != 1) {
-            let source = object_store::Error::Generic {
-                store: "cpvault",
-                source: format!("the store answered with the prefix '{bad}', not one level deep")
-                    .into(),
-            };
-            return Err(self.err("list", "", source));
+        // A prefix that is not one level deep (a hostile answer, or `/` for keys that start
+        // with a slash) is not split further: the whole store is then listed flat.
+        if top.common_prefixes.iter().any(|p| p.parts().count() != 1) {
+            return self.list_flat(None).await;
         }
         let mut out: Vec<ObjectInfo> = top.objects.into_iter().map(ObjectInfo::from).collect();
         let below: Vec<Vec<ObjectInfo>> = futures::stream::iter(top.common_prefixes)
@@ -88,27 +85,36 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// An S3 endpoint on loopback that answers every request with `xml` (a listing).
-    async fn s3_answering(xml: &'static str) -> Store {
+    /// An S3 endpoint on loopback that answers every request with `xml` (a listing); the
+    /// request lines it saw.
+    async fn s3_answering(
+        xml: &'static str,
+    ) -> (Store, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
+                let log = log.clone();
                 tokio::spawn(async move {
-                    let mut seen = Vec::new();
+                    let mut head = Vec::new();
                     let mut buf = [0u8; 4096];
-                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
                         match conn.read(&mut buf).await {
                             Ok(0) | Err(_) => return,
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
                         }
                     }
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    let line = String::from_utf8_lossy(&head);
+                    log.lock()
+                        .unwrap()
+                        .push(line.lines().next().unwrap_or("").to_string());
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
                         xml.len()
                     );
-                    let _ = conn.write_all(head.as_bytes()).await;
-                    let _ = conn.write_all(xml.as_bytes()).await;
+                    let _ = conn.write_all(reply.as_bytes()).await;
                 });
             }
         });
@@ -123,30 +129,41 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
-        Store::open_with("s3://b", false, &settings).unwrap()
+        (Store::open_with("s3://b", false, &settings).unwrap(), seen)
     }
 
-    // A server answering the top-level listing with a prefix two levels deep is refused
-    // (it could otherwise make the listing split its tree level after level).
+    // A top level answered with a prefix two levels deep (hostile), or with `/` (keys that
+    // start with a slash), is not split: the whole store is listed flat instead.
     #[tokio::test]
-    async fn a_top_level_answer_more_than_one_level_deep_is_refused() {
-        let store = s3_answering(concat!(
-            r#"<?xml version="1.0" encoding="UTF-8"?>"#,
-            r#"<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">"#,
-            "<Name>b</Name><Prefix></Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys>",
-            "<Delimiter>/</Delimiter><IsTruncated>false</IsTruncated>",
-            "<CommonPrefixes><Prefix>a/b/</Prefix></CommonPrefixes></ListBucketResult>"
-        ))
-        .await;
-        let err = store.list(None).await.unwrap_err().to_string();
-        assert!(err.contains("'a/b', not one level deep"), "{err}");
+    async fn a_top_level_not_one_level_deep_is_listed_flat() {
+        for odd in ["a/b/", "/"] {
+            let xml: &'static str = Box::leak(
+                format!(
+                    concat!(
+                        r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+                        r#"<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">"#,
+                        "<Name>b</Name><Prefix></Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys>",
+                        "<Delimiter>/</Delimiter><IsTruncated>false</IsTruncated>",
+                        "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes></ListBucketResult>"
+                    ),
+                    odd
+                )
+                .into_boxed_str(),
+            );
+            let (store, seen) = s3_answering(xml).await;
+            assert_eq!(store.list(None).await.unwrap(), vec![], "{odd}");
+            let seen = seen.lock().unwrap().clone();
+            assert_eq!(seen.len(), 2, "{odd}: {seen:?}");
+            assert!(seen[0].contains("delimiter"), "{seen:?}");
+            assert!(!seen[1].contains("delimiter"), "{seen:?}");
+        }
     }
-    use object_store::memory::InMemory;
-    use object_store::{ObjectStoreExt, PutPayload};
 
     // Every object of a nested tree, once, sorted; a prefix lists only what is below it.
     #[tokio::test]
     async fn lists_every_object_of_a_tree_once() {
+        use object_store::memory::InMemory;
+        use object_store::{ObjectStoreExt, PutPayload};
         let mem = std::sync::Arc::new(InMemory::new());
         for k in ["a/1", "a/b/2", "a/b/c/3", "d/4", "top"] {
             mem.put(&Path::from(k), PutPayload::from_static(b"x"))

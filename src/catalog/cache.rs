@@ -6,10 +6,10 @@
 //! tag, and its bytes then go through exactly the checks a fetched manifest goes through
 //! (bounds, parse, key, signature), so it cannot make an unsigned or edited manifest trusted.
 //! It is only read for showing what is there: commands that decide or act on a backup
-//! (verify, prune, drill, copy, `latest` for extract and restore) read the manifests in the
-//! store, so a forged cache can at most make `list` show a genuine signed manifest where the
-//! store now holds another. Nothing in this module decides whether a backup exists or is
-//! trusted.
+//! (verify, prune, drill, copy, `latest` for extract and restore, `run`'s choice of drills)
+//! read the manifests in the store, so a forged cache can change only what `list` and
+//! `status` show, as a forged manifest could. Nothing in this module decides whether a
+//! backup exists or is trusted.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -203,14 +203,31 @@ pub async fn load(store: &Store, objects: &[ObjectInfo]) -> Cache {
     cache
 }
 
-/// [`refresh`] after a commit: the outcome goes to the log only, since a store that refuses
-/// (write-only credentials, say) only keeps listings slower.
-pub async fn refresh_after_commit(store: &Store, cluster: &str) {
-    match refresh(store, cluster).await {
-        Ok(n) => tracing::debug!("listing cache of {cluster} holds {n} objects"),
-        Err(e) => tracing::info!("listing cache of {cluster} not updated: {e}"),
+/// [`refresh`] of `clusters` after a commit or a prune, a few at once, all within one minute
+/// and given up on Ctrl-C. Outcomes go to the log only: a store that refuses (write-only
+/// credentials, say) only keeps listings slower.
+pub async fn refresh_clusters<'a>(store: &Store, clusters: impl IntoIterator<Item = &'a str>) {
+    let all = futures::stream::iter(clusters)
+        .map(|cluster| async move {
+            match refresh(store, cluster).await {
+                Ok(n) => tracing::debug!("listing cache of {cluster} holds {n} objects"),
+                Err(e) => tracing::info!("listing cache of {cluster} not updated: {e}"),
+            }
+        })
+        .buffer_unordered(READ_CONCURRENCY)
+        .collect::<Vec<()>>();
+    let stop = crate::interrupt::token();
+    tokio::select! {
+        _ = all => {}
+        () = stop.cancelled() => tracing::info!("listing caches not updated: interrupted"),
+        () = tokio::time::sleep(REFRESH_TIMEOUT) => {
+            tracing::info!("listing caches not updated: over {} s", REFRESH_TIMEOUT.as_secs());
+        }
     }
 }
+
+/// How long rewriting listing caches may take after a command's own work.
+const REFRESH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Rewrites `cluster`'s cache from a fresh listing of its prefix: entries of the old cache
 /// that still match are kept, the other manifests and signatures are read. Called after a
@@ -232,31 +249,52 @@ pub async fn refresh(store: &Store, cluster: &str) -> Result<usize, String> {
         return Ok(0);
     }
     let old = load(store, &objects).await;
-    let wanted = objects
+    // Newest first (ids sort by time), and no more than fits in a cache: a cluster of more
+    // backups (or a store planting large manifests) is not read beyond that.
+    let mut wanted: Vec<&ObjectInfo> = objects
         .iter()
-        .filter(|o| cached_limit(&o.key).is_some_and(|limit| o.size <= limit));
+        .filter(|o| cached_limit(&o.key).is_some_and(|limit| o.size <= limit))
+        .collect();
+    wanted.sort_by(|a, b| b.key.cmp(&a.key));
+    let mut budget = MAX_CACHE_PLAIN;
+    wanted.retain(|o| {
+        let fits = o.size <= budget;
+        budget = budget.saturating_sub(o.size);
+        fits
+    });
     let old = &old;
-    let mut entries: Vec<Entry> = futures::stream::iter(wanted)
+    let read: Vec<Result<Option<Entry>, String>> = futures::stream::iter(wanted)
         .map(|o| async move {
             let bytes = match old.get(o) {
                 Some(b) => b,
-                None => super::read_small(store, &o.key, o.size).await.ok()??,
+                None => match super::read_small(store, &o.key, o.size).await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(format!("{} not read: {e}", o.key)),
+                },
             };
             // What is read must be what was listed, or the entry would describe another object.
-            let text = String::from_utf8(bytes.to_vec()).ok()?;
-            (text.len() as u64 == o.size).then(|| Entry {
+            let Ok(text) = String::from_utf8(bytes.to_vec()) else {
+                return Ok(None);
+            };
+            Ok((text.len() as u64 == o.size).then(|| Entry {
                 key: o.key.clone(),
                 size: o.size,
                 last_modified: o.last_modified,
                 e_tag: o.e_tag.clone(),
                 text,
-            })
+            }))
         })
         .buffer_unordered(FETCH_CONCURRENCY)
-        .filter_map(std::future::ready)
         .collect()
         .await;
-    // Newest first (ids sort by time); the oldest are left out until the cache fits.
+    // A read that failed (throttling, credentials that may list but not read) would leave a
+    // good cache poorer: nothing is written then.
+    let mut entries = Vec::with_capacity(read.len());
+    for r in read {
+        entries.extend(r?);
+    }
+    // The oldest are left out until the cache fits (JSON escaping makes it larger).
     entries.sort_by(|a, b| b.key.cmp(&a.key));
     let mut file = CacheFile {
         format: FORMAT.into(),
@@ -372,6 +410,38 @@ mod tests {
             .err()
             .unwrap()
             .contains("not a listing cache"));
+    }
+
+    // A manifest that cannot be read (throttled, or credentials that may list but not read)
+    // leaves the cache as it was instead of writing a poorer one.
+    #[tokio::test]
+    async fn a_failed_read_leaves_the_cache_as_it_was() {
+        use object_store::{ObjectStoreExt, PutPayload};
+        let mem = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let put = |id: u32| {
+            let mem = mem.clone();
+            async move {
+                let key = format!("admin/20260101T000000Z-{id:08x}.manifest.json");
+                let path = object_store::path::Path::from(key.as_str());
+                mem.put(&path, PutPayload::from(format!("{{\"n\":{id}}}")))
+                    .await
+                    .unwrap();
+            }
+        };
+        put(1).await;
+        put(2).await;
+        let store = Store::from_object_store(mem.clone(), "memory".into());
+        assert_eq!(refresh(&store, "admin").await.unwrap(), 2);
+        put(3).await;
+        // Request 1 lists, 2 reads the cache, 3 reads the new manifest.
+        let faulty = cpvault_backends::fault::FaultStore::new(mem.clone()).fail_request(3);
+        let faulty = Store::from_object_store(std::sync::Arc::new(faulty), "faulty".into());
+        let err = refresh(&faulty, "admin").await.unwrap_err();
+        assert!(err.contains("not read"), "{err}");
+        let objects = store.list(Some("admin/")).await.unwrap();
+        let cached = load(&store, &objects).await;
+        assert_eq!(cached.len(), 2);
+        assert_eq!(refresh(&store, "admin").await.unwrap(), 3);
     }
 
     // A few KiB that decompress to more than the bound are refused without holding it all.

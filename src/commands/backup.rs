@@ -65,11 +65,17 @@ pub async fn run(ctx: &Ctx, args: BackupArgs) -> anyhow::Result<()> {
     let clock = Instant::now();
     let outer = backup_one(ctx, &args, &store, &keys, &cluster, !ctx.quiet).await;
     let run = metrics_run(&cluster, started, clock, outer.as_ref().ok());
+    let committed = outer.is_ok();
     let result = match outer {
         Ok(outer) if ctx.json() => super::print_json(&outer),
         Ok(outer) => super::print_text(&outer.reference()),
         Err(e) => Err(e),
     };
+    // After the backup is timed and told (its sources long cleaned up): the listing cache
+    // lets `list` read one object for the cluster instead of one per backup.
+    if committed {
+        crate::catalog::cache::refresh_clusters(&store, [cluster.as_str()]).await;
+    }
     super::finish_with_metrics(&sinks, &[run], result).await
 }
 
@@ -161,18 +167,6 @@ async fn backup_one(
     }
     let result = write(ctx, args, store, keys, cluster, tags, &mut gathered, report).await;
     gathered.finish().await;
-    // Once the sources are cleaned up: the listing cache lets `list` read one object for the
-    // cluster instead of one per backup. Bounded in time, and given up when interrupted.
-    if result.is_ok() {
-        let refresh = crate::catalog::cache::refresh_after_commit(store, cluster);
-        tokio::select! {
-            () = refresh => {}
-            () = stop.cancelled() => tracing::info!("listing cache of {cluster} not updated: interrupted"),
-            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {
-                tracing::info!("listing cache of {cluster} not updated: it took over 60 s");
-            }
-        }
-    }
     result
 }
 
@@ -335,7 +329,10 @@ async fn run_all(
         .iter_mut()
         .filter_map(|o| o.metrics.take())
         .collect();
-    (summarize(ctx, &outcomes), runs)
+    let result = summarize(ctx, &outcomes);
+    let committed = outcomes.iter().filter(|o| o.ok).map(|o| o.cluster.as_str());
+    crate::catalog::cache::refresh_clusters(store, committed).await;
+    (result, runs)
 }
 
 fn summarize(ctx: &Ctx, outcomes: &[Outcome]) -> anyhow::Result<()> {

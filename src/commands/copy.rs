@@ -111,9 +111,7 @@ pub async fn run(ctx: &Ctx, args: CopyArgs) -> anyhow::Result<()> {
             bytes,
         });
     }
-    for cluster in copied_to {
-        crate::catalog::cache::refresh_after_commit(&to, cluster).await;
-    }
+    crate::catalog::cache::refresh_clusters(&to, copied_to).await;
     let failed = outcomes.iter().filter(|o| o.action == "failed").count();
     let mut per_cluster: std::collections::BTreeMap<String, bool> = Default::default();
     for o in &outcomes {

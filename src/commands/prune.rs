@@ -127,25 +127,38 @@ pub async fn run(ctx: &Ctx, args: PruneArgs) -> anyhow::Result<()> {
             ..crate::metrics::Run::ended(cluster, "prune", started, clock, result.is_ok())
         })
         .collect();
+    // After the prune is timed, and also when it failed midway: pruned manifests leave the
+    // listing caches too.
+    crate::catalog::cache::refresh_clusters(&store, touched(&args, &plan)).await;
     super::finish_with_metrics(&ctx.metrics_sinks(&args.metrics), &runs, result).await
 }
 
-/// Carries out the plan, then rewrites the listing caches of the clusters it touched (also
-/// when it failed midway), so that pruned manifests leave them too.
+/// Carries out the plan.
 async fn execute(
     ctx: &Ctx,
     args: &PruneArgs,
     store: &cpvault_backends::Store,
     plan: &PrunePlan,
 ) -> anyhow::Result<()> {
-    let result = delete(args, store, plan).await;
+    delete(args, store, plan).await?;
+    if !ctx.quiet && !ctx.json() {
+        crate::say!(
+            "removed {} backups and {} abandoned uploads from {store}",
+            plan.remove.len(),
+            plan.remove_orphans.len()
+        );
+    }
+    Ok(())
+}
+
+/// The clusters whose backups the plan removes (so whose listing caches change).
+fn touched<'a>(args: &PruneArgs, plan: &'a PrunePlan) -> std::collections::BTreeSet<&'a str> {
     let broken = plan
         .broken
         .iter()
         .filter(|_| args.remove_broken)
         .filter_map(|r| r.split_once('/').map(|(c, _)| c));
-    let touched: std::collections::BTreeSet<&str> = plan
-        .remove
+    plan.remove
         .iter()
         .map(|d| d.cluster.as_str())
         .chain(
@@ -155,19 +168,7 @@ async fn execute(
                 .map(|u| u.cluster.as_str()),
         )
         .chain(broken)
-        .collect();
-    for cluster in touched {
-        crate::catalog::cache::refresh_after_commit(store, cluster).await;
-    }
-    result?;
-    if !ctx.quiet && !ctx.json() {
-        crate::say!(
-            "removed {} backups and {} abandoned uploads from {store}",
-            plan.remove.len(),
-            plan.remove_orphans.len()
-        );
-    }
-    Ok(())
+        .collect()
 }
 
 async fn delete(

@@ -105,7 +105,9 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         let signers = ctx.allowed_signers(&args.trust)?;
         let names: Vec<String> = ctx.config.clusters.keys().cloned().collect();
-        let statuses = crate::status::gather(&store, &names, false, signers.as_ref(), now).await?;
+        // What to drill is a decision: made from the manifests, not the listing caches.
+        let statuses =
+            crate::status::gather(&store, &names, false, signers.as_ref(), now, false).await?;
         for s in statuses.iter().filter(|s| s.newest.is_some()) {
             let due = s
                 .last_drill

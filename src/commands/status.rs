@@ -38,7 +38,8 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<()> {
     let all = args.all || clusters.is_empty();
     let store = ctx.store(&args.store, false)?;
     let signers = ctx.allowed_signers(&args.trust)?;
-    let statuses = crate::status::gather(&store, &clusters, all, signers.as_ref(), cutoff).await?;
+    let statuses =
+        crate::status::gather(&store, &clusters, all, signers.as_ref(), cutoff, true).await?;
     if statuses.is_empty() {
         return Err(HealthCheckFailed(format!(
             "no cluster has a backup in {store}, and none is configured; give --cluster NAME"

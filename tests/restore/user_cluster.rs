@@ -56,44 +56,50 @@ fn served(endpoint: &str) -> Vec<String> {
 
 const IMAGE: &str = "gcr.io/gke-on-prem-release/etcd:v3.4.23-0-gke.0";
 
-fn statefulset() -> serde_json::Value {
+/// A one-replica StatefulSet `name` whose pods run `container`, labelled `app: name`.
+fn one_replica(name: &str, container: serde_json::Value) -> serde_json::Value {
     json!({
-        "metadata": {"name": "kube-etcd"},
+        "metadata": {"name": name},
         "spec": {
-            "replicas": 1, "serviceName": "kube-etcd",
-            "selector": {"matchLabels": {"app": "kube-etcd"}},
-            "template": {"metadata": {"labels": {"app": "kube-etcd"}}, "spec": {"containers": [{
-                "name": "kube-etcd", "image": IMAGE,
-                "command": ["etcd", "--name=kube-etcd-0", "--data-dir=/var/lib/etcd",
-                    "--listen-client-urls=http://127.0.0.1:2379",
-                    "--advertise-client-urls=http://127.0.0.1:2379",
-                    "--listen-peer-urls=http://127.0.0.1:2380",
-                    "--initial-advertise-peer-urls=http://127.0.0.1:2380",
-                    "--initial-cluster=kube-etcd-0=http://127.0.0.1:2380"],
-                "volumeMounts": [{"name": "data", "mountPath": "/var/lib/etcd"}],
-            }]}},
-            "volumeClaimTemplates": [{"metadata": {"name": "data"},
-                "spec": {"accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": "1Gi"}}}}],
+            "replicas": 1, "serviceName": name,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [container]}},
         }
     })
+}
+
+fn statefulset() -> serde_json::Value {
+    let mut etcd = one_replica(
+        "kube-etcd",
+        json!({
+            "name": "kube-etcd", "image": IMAGE,
+            "command": ["etcd", "--name=kube-etcd-0", "--data-dir=/var/lib/etcd",
+                "--listen-client-urls=http://127.0.0.1:2379",
+                "--advertise-client-urls=http://127.0.0.1:2379",
+                "--listen-peer-urls=http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+                "--initial-cluster=kube-etcd-0=http://127.0.0.1:2380"],
+            "volumeMounts": [{"name": "data", "mountPath": "/var/lib/etcd"}],
+        }),
+    );
+    etcd["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}}}}]);
+    etcd
 }
 
 /// The user cluster's kube-apiserver as GKE on VMware runs it: StatefulSet `kube-apiserver`,
 /// pod `kube-apiserver-0` (no process: nothing here talks to it), which its controller brings
 /// back when it is deleted.
 fn apiserver_statefulset() -> serde_json::Value {
-    json!({
-        "metadata": {"name": "kube-apiserver"},
-        "spec": {
-            "replicas": 1, "serviceName": "kube-apiserver",
-            "selector": {"matchLabels": {"app": "kube-apiserver"}},
-            "template": {"metadata": {"labels": {"app": "kube-apiserver"}}, "spec": {"containers": [{
-                "name": "kube-apiserver",
-                "image": "gcr.io/gke-on-prem-release/kube-apiserver:v1.33.1-gke.0",
-            }]}},
-        }
-    })
+    one_replica(
+        "kube-apiserver",
+        json!({
+            "name": "kube-apiserver",
+            "image": "gcr.io/gke-on-prem-release/kube-apiserver:v1.33.1-gke.0",
+        }),
+    )
 }
 
 /// The etcdctl settings of backup and restore: plain http on the pod's mapped loopback port.

@@ -117,12 +117,18 @@ pub fn command_flag(words: &[String], name: &str) -> Option<String> {
 /// for backup and restore, so both understand the same manifests: the list's items are read
 /// as words by [`command_flag`].
 pub fn static_pod_flag(manifest: &str, name: &str) -> Option<String> {
-    let words: Vec<String> = manifest
+    let items = manifest
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("- ").map(str::trim))
-        .map(|v| v.trim_matches(|c| c == '"' || c == '\'').to_string())
-        .collect();
-    command_flag(&words, name)
+        .filter_map(|l| l.trim().strip_prefix("- ").map(str::trim));
+    command_flag(&command_words(items), name)
+}
+
+/// The words of a command line as [`command_flag`] reads them, each stripped of the quotes a
+/// manifest may put around it.
+pub fn command_words<'a>(words: impl Iterator<Item = &'a str>) -> Vec<String> {
+    words
+        .map(|w| w.trim_matches(|c| c == '"' || c == '\'').to_string())
+        .collect()
 }
 
 /// Quotes one word for a POSIX shell.

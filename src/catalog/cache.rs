@@ -433,14 +433,22 @@ mod tests {
         let store = Store::from_object_store(mem.clone(), "memory".into());
         assert_eq!(refresh(&store, "admin").await.unwrap(), 2);
         put(3).await;
+        let cache_object = |objects: &[ObjectInfo]| {
+            objects
+                .iter()
+                .find(|o| o.key == cache_key("admin"))
+                .cloned()
+                .expect("cache written")
+        };
+        let before = cache_object(&store.list(Some("admin/")).await.unwrap());
         // Request 1 lists, 2 reads the cache, 3 reads the new manifest.
         let faulty = cpvault_backends::fault::FaultStore::new(mem.clone()).fail_request(3);
         let faulty = Store::from_object_store(std::sync::Arc::new(faulty), "faulty".into());
         let err = refresh(&faulty, "admin").await.unwrap_err();
         assert!(err.contains("not read"), "{err}");
         let objects = store.list(Some("admin/")).await.unwrap();
-        let cached = load(&store, &objects).await;
-        assert_eq!(cached.len(), 2);
+        assert_eq!(cache_object(&objects), before, "the cache was rewritten");
+        assert_eq!(load(&store, &objects).await.len(), 2);
         assert_eq!(refresh(&store, "admin").await.unwrap(), 3);
     }
 

@@ -26,29 +26,22 @@ pub async fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let wants = || Wants {
-        digests: true,
-        values: None,
-    };
     // Both at once: each is a download, a decryption and two passes over a snapshot.
-    let ((a_ref, a), (b_ref, b)) = tokio::try_join!(
+    let [from, to] = [&args.from, &args.to].map(|reference| {
+        let wants = Wants {
+            digests: true,
+            values: None,
+        };
         super::inspect::open_snapshot(
             ctx,
             &args.store,
             &args.trust,
             &args.identity,
-            &args.from,
-            wants(),
-        ),
-        super::inspect::open_snapshot(
-            ctx,
-            &args.store,
-            &args.trust,
-            &args.identity,
-            &args.to,
-            wants(),
+            reference,
+            wants,
         )
-    )?;
+    });
+    let ((a_ref, a), (b_ref, b)) = tokio::try_join!(from, to)?;
     let id = |m: &crate::archive::manifest::Manifest| m.etcd.as_ref()?.cluster_id.clone();
     if let (Some(x), Some(y)) = (id(&a_ref), id(&b_ref)) {
         if x != y && !args.across_clusters && !ctx.quiet {

@@ -260,7 +260,8 @@ impl Answered {
         self.leader != 0 && !self.errors
     }
 
-    fn is_leader(&self) -> bool {
+    /// Whether this member is the one it names as leader.
+    pub(crate) fn is_leader(&self) -> bool {
         self.member_id == self.leader
     }
 }

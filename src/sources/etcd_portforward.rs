@@ -72,11 +72,7 @@ pub fn resolve(
     port: Option<u16>,
     server_name: Option<&str>,
 ) -> Result<PodEtcd, String> {
-    let words: Vec<String> = command
-        .iter()
-        .flat_map(|a| a.split_whitespace())
-        .map(|w| w.trim_matches(|c| c == '"' || c == '\'').to_string())
-        .collect();
+    let words = crate::etcdctl::command_words(command.iter().flat_map(|a| a.split_whitespace()));
     let list = |flag: &str| -> Vec<String> {
         crate::etcdctl::command_flag(&words, flag)
             .map(|v| url_list(&v))

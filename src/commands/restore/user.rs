@@ -39,7 +39,7 @@ pub(super) async fn run(
         quiet: ctx.quiet,
     };
     let prepared = job.prepare().await?;
-    let dest = job.destination();
+    let dest = job.layout.destination();
     let steps = &prepared.plan.steps;
     if args.dry_run {
         return print_steps(ctx, m, &dest, &prepared.restore_id, steps);

@@ -135,14 +135,9 @@ impl UserPrepared {
 }
 
 impl UserRestore<'_> {
-    /// `statefulset NS/NAME`, for messages.
-    pub fn destination(&self) -> String {
-        self.layout.destination()
-    }
-
     fn refuse(&self, cause: String, fix: &str) -> UserPreflightError {
         UserPreflightError::Cluster {
-            target: self.destination(),
+            target: self.layout.destination(),
             cause,
             fix: fix.into(),
         }
@@ -162,7 +157,7 @@ impl UserRestore<'_> {
             .map_err(|e| self.refuse(e, "check --kubeconfig and --context"))?;
         if !denied.is_empty() {
             return Err(UserPreflightError::Forbidden {
-                target: self.destination(),
+                target: self.layout.destination(),
                 namespace: l.namespace.clone(),
                 denied: denied.join(", "),
             });
@@ -221,14 +216,14 @@ impl UserRestore<'_> {
                 from: format!(
                     "the image of container {} in {}",
                     l.container,
-                    self.destination()
+                    self.layout.destination()
                 ),
             }
         });
         let snapshot_version = self.backup.etcd.as_ref().and_then(|e| e.version.as_deref());
         super::version::check(snapshot_version, installed.as_ref(), self.force_version).map_err(
             |too_new| UserPreflightError::TooNew {
-                target: self.destination(),
+                target: self.layout.destination(),
                 too_new,
             },
         )?;
@@ -245,7 +240,7 @@ impl UserRestore<'_> {
             self.backup,
             self.authorship,
             self.identities.clone(),
-            &self.destination(),
+            &self.layout.destination(),
             self.quiet,
         )
         .await

@@ -298,7 +298,7 @@ fn step(kind: StepKind, does: String, script: String, undo: String) -> Step {
 }
 
 /// What restarts the apiserver pod by hand: delete it, then wait for its controller's new one.
-pub fn restart_apiserver_command(l: &UserLayout) -> String {
+fn restart_apiserver_command(l: &UserLayout) -> String {
     let (ns, pod, t) = (quote(&l.namespace), quote(&l.apiserver_pod), l.wait_seconds);
     format!(
         "kubectl -n {ns} delete pod {pod} --timeout={t}s && kubectl -n {ns} wait --for=condition=Ready pod/{pod} --timeout={t}s"

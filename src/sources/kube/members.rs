@@ -77,18 +77,17 @@ impl Cluster {
             return pods.remove(0);
         }
         let script = status_script(e);
-        // The pods that answered, and what each said, in pod order.
+        // Every pod is asked at once; the ones that answered, and what each said, in pod order.
+        let outs = futures::future::join_all(pods.iter().map(|pod| self.run(pod, &script))).await;
         let mut which = vec![];
         let mut answers = vec![];
-        for (i, pod) in pods.iter().enumerate() {
-            match self.run(pod, &script).await {
-                Ok(out) => match parse_status(&out) {
-                    Ok(a) => {
-                        which.push(i);
-                        answers.push(a);
-                    }
-                    Err(why) => warn(pod, &why),
-                },
+        for (i, (pod, out)) in pods.iter().zip(outs).enumerate() {
+            match out.map(|out| parse_status(&out)) {
+                Ok(Ok(a)) => {
+                    which.push(i);
+                    answers.push(a);
+                }
+                Ok(Err(why)) => warn(pod, &why),
                 Err(m) => warn(pod, &m),
             }
         }
@@ -102,15 +101,12 @@ impl Cluster {
             }
             return pods.remove(0);
         };
-        let (i, is_leader) = (
-            which[chosen],
-            answers[chosen].leader == answers[chosen].member_id,
-        );
+        let (i, is_leader) = (which[chosen], answers[chosen].is_leader());
         if !quiet {
             let leader = answers
                 .iter()
                 .zip(&which)
-                .find(|(a, _)| a.member_id == a.leader)
+                .find(|(a, _)| a.is_leader())
                 .map(|(_, j)| pods[*j].name.clone());
             crate::say!(
                 "etcd snapshot from pod {}/{} ({}{})",

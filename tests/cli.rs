@@ -153,13 +153,22 @@ fn config_file_fills_in_and_env_and_flags_win() {
     let out = cpvault_in(w.dir.path(), &["--config", cfg, "backup"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("cfg/"));
-    // The archive and the manifest (beside the cluster's listing cache).
-    let backup_objects = std::fs::read_dir(from_config.join("cfg"))
+    // The archive, the manifest and the cluster's listing cache, nothing else.
+    let reference = stdout(&out).trim().to_string();
+    let id = reference.strip_prefix("cfg/").unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(from_config.join("cfg"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".manifest.json") || n.ends_with(".tar.zst.age"))
-        .count();
-    assert_eq!(backup_objects, 2);
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            format!("{id}.manifest.json"),
+            format!("{id}.tar.zst.age"),
+            "listing-cache.json.zst".to_string()
+        ]
+    );
 
     let out = cpvault_cmd(w.dir.path())
         .args(["--config", cfg, "backup"])

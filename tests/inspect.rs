@@ -292,7 +292,9 @@ fn inspect_diff_and_get_answer_from_stored_backups() {
     );
     assert!(stdout(&o).contains("\"name\": \"s-1\""), "{}", stdout(&o));
     let o = w.run(&[&future[..], &["-q"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("warning:"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"name\": \"s-1\""), "{}", stdout(&o));
     // A value that does not decode is named, and refused as JSON.
     let o = w.run(&["get", &b, "/registry/pods/team-a/p", "-i", key]);
     assert_eq!(o.status.code(), Some(1));

@@ -5,12 +5,17 @@
 use crate::signing::Signed;
 use crate::support::*;
 
+/// A cluster's listing cache: its path and its JSON.
+fn read_cache(w: &World, cluster: &str) -> (std::path::PathBuf, serde_json::Value) {
+    let path = w.store.join(format!("{cluster}/listing-cache.json.zst"));
+    let packed = std::fs::read(&path).expect("the backup wrote its cluster's listing cache");
+    let cache = serde_json::from_slice(&zstd::decode_all(&packed[..]).unwrap()).unwrap();
+    (path, cache)
+}
+
 /// The keys a cluster's listing cache holds.
 fn cached_keys(w: &World, cluster: &str) -> Vec<String> {
-    let packed = std::fs::read(w.store.join(format!("{cluster}/listing-cache.json.zst"))).unwrap();
-    let cache: serde_json::Value =
-        serde_json::from_slice(&zstd::decode_all(&packed[..]).unwrap()).unwrap();
-    let mut keys: Vec<String> = cache["objects"]
+    let mut keys: Vec<String> = read_cache(w, cluster).1["objects"]
         .as_array()
         .unwrap()
         .iter()
@@ -72,10 +77,7 @@ fn edit_listing_cache_entry(
     key: &str,
     edit: impl FnOnce(&mut serde_json::Value),
 ) {
-    let path = w.store.join(format!("{cluster}/listing-cache.json.zst"));
-    let packed = std::fs::read(&path).expect("the backup wrote its cluster's listing cache");
-    let mut cache: serde_json::Value =
-        serde_json::from_slice(&zstd::decode_all(&packed[..]).unwrap()).unwrap();
+    let (path, mut cache) = read_cache(w, cluster);
     let entry = cache["objects"]
         .as_array_mut()
         .unwrap()
@@ -136,6 +138,15 @@ fn a_forged_listing_cache_entry_is_judged_like_a_forged_manifest() {
         e["last_modified"] = serde_json::to_value(now.last_modified).unwrap();
         e["e_tag"] = now.e_tag.clone().into();
     });
+    // The entry is live: `list` shows the genuine signed text it holds.
+    let shown = w.run(&["list", "--allowed-signers", s.allowed(), "--output", "json"]);
+    let shown: Vec<serde_json::Value> = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown[0]["signature"]["state"], "trusted", "{}", shown[0]);
+    assert!(
+        shown[0]["created"].as_str().unwrap().starts_with('2'),
+        "the cache was not read: {}",
+        shown[0]
+    );
     let verified = w.run(&["verify", "--all", "--allowed-signers", s.allowed()]);
     assert_eq!(verified.status.code(), Some(3), "{}", stdout(&verified));
     let latest = w.run(&["verify", "admin/latest", "--allowed-signers", s.allowed()]);

@@ -27,19 +27,7 @@ fn copy_between_local_and_moto_round_trips_and_verifies_on_both_sides() {
         stdout(&out)
     );
     let listed = moto.cpvault(cwd, &["list", "--store", &s3, "--output", "json"]);
-    let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    let mut got: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            format!(
-                "{}/{}",
-                m["cluster"].as_str().unwrap(),
-                m["id"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let mut got = listed_refs(&listed);
     got.sort();
     let mut want = refs.clone();
     want.sort();

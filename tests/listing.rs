@@ -123,24 +123,7 @@ fn ten_thousand_backups_list_correctly_and_leftovers_are_classified_as_before() 
     let broken = refs[4567].clone();
     std::fs::remove_file(w.archive(&broken)).unwrap();
 
-    // `list --output json` as `<cluster>/<id>`, in its order.
-    let list = || -> Vec<String> {
-        let list = w.run(&["list", "--output", "json"]);
-        assert!(list.status.success(), "{}", stderr(&list));
-        let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-        listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| {
-                format!(
-                    "{}/{}",
-                    m["cluster"].as_str().unwrap(),
-                    m["id"].as_str().unwrap()
-                )
-            })
-            .collect()
-    };
+    let list = || listed_refs(&w.run(&["list", "--output", "json"]));
     let listed = list();
     assert_eq!(listed.len(), 10_000);
     let mut want = refs.clone();

@@ -10,19 +10,7 @@ fn backups(w: &World, n: usize) -> Vec<String> {
 }
 
 fn listed(w: &World) -> Vec<String> {
-    let out = w.run(&["list", "--output", "json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            format!(
-                "{}/{}",
-                m["cluster"].as_str().unwrap(),
-                m["id"].as_str().unwrap()
-            )
-        })
-        .collect()
+    listed_refs(&w.run(&["list", "--output", "json"]))
 }
 
 fn files_under(dir: &std::path::Path) -> usize {

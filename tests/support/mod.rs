@@ -585,3 +585,21 @@ pub fn assert_contains_all(text: &str, wants: &[&str]) {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
 }
+
+/// The backups a successful `list --output json` printed, as `<cluster>/<id>`, in its order.
+#[track_caller]
+pub fn listed_refs(out: &Output) -> Vec<String> {
+    assert!(out.status.success(), "list failed: {}", stderr(out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["cluster"].as_str().unwrap(),
+                m["id"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
